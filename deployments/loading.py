@@ -1,0 +1,109 @@
+"""Loading a TTS model through moshi's own loaders, from a hub repo or a local checkpoint folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from .hub import ModelUnavailableError, describe_hub_error
+from .settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+# Files a local checkpoint's config.json names, with moshi's key for each.
+_LOCAL_FILE_KEYS = {
+    "moshi_weights": "moshi_name",
+    "mimi_weights": "mimi_name",
+    "tokenizer": "tokenizer_name",
+    "mimi_config_path": "mimi_config_name",
+}
+
+
+def pick_device(requested: str = "auto") -> str:
+    """`auto` -> CUDA when torch sees a GPU, else CPU (with a warning, and CPU-friendly moshi flags)."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("No CUDA device visible to torch: the TTS model runs on CPU (fp32), "
+                    "which is far slower than real time for the real model.")
+        requested = "cpu"
+    if requested == "cpu":
+        # torch.compile and CUDA graphs only cost time on CPU (measured: 33 s -> 1.6 s to first audio).
+        os.environ.setdefault("NO_TORCH_COMPILE", "1")
+        os.environ.setdefault("NO_CUDA_GRAPH", "1")
+    return requested
+
+
+def dtype_for(device: str):
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def local_checkpoint_info(ckpt_dir: str | Path):
+    """moshi CheckpointInfo for a local folder laid out like a hub repo (config.json + its files)."""
+    from moshi.models.loaders import CheckpointInfo
+
+    ckpt_dir = Path(ckpt_dir).expanduser()
+    config_path = ckpt_dir / "config.json"
+    if not config_path.is_file():
+        raise ModelUnavailableError(
+            f"no config.json in model_path '{ckpt_dir}': build a test checkpoint with "
+            f"`python -m deployments.checkpoint --size tiny {ckpt_dir}`, or copy a downloaded model there.")
+    config = json.loads(config_path.read_text())
+    files = {}
+    for argument, key in _LOCAL_FILE_KEYS.items():
+        if key in config:
+            path = ckpt_dir / config[key]
+            if not path.is_file():
+                raise ModelUnavailableError(f"model_path '{ckpt_dir}' lacks {config[key]} (named by config.json's {key})")
+            files[argument] = path
+    return CheckpointInfo.from_hf_repo(str(ckpt_dir), config_path=config_path, **files)
+
+
+def ensure_test_checkpoint(settings: EngineSettings) -> None:
+    """Builds the random-weight test checkpoint on first use, when the settings ask for one."""
+    if settings.build_test_checkpoint and settings.model_path:
+        from .checkpoint import build_checkpoint
+
+        build_checkpoint(Path(settings.model_path).expanduser(), size=settings.build_test_checkpoint)
+
+
+def checkpoint_info(settings: EngineSettings):
+    """Where the model's files are; downloads them from the hub when no local path is given."""
+    if settings.model_path:
+        ensure_test_checkpoint(settings)
+        return local_checkpoint_info(settings.model_path)
+    from moshi.models.loaders import CheckpointInfo
+
+    try:
+        return CheckpointInfo.from_hf_repo(settings.model_repo)
+    except Exception as exc:
+        raise ModelUnavailableError(describe_hub_error(settings.model_repo, exc)) from exc
+
+
+def local_voice_dirs(settings: EngineSettings) -> list[Path]:
+    """Configured voice folders, plus `voices/` inside a local checkpoint folder."""
+    dirs = [Path(d).expanduser() for d in settings.voice_dirs]
+    if settings.model_path:
+        dirs.append(Path(settings.model_path).expanduser() / "voices")
+    return dirs
+
+
+def voice_repo(settings: EngineSettings) -> str | None:
+    """The hub voice repo, used with hub models only: a local model folder brings its voices
+    (in `voices/`, plus `voice_dirs`), and a local setup must never wait on the hub."""
+    return None if settings.model_path else settings.voice_repo
+
+
+def load_tts_model(settings: EngineSettings, device: str):
+    from moshi.models.tts import TTSModel
+
+    info = checkpoint_info(settings)
+    return TTSModel.from_checkpoint_info(
+        info, n_q=settings.n_q, temp=settings.temp, device=device, dtype=dtype_for(device),
+        voice_repo=settings.voice_repo or "")

@@ -1,0 +1,52 @@
+"""Settings of the TTS engine: which model, which voices, generation defaults and limits."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, field_validator
+
+DEFAULT_MODEL_REPO = "kyutai/tts-1.6b-en_fr"
+DEFAULT_VOICE_REPO = "kyutai/tts-voices"
+DEFAULT_VOICE = "unmute-prod-website/default_voice.wav"
+
+
+class EngineSettings(BaseModel):
+    """What to load and how to generate. Given as the application's `args` (see configs/)."""
+
+    model_config = {"extra": "forbid"}
+
+    # Either a Hugging Face repo id, or a local checkpoint directory (config.json + files it names).
+    model_repo: str = DEFAULT_MODEL_REPO
+    model_path: str | None = None
+    # "tiny" | "full": build a random-weight test checkpoint at model_path when it is missing
+    # (demo and tests; see deployments/checkpoint.py). Never set in production.
+    build_test_checkpoint: str | None = None
+    # Voices: names in `voice_repo` and/or files under `voice_dirs`. With a local model_path
+    # whose folder holds `voices/`, that folder is used and the repo is not consulted.
+    voice_repo: str | None = DEFAULT_VOICE_REPO
+    voice_dirs: list[str] = Field(default_factory=list)
+    default_voice: str = DEFAULT_VOICE
+
+    device: str = "auto"  # "auto" | "cuda" | "cuda:N" | "cpu"
+    # torch threads when running on CPU (None: torch's default). Small models on few cores run
+    # far faster on one thread (measured: 2.5 s -> 0.26 s for a short sentence, tiny model).
+    cpu_threads: int | None = Field(None, ge=1)
+    # Codebooks generated per frame: Kyutai's own server uses 24 of the 32 (quality vs speed).
+    n_q: int = Field(24, ge=1, le=32)
+    temp: float = Field(0.6, ge=0.0, le=2.0)
+    default_cfg_coef: float = 2.0
+    # Forced pause (in steps) between words: 1 makes the model articulate better.
+    padding_between: int = Field(1, ge=0, le=10)
+
+    max_text_chars: int = Field(20_000, ge=1)
+    # Longer texts are split at sentence boundaries into pieces of at most this many characters,
+    # generated one after the other, to stay well inside the model's 500-step attention context.
+    chunk_max_chars: int = Field(400, ge=20)
+    # Seconds to wait for the hub before failing a model or voice download.
+    hub_timeout_s: float = Field(20.0, gt=0)
+
+    @field_validator("voice_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value):
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part.strip()]
+        return value

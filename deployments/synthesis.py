@@ -1,0 +1,63 @@
+"""What a synthesis request is, and the events it produces while it is generated.
+
+Events travel from the GPU replica to the ingress through Ray, so they are small plain dataclasses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 24_000
+FRAME_SAMPLES = 1_920  # one model step: 80 ms at 24 kHz
+
+
+@dataclass
+class SynthesisRequest:
+    text: str
+    voice: str | None = None
+    cfg_coef: float | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+@dataclass
+class Word:
+    word: str
+    start_s: float
+    end_s: float
+
+    def to_dict(self) -> dict:
+        return {"word": self.word, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3)}
+
+
+@dataclass
+class AudioChunk:
+    """PCM float32 in [-1, 1], mono, 24 kHz: one or more 80 ms frames."""
+    pcm: np.ndarray
+
+
+@dataclass
+class WordSpoken:
+    word: Word
+
+
+@dataclass
+class SynthesisDone:
+    request_id: str
+    voice: str
+    duration_s: float
+    words: list[Word]
+    text_chunks: int
+    # Filled in by the worker: where it ran.
+    served_by: dict = field(default_factory=dict)
+
+
+@dataclass
+class SynthesisFailed:
+    message: str
+    kind: str = "error"  # "invalid" (caller's fault), "unavailable" (model cannot load), "error"
+
+
+SynthesisEvent = AudioChunk | WordSpoken | SynthesisDone | SynthesisFailed

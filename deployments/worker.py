@@ -1,0 +1,138 @@
+"""`TTSWorker`: the Ray Serve deployment holding the model, one replica per GPU.
+
+The model runs on the scheduler's thread; the replica's event loop only moves events, so health
+checks, status and other requests keep flowing during a generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import AsyncIterator
+
+from ray import serve
+
+from .model_manager import ModelManager
+from .registry import RegistryReporter
+from .scheduler import BatchScheduler, Submission
+from .settings import EngineSettings
+from .synthesis import AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest
+
+log = logging.getLogger(__name__)
+
+# Run-time settings (`user_config`), applied by reconfigure() without a restart.
+DEFAULT_USER_CONFIG = {"offload_after_s": 300.0, "max_batch_size": 8}
+
+
+def _gpu_index() -> int | None:
+    import ray
+
+    ids = ray.get_gpu_ids()
+    return int(ids[0]) if ids else None
+
+
+def _replica_context() -> tuple[str, str]:
+    """(app name, replica id) of this replica."""
+    try:
+        context = serve.get_replica_context()
+        return context.app_name, context.replica_id.unique_id
+    except Exception:  # constructed outside Serve (unit use)
+        return "default", f"local-{os.getpid()}"
+
+
+@serve.deployment(name="TTSWorker", max_ongoing_requests=32, health_check_period_s=5)
+class TTSWorker:
+    def __init__(self, engine_settings: dict | None = None):
+        self.settings = EngineSettings(**(engine_settings or {}))
+        self.gpu_index = _gpu_index()
+        self.app_name, self.replica = _replica_context()
+        self.node = socket.gethostname()
+        self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index)
+        self.scheduler = BatchScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"])
+        self.reporter = RegistryReporter(self.app_name, self.replica, self._status, self._run_command)
+        log.info("TTSWorker %s on GPU %s (CUDA_VISIBLE_DEVICES=%s)", self.replica, self.gpu_index,
+                 os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+    def reconfigure(self, user_config: dict) -> None:
+        config = {**DEFAULT_USER_CONFIG, **(user_config or {})}
+        offload = config.get("offload_after_s")
+        self.manager.offload_after_s = None if offload is None else float(offload)
+        self.scheduler.max_batch_size = max(1, int(config["max_batch_size"]))
+        log.info("reconfigured: %s", config)
+
+    @property
+    def served_by(self) -> dict:
+        return {"gpu": self.gpu_index, "replica": self.replica, "node": self.node}
+
+    async def synthesize_stream(self, request: dict) -> AsyncIterator[list]:
+        """Yields lists of events (AudioChunk, WordSpoken, then SynthesisDone or SynthesisFailed)
+        as the model produces them. Closing the stream cancels the request."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        submission = Submission(SynthesisRequest(**request),
+                                sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        self.scheduler.submit(submission)
+        try:
+            while True:
+                events = [await queue.get()]
+                while not queue.empty():
+                    events.append(queue.get_nowait())
+                finished = isinstance(events[-1], (SynthesisDone, SynthesisFailed))
+                if isinstance(events[-1], SynthesisDone):
+                    events[-1].served_by = {**self.served_by, "device": self.manager.status()["device"]}
+                yield events
+                if finished:
+                    return
+        finally:
+            submission.cancelled.set()
+
+    async def synthesize(self, request: dict) -> dict:
+        """The whole result at once: {"audio": float32 ndarray, "done": SynthesisDone} or
+        {"error": SynthesisFailed}."""
+        import numpy as np
+
+        chunks = []
+        async for events in self.synthesize_stream(request):
+            for event in events:
+                if isinstance(event, AudioChunk):
+                    chunks.append(event.pcm)
+                elif isinstance(event, SynthesisDone):
+                    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+                    return {"audio": audio, "done": event}
+                elif isinstance(event, SynthesisFailed):
+                    return {"error": event}
+        return {"error": SynthesisFailed("generation ended without a result")}
+
+    def _status(self) -> dict:
+        return {
+            **self.served_by,
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "model": self.manager.status(),
+            "queued": self.scheduler.queued,
+            "active": self.scheduler.active,
+            "rounds": self.scheduler.rounds,
+            "max_batch_size": self.scheduler.max_batch_size,
+            "recent_batch_sizes": list(self.scheduler.batch_sizes)[-20:],
+        }
+
+    def _run_command(self, command: dict) -> dict:
+        if command.get("action") == "offload":
+            return {**self.served_by, "result": self.manager.offload()}
+        return {**self.served_by, "result": f"unknown action {command.get('action')!r}"}
+
+    async def status(self) -> dict:
+        return await asyncio.to_thread(self._status)
+
+    async def offload(self) -> dict:
+        return await asyncio.to_thread(self._run_command, {"action": "offload"})
+
+    async def check_health(self) -> None:
+        if not self.scheduler.alive:
+            raise RuntimeError("the generation thread died")
+
+    def __del__(self):
+        self.reporter.stop()
+        self.scheduler.close()
+        self.manager.close()

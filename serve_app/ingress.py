@@ -1,0 +1,90 @@
+"""The `Ingress` deployment: one FastAPI app on one port for the whole cluster.
+
+The FastAPI app is built inside the replica by `build_fastapi_app` (passed to `serve.ingress` as a
+builder, so the app is never pickled: see DESIGN §2 on FastAPI >= 0.139.2). Serve calls the
+deployment's constructor first, then the builder, in the same process: the constructor leaves the
+context for the builder in `_context_for_builder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from ray import serve
+
+from .context import IngressContext
+from .errors import error_response, install_error_handlers
+from .routes import gpu, health, tts, voices
+from .settings import AppSettings
+
+log = logging.getLogger(__name__)
+
+_context_for_builder: IngressContext | None = None
+
+API_DESCRIPTION = """Kyutai TTS on Ray Serve: one endpoint for every GPU of the cluster.
+
+Errors share one JSON shape: `{"error": {"message", "type", "param", "code"}}`. Status codes: 422 for
+a malformed request (the field is named in `param`), 400 for an unknown or refused voice, 404 for an
+unknown file, 413 for an oversized body, 503 (with `Retry-After`) when the model is unavailable or
+every worker is saturated."""
+
+
+class BodySizeLimit:
+    """Refuses requests whose declared body is larger than `limit` bytes (413) before reading it."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                response = error_response(413, f"request body larger than {self.limit} bytes", code="body_too_large")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def create_app(ctx: IngressContext) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with contextlib.AsyncExitStack() as stack:
+            for hook in app.state.lifespan_hooks:
+                await stack.enter_async_context(hook(app))
+            yield
+
+    app = FastAPI(title="Kyutai TTS on Ray Serve", version="0.1.0", description=API_DESCRIPTION,
+                  docs_url="/docs", redoc_url=None, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.lifespan_hooks = []
+    install_error_handlers(app)
+    for module in (health, tts, voices, gpu):
+        app.include_router(module.router)
+
+    @app.get("/apidocs", include_in_schema=False)
+    async def apidocs():  # the old service's docs address
+        return RedirectResponse("/docs")
+
+    # Bodies are JSON with at most max_text_chars characters (4 bytes each in UTF-8) plus fields.
+    app.add_middleware(BodySizeLimit, limit=ctx.settings.max_text_chars * 4 + 64 * 1024)
+    return app
+
+
+def build_fastapi_app() -> FastAPI:
+    assert _context_for_builder is not None, "Ingress.__init__ runs before the app builder"
+    return create_app(_context_for_builder)
+
+
+@serve.deployment(name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0.25},
+                  max_ongoing_requests=200)
+@serve.ingress(build_fastapi_app)
+class Ingress:
+    def __init__(self, worker_handle, settings: dict):
+        # This class reaches the replica pickled by value (with a copy of this module's globals):
+        # set the builder's context on the real module.
+        from serve_app import ingress as this_module
+
+        app_name = serve.get_replica_context().app_name
+        this_module._context_for_builder = IngressContext.create(AppSettings(**settings), worker_handle, app_name)

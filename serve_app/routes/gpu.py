@@ -1,0 +1,43 @@
+"""GPUs of the cluster and the TTSWorker replicas on them. Neither route wakes a deployment that
+scaled to zero: they read the worker registry and ask nodes directly, never through the handle."""
+
+from fastapi import APIRouter, Body, Depends
+
+from ..context import IngressContext, get_ctx
+from ..schemas import OffloadRequest
+from ..workers import cluster_gpus
+
+router = APIRouter(tags=["gpu"])
+
+
+async def gpu_status(ctx: IngressContext) -> dict:
+    replicas = await ctx.workers.replicas()
+    nodes = await cluster_gpus()
+    return {
+        "nodes": nodes,
+        "total_gpus": sum(len(n["gpus"]) for n in nodes),
+        "total_ray_gpus": sum(n["ray_gpus"] for n in nodes),
+        "worker_deployment": await ctx.workers.deployment_state(),
+        "replicas": [{
+            "replica": r.get("replica"), "node": r.get("node"), "gpu": r.get("gpu"),
+            "state": r["model"]["state"], "error": r["model"].get("error"),
+            "device": r["model"].get("device"), "idle_seconds": r["model"].get("idle_seconds"),
+            "offload_after_s": r["model"].get("offload_after_s"),
+            "vram": r["model"].get("gpu"), "torch_allocated_mib": r["model"].get("torch_allocated_mib"),
+            "loads": r["model"].get("loads"), "offloads": r["model"].get("offloads"),
+            "reloads": r["model"].get("reloads"), "load_seconds": r["model"].get("load_seconds"),
+            "active": r.get("active"), "queued": r.get("queued"), "max_batch_size": r.get("max_batch_size"),
+            "recent_batch_sizes": r.get("recent_batch_sizes"), "reported_s_ago": r.get("reported_s_ago"),
+        } for r in replicas],
+    }
+
+
+@router.get("/api/gpu/status", summary="Every GPU of the cluster and every TTSWorker replica")
+async def status(ctx: IngressContext = Depends(get_ctx)) -> dict:
+    return await gpu_status(ctx)
+
+
+@router.post("/api/gpu/offload", summary="Offload the model from VRAM (all replicas, or one GPU/replica)")
+async def offload(target: OffloadRequest | None = Body(None), ctx: IngressContext = Depends(get_ctx)) -> dict:
+    target = target or OffloadRequest()
+    return await ctx.workers.offload(gpu=target.gpu, replica=target.replica)

@@ -1,0 +1,49 @@
+"""Request and response models of the service's own REST API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, StrictStr, field_validator
+
+from .audio import FORMATS
+
+AudioFormatName = Literal["wav", "mp3", "opus", "aac", "flac", "pcm"]
+assert set(AudioFormatName.__args__) == set(FORMATS)  # keep the schema and the encoders in step
+
+CFG_VALUES = [1.0 + 0.5 * i for i in range(7)]  # the real model is CFG-distilled on these
+
+
+class TTSRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    text: StrictStr = Field(..., description="Text to speak. Supports <break time=\"0.5s\"/> pauses.",
+                            examples=["Hello from the cluster."])
+    voice: StrictStr | None = Field(None, description="Voice id from GET /api/voices (default: the configured voice).")
+    format: AudioFormatName = Field("wav", description="Audio format of the response.")
+    cfg_coef: float | None = Field(None, description="Voice adherence, 1.0 to 4.0 in steps of 0.5 (default 2.0).")
+    save: bool = Field(False, description="Also store the file under the outputs directory and return its URL.")
+
+    @field_validator("cfg_coef")
+    @classmethod
+    def _cfg_step(cls, value):
+        if value is not None and value not in CFG_VALUES:
+            raise ValueError(f"must be one of {', '.join(f'{v:g}' for v in CFG_VALUES)}")
+        return value
+
+
+class SavedAudio(BaseModel):
+    url: str
+    format: str
+    duration_s: float
+    voice: str
+    gpu: int | None
+    replica: str
+    words: list[dict]
+
+
+class OffloadRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    gpu: int | None = Field(None, ge=0, description="Only replicas on this GPU index.")
+    replica: str | None = Field(None, max_length=128, description="Only this replica id.")

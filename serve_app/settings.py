@@ -1,0 +1,55 @@
+"""Application settings: the `args` of the Serve application (serve_config.yaml, configs/*.yaml),
+overridden by the old service's environment variables (or a `.env` file)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from deployments.settings import EngineSettings
+
+# Old service's variable -> setting. Environment beats .env beats the config file's args.
+ENV_OVERRIDES = {"HF_REPO": "model_repo", "VOICE_REPO": "voice_repo", "MODEL_PATH": "model_path",
+                 "TTS_OUTPUTS_DIR": "outputs_dir"}
+
+
+class AppSettings(EngineSettings):
+    """Everything the application needs; the engine part goes to every TTSWorker replica."""
+
+    outputs_dir: str = "outputs"
+    # Host headers accepted by the MCP endpoint (DNS-rebinding protection); "*" disables the check.
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
+    allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])
+    # OpenAI voice name -> voice id.
+    openai_voices: dict[str, str] = Field(default_factory=dict)
+    # Seconds the ingress waits for a worker (including a cold start from zero replicas).
+    worker_timeout_s: float = Field(600.0, gt=0)
+
+    def engine_settings(self) -> EngineSettings:
+        return EngineSettings(**{name: getattr(self, name) for name in EngineSettings.model_fields})
+
+
+def load_settings(args: dict | None, environ: dict | None = None, dotenv_path: str | None = ".env") -> AppSettings:
+    """Settings from the config's args, with environment / .env overrides; paths made absolute
+    (replicas do not share the driver's working directory)."""
+    values = dict(args or {})
+    environ = dict(os.environ if environ is None else environ)
+    if dotenv_path and Path(dotenv_path).is_file():
+        from dotenv import dotenv_values
+
+        environ = {**{k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}, **environ}
+    for variable, setting in ENV_OVERRIDES.items():
+        if environ.get(variable):
+            values[setting] = environ[variable]
+            if setting == "model_repo":
+                values.pop("model_path", None)  # HF_REPO asks for a hub model explicitly
+                values.pop("build_test_checkpoint", None)
+    settings = AppSettings(**values)
+    for name in ("model_path", "outputs_dir"):
+        value = getattr(settings, name)
+        if value:
+            setattr(settings, name, str(Path(value).expanduser().resolve()))
+    settings.voice_dirs = [str(Path(d).expanduser().resolve()) for d in settings.voice_dirs]
+    return settings

@@ -1,0 +1,135 @@
+"""The ingress's view of the TTSWorker deployment: synthesis through the Serve handle, status and
+offload through the worker registry (which never wakes a deployment scaled to zero)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator
+
+import numpy as np
+import ray
+from ray import serve
+
+from deployments.registry import REPORT_PERIOD_S, get_registry
+from deployments.synthesis import AudioChunk, SynthesisDone, SynthesisFailed
+
+log = logging.getLogger(__name__)
+WORKER_DEPLOYMENT = "TTSWorker"
+
+
+class WorkerError(Exception):
+    """A synthesis the workers refused or could not do. `kind`: invalid | unavailable | error."""
+
+    def __init__(self, message: str, kind: str = "error"):
+        super().__init__(message)
+        self.message, self.kind = message, kind
+
+
+class WorkerClient:
+    def __init__(self, handle, app_name: str):
+        self.handle = handle
+        self.app_name = app_name
+        self.last_model_error: str | None = None
+
+    # ---- synthesis -----------------------------------------------------------------------
+    async def stream(self, request: dict) -> AsyncIterator:
+        """Events of one synthesis as the worker produces them. Closing this iterator (a client
+        that went away) cancels the request on the worker."""
+        responses = self.handle.synthesize_stream.options(stream=True).remote(request)
+        finished = False
+        try:
+            async for events in responses:
+                for event in events:
+                    if isinstance(event, SynthesisFailed):
+                        finished = True
+                        if event.kind == "unavailable":
+                            self.last_model_error = event.message
+                        raise WorkerError(event.message, event.kind)
+                    if isinstance(event, SynthesisDone):
+                        finished = True
+                        self.last_model_error = None
+                    yield event
+        finally:
+            if not finished:
+                responses.cancel()
+
+    async def synthesize(self, request: dict) -> tuple[np.ndarray, SynthesisDone]:
+        chunks = []
+        async for event in self.stream(request):
+            if isinstance(event, AudioChunk):
+                chunks.append(event.pcm)
+            elif isinstance(event, SynthesisDone):
+                audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+                return audio, event
+        raise WorkerError("the worker ended the stream without a result")
+
+    # ---- status and control (never through the handle) ------------------------------------
+    async def replicas(self) -> list[dict]:
+        return await get_registry(self.app_name).snapshot.remote()
+
+    async def deployment_state(self) -> dict:
+        """Serve's own view of the TTSWorker deployment (replica counts by state)."""
+        def read() -> dict:
+            try:
+                app = serve.status().applications.get(self.app_name)
+                deployment = app.deployments.get(WORKER_DEPLOYMENT) if app else None
+            except Exception as exc:
+                return {"status": "UNKNOWN", "message": str(exc), "replicas": {}}
+            if deployment is None:
+                return {"status": "NOT_DEPLOYED", "message": "", "replicas": {}}
+            return {"status": str(getattr(deployment.status, "value", deployment.status)),
+                    "message": deployment.message,
+                    "replicas": {str(getattr(k, "value", k)): v for k, v in deployment.replica_states.items()}}
+        return await asyncio.to_thread(read)
+
+    async def offload(self, gpu: int | None = None, replica: str | None = None,
+                      wait_s: float = 10.0) -> dict:
+        """Asks matching replicas to offload; replies with each one's result. At zero replicas
+        this is a no-op: nothing is woken."""
+        targets = [r for r in await self.replicas()
+                   if (gpu is None or r.get("gpu") == gpu) and (replica is None or r.get("replica") == replica)]
+        if not targets:
+            return {"requested": 0, "results": [], "note": "no running TTSWorker replica matched"}
+        registry = get_registry(self.app_name)
+        command_id = await registry.submit.remote({"action": "offload"}, [t["replica"] for t in targets])
+        deadline = time.monotonic() + wait_s
+        while True:
+            progress = await registry.results.remote(command_id)
+            if not progress["pending"] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(REPORT_PERIOD_S / 4)
+        return {"requested": len(targets), "results": list(progress["results"].values()),
+                "pending": progress["pending"]}
+
+
+@ray.remote(num_cpus=0)
+def _node_report() -> dict:
+    from deployments.gpu_info import node_report
+
+    return node_report()
+
+
+async def cluster_gpus() -> list[dict]:
+    """Every alive node with its GPUs: Ray's logical GPU count, and NVML facts where NVIDIA GPUs
+    exist (asked by a zero-CPU task pinned to each node: no Serve replica is involved)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = [_node_report.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+            for n in nodes]
+    reports = []
+    for node, ref in zip(nodes, refs):
+        try:
+            facts = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=10)
+        except Exception as exc:
+            facts = {"node": node.get("NodeManagerHostname"), "gpus": [], "error": str(exc)}
+        reports.append({
+            "node_id": node["NodeID"],
+            "node_ip": node.get("NodeManagerAddress"),
+            "hostname": facts.get("node") or node.get("NodeManagerHostname"),
+            "ray_gpus": node.get("Resources", {}).get("GPU", 0.0),
+            "gpus": facts.get("gpus", []),
+        })
+    return reports

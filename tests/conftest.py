@@ -1,0 +1,146 @@
+"""Shared fixtures: the tiny test checkpoint, and ONE local Ray cluster with 2 logical GPUs running
+the real Serve application(s) for the whole session (Ray start-up costs seconds).
+
+What is faked, and why: there are no physical GPUs here, so Ray is given 2 *logical* GPUs (each
+TTSWorker replica gets CUDA_VISIBLE_DEVICES 0 or 1 and torch falls back to CPU); the model hub is
+unreachable, so the model is the tiny random-weight checkpoint built by deployments.checkpoint and
+loaded through moshi's real loaders.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+os.environ.setdefault("NO_TORCH_COMPILE", "1")
+os.environ.setdefault("NO_CUDA_GRAPH", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from deployments.checkpoint import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def engine_settings(tiny_checkpoint):
+    from deployments.settings import EngineSettings
+
+    return EngineSettings(model_path=str(tiny_checkpoint), n_q=8, cpu_threads=1, chunk_max_chars=80,
+                          max_text_chars=2000, device="cpu")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeCluster:
+    """The session's Ray cluster and the Serve applications deployed on it.
+
+    Serve deploys configs declaratively (apps missing from a config are deleted), so every app
+    added stays in `self.apps` and each deploy sends them all; unchanged apps keep running.
+    """
+
+    def __init__(self, checkpoint: Path, outputs: Path):
+        import ray
+
+        from serve_app.launch import read_config
+
+        ray.init(address="local", num_cpus=8, num_gpus=2, namespace="serve", include_dashboard=False,
+                 log_to_driver=bool(os.environ.get("TEST_RAY_LOGS")))
+        self.port = free_port()
+        self.base_config = read_config(REPO / "configs" / "demo.yaml")
+        self.checkpoint, self.outputs = checkpoint, outputs
+        self.apps: dict[str, dict] = {}
+
+    def app_config(self, name: str, route_prefix: str, args: dict | None = None,
+                   worker: dict | None = None) -> dict:
+        app = copy.deepcopy(self.base_config["applications"][0])
+        app.update(name=name, route_prefix=route_prefix)
+        app["args"].update({"model_path": str(self.checkpoint), "outputs_dir": str(self.outputs),
+                            "max_text_chars": 2000, "chunk_max_chars": 80}, **(args or {}))
+        app["args"].pop("build_test_checkpoint", None)
+        for deployment in app["deployments"]:
+            if deployment["name"] == "TTSWorker":
+                deployment["ray_actor_options"]["num_cpus"] = 0.5
+                _deep_update(deployment, worker or {})
+        return app
+
+    def deploy(self, name: str, route_prefix: str, args: dict | None = None, worker: dict | None = None) -> str:
+        from serve_app.launch import deploy, fit_to_cluster
+
+        self.apps[name] = self.app_config(name, route_prefix, args, worker)
+        config = {**{k: v for k, v in self.base_config.items() if k != "applications"},
+                  "applications": list(self.apps.values())}
+        config["http_options"] = {**config.get("http_options", {}), "port": self.port, "host": "127.0.0.1"}
+        config, _ = fit_to_cluster(config, cluster_gpus=2)
+        deploy(config, wait_s=180)
+        return self.url(route_prefix)
+
+    def url(self, route_prefix: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{route_prefix.rstrip('/')}"
+
+    def shutdown(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _deep_update(target: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+@pytest.fixture(scope="session")
+def serve_cluster(tiny_checkpoint, tmp_path_factory):
+    cluster = ServeCluster(tiny_checkpoint, tmp_path_factory.mktemp("outputs"))
+    yield cluster
+    cluster.shutdown()
+
+
+# The main application: 2 TTSWorker replicas (one per logical GPU), never scaled to zero during
+# the session so the other tests do not pay cold starts; its own tests reconfigure it live.
+MAIN_WORKER = {"autoscaling_config": {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 2},
+               "user_config": {"offload_after_s": 300, "max_batch_size": 8}}
+
+
+@pytest.fixture(scope="session")
+def base_url(serve_cluster) -> str:
+    url = serve_cluster.deploy("tts", "/", worker=MAIN_WORKER)
+    wait_for_replicas(url, 2)
+    return url
+
+
+def wait_for_replicas(url: str, count: int, timeout_s: float = 120) -> list[dict]:
+    """Polls /api/gpu/status until `count` replicas report (without waking anything)."""
+    deadline = time.monotonic() + timeout_s
+    replicas: list[dict] = []
+    while time.monotonic() < deadline:
+        replicas = httpx.get(f"{url}/api/gpu/status", timeout=30).json()["replicas"]
+        if len(replicas) == count:
+            return replicas
+        time.sleep(0.5)
+    raise AssertionError(f"expected {count} replicas, last saw {replicas}")
+
+
+@pytest.fixture
+def client(base_url):
+    with httpx.Client(base_url=base_url, timeout=120) as c:
+        yield c
