@@ -59,7 +59,7 @@ from moshi.models.loaders import CheckpointInfo
 from moshi.quantization.core_vq import EuclideanCodebook
 
 # Bump when the generator's output changes, so that existing checkpoints get rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 CONFIG_NAME = "config.json"
 LM_WEIGHTS_NAME = "dsm_tts_random.safetensors"
@@ -452,8 +452,13 @@ def _voice_tensor(seed: int, voice: str) -> torch.Tensor:
 # --------------------------------------------------------------------------- building
 
 
+def _partial(path: Path) -> Path:
+    # Per process, so that concurrent builds of the same folder cannot mix their files.
+    return path.with_name(f"{path.name}.{os.getpid()}.partial")
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".partial")
+    tmp = _partial(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -463,7 +468,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".partial")
+    tmp = _partial(path)
     save_file(tensors, str(tmp), metadata=metadata)
     _canonicalize_header(tmp)
     os.replace(tmp, path)
@@ -529,7 +534,7 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     _write_json(out_dir / MIMI_CONFIG_NAME, mimi_config)
 
     # Parse the config with moshi's own loader, exactly as it will be parsed when loading.
-    pending_config = out_dir / (CONFIG_NAME + ".partial")
+    pending_config = _partial(out_dir / CONFIG_NAME)
     _write_json(pending_config, config)
     ci = CheckpointInfo.from_hf_repo(
         str(out_dir), config_path=pending_config,

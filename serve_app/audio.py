@@ -26,8 +26,9 @@ FORMATS: dict[str, AudioFormat] = {f.name: f for f in [
     AudioFormat("opus", "audio/ogg; codecs=opus", "ogg", "libopus", "ogg"),
     AudioFormat("aac", "audio/aac", "adts", "aac", "aac"),
     AudioFormat("flac", "audio/flac", "flac", "flac", "flac"),
-    # Raw signed 16-bit little-endian, 24 kHz mono: never labelled as WAV.
-    AudioFormat("pcm", "audio/L16; rate=24000; channels=1", None, None, "pcm"),
+    # Raw signed 16-bit little-endian, 24 kHz mono: never labelled as WAV (nor as audio/L16,
+    # which RFC 2586 defines as big-endian).
+    AudioFormat("pcm", "audio/pcm; rate=24000; channels=1; encoding=s16le", None, None, "pcm"),
 ]}
 
 
@@ -35,50 +36,83 @@ def to_int16(pcm: np.ndarray) -> np.ndarray:
     return (np.clip(pcm, -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
+def _open(sink, fmt: AudioFormat):
+    # Ogg pages are flushed every 20 ms of audio instead of FFmpeg's default 1 s, so a stream
+    # sends each 80 ms frame as soon as it is encoded.
+    options = {"page_duration": "20000"} if fmt.container == "ogg" else {}
+    container = av.open(sink, mode="w", format=fmt.container, options=options)
+    stream = container.add_stream(fmt.codec, rate=SAMPLE_RATE)
+    stream.layout = "mono"
+    return container, stream
+
+
+def _frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts = pts
+    return frame
+
+
 def encode(pcm: np.ndarray, fmt: str) -> bytes:
-    """The whole clip in format `fmt` (a key of FORMATS)."""
-    encoder = StreamEncoder(fmt)
-    streamed = encoder.feed(pcm) + encoder.finish()
-    # Containers that patch their header on close (WAV sizes) are complete only in the buffer.
-    return encoder.complete_file() if encoder.format.container else streamed
+    """The whole clip in format `fmt` (a key of FORMATS), headers complete (WAV and FLAC sizes,
+    MP3 length): the container writes into a seekable buffer and patches them on close."""
+    audio_format = FORMATS[fmt]
+    samples = to_int16(pcm)
+    if audio_format.container is None:
+        return samples.tobytes()
+    buffer = io.BytesIO()
+    container, stream = _open(buffer, audio_format)
+    for packet in stream.encode(_frame(samples, 0)):
+        container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    return buffer.getvalue()
+
+
+class _Pipe:
+    """A write-only, NON-seekable file for FFmpeg: muxers then write streaming headers (WAV with
+    'unknown length' sizes, FLAC without a total) instead of seeking back to patch them, and every
+    byte written can be sent on at once."""
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
 
 
 class StreamEncoder:
     """Incremental encoder: `feed()` PCM as it arrives and send the returned bytes on; `finish()`
-    flushes. WAV streams carry an 'unknown length' header, as streaming WAV servers do."""
+    flushes the encoder and the container. The concatenation of everything returned is a valid
+    file of the format (WAV carries an 'unknown length' header, as streaming WAV servers do)."""
 
     def __init__(self, fmt: str):
         self.format = FORMATS[fmt]
-        self._buffer = io.BytesIO()
-        self._sent = 0
+        self._pipe = _Pipe()
         self._container = None
         self._stream = None
         self._pts = 0
         if self.format.container:
-            self._container = av.open(self._buffer, mode="w", format=self.format.container)
-            self._stream = self._container.add_stream(self.format.codec, rate=SAMPLE_RATE)
-            self._stream.layout = "mono"
-
-    def _take(self) -> bytes:
-        data = self._buffer.getvalue()[self._sent:]
-        self._sent += len(data)
-        return data
+            self._container, self._stream = _open(self._pipe, self.format)
 
     def feed(self, pcm: np.ndarray) -> bytes:
         samples = to_int16(pcm)
         if self._container is None:
             return samples.tobytes()
-        frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
+        if samples.size == 0:
+            return b""
+        frame = _frame(samples, self._pts)
         self._pts += samples.shape[0]
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
-        return self._take()
-
-    def complete_file(self) -> bytes:
-        """The whole file, headers patched (after finish())."""
-        return self._buffer.getvalue()
+        return self._pipe.take()
 
     def finish(self) -> bytes:
         if self._container is None:
@@ -86,4 +120,5 @@ class StreamEncoder:
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         self._container.close()
-        return self._take()
+        self._container = None
+        return self._pipe.take()

@@ -15,9 +15,10 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from ray import serve
 
+from . import mcp_server
 from .context import IngressContext
 from .errors import error_response, install_error_handlers
-from .routes import gpu, health, tts, voices
+from .routes import gpu, health, tts, ui, voices
 from .settings import AppSettings
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,12 @@ def create_app(ctx: IngressContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.lifespan_hooks = []
     install_error_handlers(app)
-    for module in (health, tts, voices, gpu):
+    for module in (health, tts, voices, gpu, ui):
         app.include_router(module.router)
+    ui.mount_static(app)  # the web page's scripts and styles at /static
+    # MCP over streamable HTTP at /mcp; its session manager runs in the lifespan (DESIGN §5).
+    mcp_server.mount(app)
+    app.state.lifespan_hooks.append(mcp_server.lifespan)
 
     @app.get("/apidocs", include_in_schema=False)
     async def apidocs():  # the old service's docs address

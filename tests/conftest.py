@@ -58,7 +58,8 @@ class ServeCluster:
 
         from serve_app.launch import read_config
 
-        ray.init(address="local", num_cpus=8, num_gpus=2, namespace="serve", include_dashboard=False,
+        # 3 logical GPUs: 2 for the main app's replicas, 1 for the scale-to-zero app.
+        ray.init(address="local", num_cpus=8, num_gpus=3, namespace="serve", include_dashboard=False,
                  log_to_driver=bool(os.environ.get("TEST_RAY_LOGS")))
         self.port = free_port()
         self.base_config = read_config(REPO / "configs" / "demo.yaml")
@@ -66,7 +67,7 @@ class ServeCluster:
         self.apps: dict[str, dict] = {}
 
     def app_config(self, name: str, route_prefix: str, args: dict | None = None,
-                   worker: dict | None = None) -> dict:
+                   worker: dict | None = None, ingress: dict | None = None) -> dict:
         app = copy.deepcopy(self.base_config["applications"][0])
         app.update(name=name, route_prefix=route_prefix)
         app["args"].update({"model_path": str(self.checkpoint), "outputs_dir": str(self.outputs),
@@ -76,16 +77,18 @@ class ServeCluster:
             if deployment["name"] == "TTSWorker":
                 deployment["ray_actor_options"]["num_cpus"] = 0.5
                 _deep_update(deployment, worker or {})
+            else:
+                _deep_update(deployment, ingress or {})
         return app
 
-    def deploy(self, name: str, route_prefix: str, args: dict | None = None, worker: dict | None = None) -> str:
-        from serve_app.launch import deploy, fit_to_cluster
+    def deploy(self, name: str, route_prefix: str, args: dict | None = None, worker: dict | None = None,
+               ingress: dict | None = None) -> str:
+        from serve_app.launch import deploy
 
-        self.apps[name] = self.app_config(name, route_prefix, args, worker)
+        self.apps[name] = self.app_config(name, route_prefix, args, worker, ingress)
         config = {**{k: v for k, v in self.base_config.items() if k != "applications"},
                   "applications": list(self.apps.values())}
         config["http_options"] = {**config.get("http_options", {}), "port": self.port, "host": "127.0.0.1"}
-        config, _ = fit_to_cluster(config, cluster_gpus=2)
         deploy(config, wait_s=180)
         return self.url(route_prefix)
 
@@ -144,3 +147,18 @@ def wait_for_replicas(url: str, count: int, timeout_s: float = 120) -> list[dict
 def client(base_url):
     with httpx.Client(base_url=base_url, timeout=120) as c:
         yield c
+
+
+# An app whose model cannot be fetched: the hub "answers" from a closed local port, so the failure
+# is immediate and deterministic. The worker needs no GPU (it never loads anything).
+UNREACHABLE_HUB = {"runtime_env": {"env_vars": {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "3",
+                                                "HF_HUB_DOWNLOAD_TIMEOUT": "3"}}}
+
+
+@pytest.fixture(scope="session")
+def broken_url(serve_cluster, base_url) -> str:
+    return serve_cluster.deploy(
+        "broken", "/broken", args={"model_path": None, "model_repo": "nonexistent-org/nonexistent-model"},
+        worker={"ray_actor_options": {"num_gpus": 0, **UNREACHABLE_HUB},
+                "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}},
+        ingress={"ray_actor_options": UNREACHABLE_HUB})

@@ -113,6 +113,10 @@ def test_moshi_loads_it_unchanged(tiny, tts):
     for key, value in stored.items():
         assert torch.equal(value.to(loaded[key].dtype), loaded[key]), key
         assert torch.isfinite(value.float()).all(), key
+    stored = load_file(tiny / config["mimi_name"])
+    loaded = ck.release_layout(tts.mimi.state_dict())
+    assert stored.keys() == loaded.keys()
+    assert all(torch.equal(value, loaded[key]) for key, value in stored.items())
     # The helper gives the same CheckpointInfo.
     ci = ck.load_checkpoint_info(tiny)
     assert ci.moshi_weights == tiny / config["moshi_name"]

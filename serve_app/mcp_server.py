@@ -1,0 +1,219 @@
+"""MCP over streamable HTTP at `/mcp`: the service's actions as tools for AI agents.
+
+The tools reuse the REST code paths (validation, synthesis, saved files, GPU status), so an agent
+and a REST client get the same answers and the same errors. Errors become MCP tool errors
+(`isError: true`) with the message a REST client would read; they never end the session.
+
+Serving (DESIGN §5): the MCP session manager needs a running task group, which only a lifespan can
+provide, and Serve does not run the lifespan of a mounted sub-app. So `lifespan` (a hook of the
+FastAPI app's own lifespan) builds the server and runs its session manager, and the `/mcp` routes
+hand requests to whichever manager is running. The server is stateless: any ingress replica can
+answer any request, since no session lives in one replica's memory.
+"""
+
+# No `from __future__ import annotations`: FastMCP reads the tools' annotations, whose descriptions
+# are built from settings when the server is built.
+import asyncio
+import base64
+import contextlib
+import inspect
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI
+from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.fastmcp.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import AudioContent, CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+from starlette.routing import Route
+
+from deployments.synthesis import SAMPLE_RATE
+
+from . import audio, speech
+from .context import IngressContext
+from .errors import APIError, error_response
+from .routes.gpu import gpu_status
+from .routes.voices import filter_voices
+from .settings import AppSettings
+
+MCP_PATHS = ("/mcp", "/mcp/")
+
+INSTRUCTIONS = """Text to speech with Kyutai TTS on a GPU cluster. Call list_voices to pick a voice,
+then text_to_speech: it returns the audio itself (base64, with its MIME type), its duration, the word
+timestamps and a URL to download the same file. get_gpu_status and offload_gpu inspect and free the
+GPUs (the model reloads by itself on the next request)."""
+
+
+# ---- what the tools return (published as output schemas) ---------------------------------------
+class SpokenWord(BaseModel):
+    word: str
+    start_s: float = Field(description="When the word starts in the audio, in seconds.")
+    end_s: float = Field(description="When the word ends in the audio, in seconds.")
+
+
+class SpeechResult(BaseModel):
+    url: str = Field(description="Where the same audio file can be downloaded (HTTP GET).")
+    format: str = Field(description="Audio format of the file.")
+    mime_type: str = Field(description="MIME type of the audio content.")
+    sample_rate: int = Field(description="Samples per second (the audio is mono).")
+    duration_s: float = Field(description="Length of the audio in seconds.")
+    voice: str = Field(description="The voice id that was used.")
+    gpu: int | None = Field(description="GPU index of the replica that generated it (None on CPU).")
+    replica: str | None = Field(description="The TTSWorker replica that generated it.")
+    words: list[SpokenWord] = Field(description="Word timestamps.")
+
+
+class Voice(BaseModel):
+    id: str = Field(description="The value to pass as `voice` to text_to_speech.")
+    group: str | None = Field(description="Collection the voice comes from (e.g. expresso, vctk).")
+    language: str | None = Field(description="Language code when known (e.g. en, fr).")
+    source: str = Field(description="'local' (a directory of the service) or 'repo' (the voice repository).")
+
+
+class VoiceList(BaseModel):
+    default: str = Field(description="The voice used when text_to_speech gets no voice.")
+    voices: list[Voice]
+
+
+# ---- the server -----------------------------------------------------------------------------
+def transport_security(settings: AppSettings) -> TransportSecuritySettings:
+    """Host/Origin checks against DNS rebinding; "*" in allowed_hosts turns them off (for a
+    deployment behind a proxy that checks hosts itself)."""
+    if "*" in settings.allowed_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True,
+                                     allowed_hosts=list(settings.allowed_hosts),
+                                     allowed_origins=list(settings.allowed_origins))
+
+
+def tool_error(exc: APIError) -> ToolError:
+    retry = exc.headers.get("Retry-After")
+    return ToolError(f"{exc.message} (retry after {retry} s)" if retry else exc.message)
+
+
+class TTSServer(FastMCP):
+    async def call_tool(self, name: str, arguments: dict[str, Any]):
+        """Argument errors in one line per field ("cfg_coef: Input should be a multiple of 0.5"),
+        instead of pydantic's report with links."""
+        try:
+            return await super().call_tool(name, arguments)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                                 for e in exc.__cause__.errors())
+            raise ToolError(f"invalid arguments for {name}: {problems}") from None
+
+
+def tool(server: FastMCP, **hints):
+    """Registers a tool; its description is the function's docstring without the indentation."""
+    def register(fn):
+        server.add_tool(fn, description=inspect.cleandoc(fn.__doc__),
+                        annotations=ToolAnnotations(openWorldHint=False, **hints))
+        return fn
+    return register
+
+
+def build_server(ctx: IngressContext) -> FastMCP:
+    settings = ctx.settings
+    server = TTSServer("kyutai-tts", instructions=INSTRUCTIONS, stateless_http=True, json_response=True,
+                     transport_security=transport_security(settings))
+
+    @tool(server, title="Text to speech", readOnlyHint=False, destructiveHint=False, idempotentHint=False)
+    async def text_to_speech(
+        text: Annotated[str, Field(description=(
+            f"The text to speak, at most {settings.max_text_chars} characters. "
+            'Pauses: <break time="0.5s"/>.'))],
+        mcp_context: Context,
+        voice: Annotated[str | None, Field(description=(
+            f"Voice id from list_voices; default {settings.default_voice}."))] = None,
+        format: Annotated[Literal["wav", "mp3", "opus", "aac", "flac", "pcm"], Field(description=(
+            "Audio format. pcm is raw signed 16-bit little-endian, 24 kHz mono."))] = "wav",
+        cfg_coef: Annotated[float | None, Field(ge=1.0, le=4.0, multiple_of=0.5, description=(
+            f"How closely to follow the voice: 1.0 to 4.0 in steps of 0.5; "
+            f"default {settings.default_cfg_coef:.1f}."))] = None,
+    ) -> Annotated[CallToolResult, SpeechResult]:
+        """Speak a text: returns the audio itself (base64 audio content with its MIME type) and, as
+        structured content, its duration, the voice used, word timestamps and a download URL."""
+        try:
+            result = await speech.synthesize(ctx, text, voice, cfg_coef)
+        except APIError as exc:
+            raise tool_error(exc) from None
+        data, name = await asyncio.to_thread(speech.encode_and_maybe_save, ctx, result, format, True)
+        request = mcp_context.request_context.request
+        facts = SpeechResult(
+            url=str(request.url_for("get_output", name=name)), format=format,
+            mime_type=audio.FORMATS[format].media_type, sample_rate=SAMPLE_RATE,
+            duration_s=result.done.duration_s, voice=result.done.voice,
+            gpu=result.served_by.get("gpu"), replica=result.served_by.get("replica"),
+            words=[w.to_dict() for w in result.done.words],
+        ).model_dump(mode="json")
+        return CallToolResult(
+            content=[AudioContent(type="audio", data=base64.b64encode(data).decode("ascii"),
+                                  mimeType=facts["mime_type"]),
+                     TextContent(type="text", text=json.dumps(facts))],
+            structuredContent=facts,
+        )
+
+    @tool(server, title="List voices", readOnlyHint=True)
+    async def list_voices(
+        filter: Annotated[str | None, Field(max_length=100, description=(
+            "Keep voices whose id contains this text (case-insensitive), or whose language is this "
+            "code (e.g. fr). Omit for all voices."))] = None,
+    ) -> VoiceList:
+        """The voices text_to_speech accepts, and the default one."""
+        voices = [v.to_dict() for v in await asyncio.to_thread(ctx.voices.list_voices)]
+        return VoiceList(default=settings.default_voice, voices=filter_voices(voices, filter))
+
+    @tool(server, title="GPU status", readOnlyHint=True)
+    async def get_gpu_status() -> dict[str, Any]:
+        """Every GPU of the cluster (nodes, NVML memory where available) and every TTSWorker replica:
+        its GPU, model state (loaded/offloaded/...), idle seconds, VRAM, queue. Reading it never wakes
+        workers that scaled to zero (then `replicas` is empty)."""
+        return await gpu_status(ctx)
+
+    @tool(server, title="Offload GPU", readOnlyHint=False, destructiveHint=False, idempotentHint=True)
+    async def offload_gpu(
+        gpu: Annotated[int | None, Field(ge=0, description=(
+            "GPU index (see get_gpu_status); omit to offload every replica."))] = None,
+    ) -> dict[str, Any]:
+        """Move the model's weights out of VRAM on one GPU or all; the next request reloads them.
+        Returns how many replicas were asked and each one's result. Workers at zero replicas are
+        not woken (nothing to offload)."""
+        return await ctx.workers.offload(gpu=gpu)
+
+    return server
+
+
+# ---- wiring into the FastAPI app --------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI):
+    """Lifespan hook: build the MCP server and run its session manager while the app runs."""
+    server = build_server(app.state.ctx)
+    server.streamable_http_app()  # creates server.session_manager (the Starlette app is not used)
+    async with server.session_manager.run():
+        app.state.mcp_sessions = server.session_manager
+        try:
+            yield
+        finally:
+            app.state.mcp_sessions = None
+
+
+class _Endpoint:
+    """ASGI app (a class, so Starlette does not treat it as a request handler) passing requests to
+    the running session manager."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        manager = getattr(scope["app"].state, "mcp_sessions", None)
+        if manager is None:  # the lifespan has not started (or has ended)
+            response = error_response(503, "the MCP server is not running", code="mcp_unavailable")
+            return await response(scope, receive, send)
+        await manager.handle_request(scope, receive, send)
+
+
+def mount(app: FastAPI) -> None:
+    """Serve MCP at /mcp (and /mcp/), ahead of any catch-all route such as a UI mounted at /."""
+    app.state.mcp_sessions = None
+    for path in reversed(MCP_PATHS):
+        app.router.routes.insert(0, Route(path, _Endpoint(), include_in_schema=False))

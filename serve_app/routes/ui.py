@@ -1,0 +1,61 @@
+"""The web page at `/`, its static files, and `GET /api/info` (what the page says about the model).
+
+Every asset lives in `serve_app/static/` and is served from the installed package: the page needs
+no network beyond this service.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..context import IngressContext, get_ctx
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+router = APIRouter(tags=["ui"])
+
+
+def mount_static(app) -> None:
+    """`/static/...`: the page's scripts and styles (a mount, which a router cannot carry)."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+@router.get("/", include_in_schema=False)
+async def index() -> FileResponse:
+    # no-cache: browsers revalidate, so a new release's page never runs with stale scripts.
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@lru_cache(maxsize=8)
+def _checkpoint_is_test_model(model_path: str) -> bool:
+    """True when a local checkpoint's config.json carries the random-weights marker written by
+    deployments/checkpoint.py (read here as plain JSON: that module pulls in torch)."""
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "test_model" in config or "test_model" in (config.get("model_id") or {})
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kyutai-tts-serve")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@router.get("/api/info", summary="Which model is served, and whether it is a random-weight test model")
+async def info(ctx: IngressContext = Depends(get_ctx)) -> dict:
+    settings = ctx.settings
+    test_model = bool(settings.build_test_checkpoint) or bool(
+        settings.model_path and _checkpoint_is_test_model(settings.model_path))
+    return {"model": settings.model_path or settings.model_repo, "test_model": test_model,
+            "version": _version(), "default_voice": settings.default_voice,
+            "default_cfg_coef": settings.default_cfg_coef, "max_text_chars": settings.max_text_chars}

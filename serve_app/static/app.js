@@ -1,0 +1,186 @@
+// The page: wires the form, the player, the voice picker and the GPU panel together.
+
+import { ApiError, getJSON, postJSON } from "./api.js";
+import { showError } from "./dom.js";
+import { GpuPanel } from "./gpu.js";
+import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
+import { Player } from "./player.js";
+import { VoicePicker } from "./voices.js";
+
+const CFG_VALUES = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]; // the model is CFG-distilled on these
+// Raw PCM is left out: browsers cannot play it.
+const FORMATS = { wav: "audio/wav", mp3: "audio/mpeg", opus: 'audio/ogg; codecs="opus"', flac: "audio/flac", aac: "audio/aac" };
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  text: $("text"), chars: $("char-count"), generate: $("generate"), progress: $("progress"),
+  cfg: $("cfg"), format: $("format"), lang: $("lang"), note: $("test-model-note"),
+  model: $("model-name"), version: $("version"),
+};
+// Error boxes, each next to its control; a shown error is redrawn when the language changes.
+const errorBoxes = { text: $("text-error"), voice: $("voice-error"), cfg_coef: $("cfg-error"),
+  format: $("format-error"), generate: $("generate-error") };
+const errors = {};
+
+const info = { max_text_chars: null, default_cfg_coef: 2.0 };
+const picker = new VoicePicker({ search: $("voice-search"), select: $("voice"), count: $("voice-count") });
+const player = new Player({ container: $("result"), audio: $("audio"), download: $("download"), info: $("result-info"), words: $("words") });
+const gpus = new GpuPanel({ list: $("gpu-list"), summary: $("gpu-summary"), updated: $("gpu-updated"),
+  error: $("gpu-error"), offloadAll: $("offload-all"), message: $("gpu-message") });
+let lastResult = null;
+let lastTiming = null;
+
+function setError(place, key, vars = {}) {
+  errors[place] = key ? { key, vars } : null;
+  showError(errorBoxes[place], key ? t(key, vars) : null);
+}
+
+function clearErrors() {
+  Object.keys(errorBoxes).forEach((place) => setError(place, null));
+}
+
+/** Puts a failed request's message next to the control it concerns, in plain words. */
+function reportFailure(exc) {
+  if (!(exc instanceof ApiError)) return setError("generate", "err_server", { detail: String(exc) });
+  if (exc.status === 0) return setError("generate", "err_network");
+  if (exc.code === "empty_text") return setError("text", "err_empty_text");
+  if (exc.status === 503 && exc.code === "overloaded") return setError("generate", "err_overloaded", { s: exc.retryAfter ?? 5 });
+  if (exc.status === 503) return setError("generate", "err_unavailable", { detail: exc.message });
+  if (exc.status === 408 || exc.status === 504) return setError("generate", "err_timeout");
+  const place = exc.param in errorBoxes ? exc.param : "generate";
+  setError(place, "err_server", { detail: exc.message });
+}
+
+function validate(text) {
+  if (!text.trim()) {
+    setError("text", "err_empty_text");
+    ui.text.focus();
+    return false;
+  }
+  if (info.max_text_chars && text.length > info.max_text_chars) {
+    setError("text", "err_text_too_long", { n: text.length, max: info.max_text_chars });
+    ui.text.focus();
+    return false;
+  }
+  return true;
+}
+
+/** Asks for the audio. Returns what the player needs; a streaming variant would return a
+ * MediaSource URL at once and fill the words in when the stream ends. */
+async function synthesize(request) {
+  const saved = await postJSON("api/tts", { ...request, save: true });
+  return { src: saved.url, downloadUrl: saved.url, filename: saved.url.split("/").pop(), words: saved.words, saved };
+}
+
+async function generate() {
+  if (ui.generate.disabled) return; // one request at a time from this page
+  clearErrors();
+  const text = ui.text.value;
+  if (!validate(text)) return;
+  const request = { text, cfg_coef: Number(ui.cfg.value), format: ui.format.value };
+  if (picker.value) request.voice = picker.value;
+
+  const started = performance.now();
+  const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
+  setBusy(true);
+  const ticker = setInterval(() => (ui.progress.textContent = t("generating", { s: seconds() })), 100);
+  ui.progress.textContent = t("generating", { s: seconds() });
+  try {
+    const result = await synthesize(request);
+    player.show(result);
+    player.setWords(result.words);
+    lastResult = result.saved;
+    lastTiming = seconds();
+    describeResult();
+    gpus.refresh(); // the replica that served it is now busy / loaded
+  } catch (exc) {
+    lastTiming = null;
+    ui.progress.textContent = "";
+    reportFailure(exc);
+  } finally {
+    clearInterval(ticker);
+    setBusy(false);
+  }
+}
+
+function describeResult() {
+  if (lastTiming) ui.progress.textContent = t("done", { s: lastTiming });
+  if (!lastResult) return;
+  const r = lastResult;
+  const key = r.gpu === null || r.gpu === undefined ? "resultInfoCpu" : "resultInfo";
+  player.describe(t(key, { duration: r.duration_s.toFixed(2), voice: r.voice, gpu: r.gpu, replica: r.replica }));
+  if (!r.words.length) player.setWords([]); // redraws "no words" in the new language
+}
+
+function setBusy(busy) {
+  ui.generate.disabled = busy;
+  ui.generate.classList.toggle("busy", busy);
+  ui.generate.setAttribute("aria-busy", String(busy));
+}
+
+function updateCharCount() {
+  ui.chars.textContent = info.max_text_chars ? t("chars", { n: ui.text.value.length, max: info.max_text_chars }) : "";
+}
+
+function fillOptions() {
+  ui.cfg.replaceChildren(...CFG_VALUES.map((v) => new Option(v.toFixed(1), String(v))));
+  ui.cfg.value = String(CFG_VALUES.includes(info.default_cfg_coef) ? info.default_cfg_coef : 2.0);
+  const probe = document.createElement("audio");
+  const playable = Object.entries(FORMATS).filter(([name, type]) => name === "wav" || probe.canPlayType(type));
+  ui.format.replaceChildren(...playable.map(([name]) => new Option(name.toUpperCase(), name)));
+  ui.format.value = "wav";
+  ui.lang.replaceChildren(...Object.entries(LANGUAGES).map(([code, name]) => new Option(name, code)));
+}
+
+async function loadInfo() {
+  try {
+    Object.assign(info, await getJSON("api/info"));
+  } catch {
+    return; // the page works without it
+  }
+  ui.note.hidden = !info.test_model;
+  ui.model.textContent = info.model;
+  ui.version.textContent = info.version;
+  ui.cfg.value = String(info.default_cfg_coef);
+  updateCharCount();
+}
+
+async function loadVoices() {
+  $("voice-count").textContent = t("voiceLoading");
+  try {
+    picker.load(await getJSON("api/voices"));
+  } catch (exc) {
+    $("voice-count").textContent = "";
+    setError("voice", "err_voices", { detail: exc.message });
+  }
+}
+
+function start() {
+  fillOptions();
+  onLanguageChange(() => {
+    ui.lang.value = language();
+    Object.entries(errors).forEach(([place, e]) => e && showError(errorBoxes[place], t(e.key, e.vars)));
+    picker.render();
+    gpus.render();
+    updateCharCount();
+    describeResult();
+  });
+  setLanguage(initialLanguage());
+  ui.lang.addEventListener("change", () => setLanguage(ui.lang.value));
+  ui.generate.addEventListener("click", generate);
+  ui.text.addEventListener("input", () => {
+    updateCharCount();
+    if (errors.text) setError("text", null);
+  });
+  ui.text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) generate();
+  });
+  $("audio").addEventListener("error", () => {
+    if ($("audio").getAttribute("src")) setError("format", "err_playback", { format: ui.format.value });
+  });
+  loadInfo();
+  loadVoices();
+  gpus.start();
+}
+
+start();

@@ -1,0 +1,176 @@
+"""Streamed synthesis for the HTTP routes: audio leaves the service frame by frame as the worker
+generates it (chunked audio, or Server-Sent Events with base64 audio and word timestamps).
+
+The worker's events arrive through the Serve handle (`WorkerClient.stream`). `open_speech` waits for
+the FIRST event before any response starts, so a refused request (unknown voice, overloaded workers,
+model unavailable) still gets its proper HTTP status; the audio cannot start earlier anyway. After
+that the status line is sent and the body follows as frames are encoded.
+
+A client that goes away stops its generation: Serve cancels the request in the ingress, the body
+generator is closed, and closing the worker stream cancels the request on the worker, which drops
+it from its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from typing import AsyncIterator, Callable
+
+from ray.serve.exceptions import BackPressureError
+from starlette.responses import StreamingResponse
+
+from deployments.synthesis import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, Word, WordSpoken
+
+from . import audio
+from .context import IngressContext
+from .errors import APIError, error_body
+from .speech import OVERLOADED, api_error_for
+from .tempo import Tempo
+from .workers import WorkerError
+
+log = logging.getLogger(__name__)
+
+# Headers for every streamed response: no buffering by proxies (nginx honours X-Accel-Buffering).
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_MEDIA_TYPE = "text/event-stream"
+
+
+class SpeechStream:
+    """One synthesis running on a worker whose first event has arrived. Iterate `events()` once;
+    `aclose()` (always called by the body generators here) cancels it if it is still running."""
+
+    def __init__(self, iterator: AsyncIterator, first_event):
+        self._iterator = iterator
+        self._first = first_event
+
+    async def events(self) -> AsyncIterator:
+        """The worker's events; raises WorkerError if the synthesis fails midway."""
+        yield self._first
+        async for event in self._iterator:
+            yield event
+
+    async def aclose(self) -> None:
+        await self._iterator.aclose()
+
+
+async def open_speech(ctx: IngressContext, request: dict) -> SpeechStream:
+    """Submits a validated worker request and waits for its first event; raises APIError with the
+    right status for every refusal."""
+    iterator = ctx.workers.stream(request)
+    try:
+        first = await asyncio.wait_for(iterator.__anext__(), timeout=ctx.settings.worker_timeout_s)
+    except WorkerError as exc:
+        raise api_error_for(exc) from None
+    except BackPressureError:
+        raise OVERLOADED from None
+    except asyncio.TimeoutError:
+        raise APIError(503, f"no TTS worker started this request within {ctx.settings.worker_timeout_s:g} s",
+                       code="worker_timeout", headers={"Retry-After": "30"}) from None
+    except StopAsyncIteration:
+        raise APIError(500, "the worker ended the stream without a result", code="generation_failed") from None
+    except BaseException:
+        await iterator.aclose()
+        raise
+    return SpeechStream(iterator, first)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that always closes its body generator, even when the request is
+    cancelled while a chunk is being sent (Starlette only stops iterating): closing it is what
+    cancels the generation on the worker."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def frames_to_seconds(samples: int) -> float:
+    return samples / SAMPLE_RATE
+
+
+async def encoded_audio(stream: SpeechStream, fmt: str, speed: float = 1.0,
+                        on_event: Callable[[object], None] | None = None) -> AsyncIterator[bytes]:
+    """Encoded audio bytes of `fmt` as frames arrive (time-stretched when speed != 1). `on_event`
+    sees every worker event (words, done). A failure after the response started ends the body with
+    an error (the connection is cut), so a client never takes a truncated stream for a whole one."""
+    encoder = audio.StreamEncoder(fmt)
+    tempo = Tempo(speed)
+    try:
+        async for event in stream.events():
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, AudioChunk):
+                data = encoder.feed(tempo.process(event.pcm))
+                if data:
+                    yield data
+            elif isinstance(event, SynthesisDone):
+                break
+        tail = encoder.feed(tempo.flush()) + encoder.finish()
+        if tail:
+            yield tail
+    except WorkerError as exc:
+        log.warning("synthesis failed after its response started: %s", exc.message)
+        raise
+    finally:
+        await stream.aclose()
+
+
+def sse(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def sse_error(exc: Exception) -> bytes:
+    if isinstance(exc, WorkerError):
+        error = api_error_for(exc)
+        return sse({"type": "error", **error_body(error.status, error.message, error.param, error.code)})
+    return sse({"type": "error", **error_body(500, f"generation failed: {exc}", code="generation_failed")})
+
+
+def scaled_word(word: Word, tempo_speed: float) -> dict:
+    return {"word": word.word, "start_s": round(word.start_s / tempo_speed, 3),
+            "end_s": round(word.end_s / tempo_speed, 3)}
+
+
+async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type: str,
+                     word_type: str | None, done: Callable[[SynthesisDone, list[dict], int], dict]
+                     ) -> AsyncIterator[bytes]:
+    """Server-Sent Events: `{"type": audio_type, "audio": base64}` per encoded chunk, then (when
+    `word_type` is set) `{"type": word_type, word, start_s, end_s}` per word as soon as it is
+    known, then `done(SynthesisDone, words, audio_frames)`. A failure midway sends
+    `{"type": "error", "error": {...}}` and ends the stream."""
+    words: list[dict] = []
+    pending: list[bytes] = []
+    final: list[SynthesisDone] = []
+    frames = 0
+
+    def on_event(event) -> None:
+        nonlocal frames
+        if isinstance(event, WordSpoken):
+            word = scaled_word(event.word, speed)
+            words.append(word)
+            if word_type:
+                pending.append(sse({"type": word_type, **word}))
+        elif isinstance(event, AudioChunk):
+            frames += max(1, round(event.pcm.shape[0] / FRAME_SAMPLES))
+        elif isinstance(event, SynthesisDone):
+            final.append(event)
+
+    try:
+        async for chunk in encoded_audio(stream, fmt, speed, on_event):
+            # Words first: they describe audio that is at or after this chunk.
+            while pending:
+                yield pending.pop(0)
+            yield sse({"type": audio_type, "audio": base64.b64encode(chunk).decode("ascii")})
+        while pending:
+            yield pending.pop(0)
+        if final:
+            yield sse(done(final[0], words, frames))
+    except WorkerError as exc:
+        yield sse_error(exc)

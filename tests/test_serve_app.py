@@ -1,0 +1,252 @@
+"""The Serve application end to end: a real local Ray with logical GPUs, real deployments, real HTTP."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import threading
+import time
+import wave
+
+import httpx
+import pytest
+from ray import serve
+
+from conftest import wait_for_replicas
+
+LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 6)
+
+# A one-replica app on the third logical GPU for the per-replica behaviours: batching, event loop,
+# idle offload, reconfigure, scale to zero.
+SCALE_WORKER = {
+    "autoscaling_config": {"min_replicas": 0, "initial_replicas": 1, "max_replicas": 1,
+                           "target_ongoing_requests": 4, "upscale_delay_s": 0.5,
+                           "downscale_delay_s": 4, "downscale_to_zero_delay_s": 4},
+    "user_config": {"offload_after_s": 300, "max_batch_size": 8},
+    "max_ongoing_requests": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def scale_url(serve_cluster, base_url):
+    url = serve_cluster.deploy("scale", "/scale", worker=SCALE_WORKER)
+    wait_for_replicas(url, 1)
+    return url
+
+
+def worker_status(app: str) -> dict:
+    return serve.get_deployment_handle("TTSWorker", app_name=app).status.remote().result(timeout_s=60)
+
+
+def decode_wav(data: bytes) -> tuple[int, int, int]:
+    with wave.open(io.BytesIO(data)) as clip:
+        return clip.getframerate(), clip.getnchannels(), clip.getnframes()
+
+
+def test_two_replicas_one_per_gpu_serve_concurrent_load(client, base_url):
+    replicas = wait_for_replicas(base_url, 2)
+    assert sorted(r["gpu"] for r in replicas) == [0, 1]
+    seen_gpus, seen_replicas = set(), set()
+
+    def speak(i: int) -> httpx.Response:
+        return httpx.post(f"{base_url}/api/tts", json={"text": f"Request number {i} says hello."}, timeout=120)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for attempt in range(3):  # routing is randomised: a few rounds until both replicas served
+            for response in pool.map(speak, range(8)):
+                assert response.status_code == 200, response.text
+                rate, channels, frames = decode_wav(response.content)
+                assert (rate, channels) == (24000, 1) and frames > 0
+                seen_gpus.add(response.headers["X-TTS-GPU"])
+                seen_replicas.add(response.headers["X-TTS-Replica"])
+            if len(seen_gpus) == 2:
+                break
+    assert seen_gpus == {"0", "1"}
+    assert seen_replicas == {r["replica"] for r in replicas}
+
+
+def test_audio_grows_with_text_and_save_returns_a_url(client):
+    short = client.post("/api/tts", json={"text": "Hi."})
+    long = client.post("/api/tts", json={"text": "Hi. " + LONG_TEXT[:150]})
+    assert decode_wav(long.content)[2] > decode_wav(short.content)[2]
+    saved = client.post("/api/tts", json={"text": "Keep this one.", "save": True, "format": "flac"})
+    assert saved.status_code == 200, saved.text
+    body = saved.json()
+    assert [w["word"] for w in body["words"]] == ["Keep", "this", "one."]
+    served = httpx.get(body["url"])
+    assert served.status_code == 200 and served.headers["content-type"] == "audio/flac"
+    assert served.content[:4] == b"fLaC"
+
+
+def test_event_loop_stays_responsive_during_a_generation(scale_url):
+    done = threading.Event()
+
+    def long_generation():
+        response = httpx.post(f"{scale_url}/api/tts", json={"text": LONG_TEXT}, timeout=300)
+        assert response.status_code == 200
+        done.set()
+
+    thread = threading.Thread(target=long_generation)
+    thread.start()
+    try:
+        # Wait for the generation to start, then ask the busy replica for its status through
+        # the handle: it answers while still generating, so its event loop is not blocked.
+        deadline = time.monotonic() + 120
+        status = worker_status("scale")
+        while status["active"] == 0 and time.monotonic() < deadline and not done.is_set():
+            time.sleep(0.2)
+            status = worker_status("scale")
+        answers_during_generation = 0
+        for _ in range(5):
+            if worker_status("scale")["active"] > 0:
+                answers_during_generation += 1
+        assert answers_during_generation >= 3, "status calls were not answered during the generation"
+        assert not done.is_set()
+    finally:
+        thread.join()
+
+
+def test_concurrent_requests_on_one_replica_are_batched(scale_url):
+    before = len(worker_status("scale")["recent_batch_sizes"])
+    texts = [f"Batch member {i} speaks a few words here." for i in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda t: httpx.post(f"{scale_url}/api/tts", json={"text": t}, timeout=300), texts))
+    assert all(r.status_code == 200 for r in responses)
+    assert len({r.headers["X-TTS-Replica"] for r in responses}) == 1
+    batches = worker_status("scale")["recent_batch_sizes"][before:]
+    assert max(batches) > 1, f"no batched round among {batches}"
+
+
+def test_reconfigure_changes_idle_offload_live_then_reload(serve_cluster, scale_url):
+    replica_before = worker_status("scale")["replica"]
+    assert httpx.post(f"{scale_url}/api/tts", json={"text": "Load it."}, timeout=120).status_code == 200
+    reloads_before = worker_status("scale")["model"]["reloads"]
+    serve_cluster.deploy("scale", "/scale", worker={**SCALE_WORKER, "user_config": {"offload_after_s": 1.5, "max_batch_size": 8}})
+    status = worker_status("scale")
+    assert status["replica"] == replica_before, "reconfigure must not restart the replica"
+    assert status["model"]["offload_after_s"] == 1.5
+    deadline = time.monotonic() + 30
+    while worker_status("scale")["model"]["state"] != "offloaded":
+        assert time.monotonic() < deadline, "model was not offloaded after the idle time"
+        time.sleep(0.3)
+    response = httpx.post(f"{scale_url}/api/tts", json={"text": "Back again."}, timeout=120)
+    assert response.status_code == 200
+    model = worker_status("scale")["model"]
+    assert model["reloads"] == reloads_before + 1
+    serve_cluster.deploy("scale", "/scale", worker=SCALE_WORKER)
+
+
+def test_offload_route_offloads_loaded_replicas_and_next_request_reloads(client, base_url):
+    assert client.post("/api/tts", json={"text": "Warm up."}).status_code == 200
+    result = client.post("/api/gpu/offload", json={}).json()
+    assert result["requested"] == 2
+    outcomes = {r["gpu"]: r["result"] for r in result["results"]}
+    assert set(outcomes) == {0, 1}
+    assert "offloaded" in outcomes.values()  # at least the replica that served the warm-up
+    states = {r["gpu"]: r["state"] for r in wait_for_replicas(base_url, 2)}
+    assert all(states[g] == "offloaded" for g, outcome in outcomes.items() if outcome == "offloaded")
+    one = client.post("/api/gpu/offload", json={"gpu": 1}).json()
+    assert one["requested"] == 1 and one["results"][0]["gpu"] == 1
+    assert client.post("/api/tts", json={"text": "Reloaded."}).status_code == 200
+
+
+def test_bad_offload_target_is_a_4xx(client):
+    response = client.post("/api/gpu/offload", json={"gpu": -1})
+    assert response.status_code == 422 and response.json()["error"]["param"] == "gpu"
+
+
+def test_scale_to_zero_while_status_is_polled_then_cold_request(scale_url):
+    deadline = time.monotonic() + 120
+    while True:  # polling status must not keep the deployment awake
+        status = httpx.get(f"{scale_url}/api/gpu/status", timeout=30).json()
+        if not status["replicas"] and status["worker_deployment"]["replicas"].get("RUNNING", 0) == 0:
+            break
+        assert time.monotonic() < deadline, f"never scaled to zero: {status['worker_deployment']}"
+        time.sleep(0.5)
+    offload = httpx.post(f"{scale_url}/api/gpu/offload", json={}, timeout=30).json()
+    assert offload["requested"] == 0  # a no-op at zero replicas...
+    time.sleep(2)
+    status = httpx.get(f"{scale_url}/api/gpu/status", timeout=30).json()
+    assert status["worker_deployment"]["replicas"].get("RUNNING", 0) == 0  # ...not a wake-up
+    started = time.monotonic()
+    cold = httpx.post(f"{scale_url}/api/tts", json={"text": "Waking up from zero."}, timeout=300)
+    assert cold.status_code == 200, cold.text
+    print(f"cold start from zero replicas: {time.monotonic() - started:.2f}s")
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"text": ""}, 422, "text"),
+    ({"text": "   \n\t "}, 422, "text"),
+    ({"text": "x" * 2001}, 422, "text"),
+    ({"text": 42}, 422, "text"),
+    ({"text": ["a", "b"]}, 422, "text"),
+    ({}, 422, "text"),
+    ({"text": "hi", "voice": "no/such/voice.wav"}, 400, "voice"),
+    ({"text": "hi", "voice": "../../etc/passwd"}, 400, "voice"),
+    ({"text": "hi", "voice": "/etc/passwd"}, 400, "voice"),
+    ({"text": "hi", "voice": "..\\..\\windows"}, 400, "voice"),
+    ({"text": "hi", "format": "exe"}, 422, "format"),
+    ({"text": "hi", "cfg_coef": 2.2}, 422, "cfg_coef"),
+    ({"text": "hi", "cfg_coef": "lots"}, 422, "cfg_coef"),
+    ({"text": "hi", "unexpected": 1}, 422, "unexpected"),
+])
+def test_bad_input_gets_a_4xx_json_error_naming_the_field(client, body, status, param):
+    response = client.post("/api/tts", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"\xff\xfe\x00garbage", b""])
+def test_invalid_json_is_a_4xx_and_the_service_stays_healthy(client, raw):
+    response = client.post("/api/tts", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert "error" in response.json()
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.post("/api/tts", json={"text": "Still here."}).status_code == 200
+
+
+def test_oversized_body_is_refused_before_reading(client):
+    response = client.post("/api/tts", content=b"x" * 10_000_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_saved_outputs_refuse_paths(client):
+    for name in ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "nothere.wav", "0" * 32 + ".wav"]:
+        assert client.get(f"/api/outputs/{name}").status_code == 404
+
+
+def test_unreachable_model_repo_gives_503_while_other_routes_work(broken_url):
+    response = httpx.post(f"{broken_url}/api/tts", json={"text": "Anyone there?"}, timeout=120)
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert "nonexistent-org/nonexistent-model" in error["message"]
+    assert "model_path" in error["message"] and "HF_HUB_OFFLINE" in error["message"]
+    assert response.headers.get("retry-after")
+    assert httpx.get(f"{broken_url}/health").status_code == 200
+    deadline = time.monotonic() + 30  # replicas report every second: wait for the next report
+    while [r["state"] for r in httpx.get(f"{broken_url}/api/gpu/status", timeout=30).json()["replicas"]] != ["failed"]:
+        assert time.monotonic() < deadline, "the replica never reported the failed load"
+        time.sleep(0.5)
+    ready = httpx.get(f"{broken_url}/ready", timeout=30)
+    assert ready.status_code == 503 and "nonexistent-org/nonexistent-model" in ready.json()["reason"]
+    assert httpx.get(f"{broken_url}/api/voices", timeout=60).status_code == 200
+
+
+def test_health_ready_docs(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert client.get("/docs").status_code == 200
+    assert client.get("/apidocs", follow_redirects=False).headers["location"] == "/docs"
+    spec = client.get("/openapi.json").json()
+    assert "/api/tts" in spec["paths"] and "/api/gpu/status" in spec["paths"]
+
+
+def test_gpu_status_reports_nodes_and_replicas_without_nvidia(client):
+    status = client.get("/api/gpu/status").json()
+    assert status["total_ray_gpus"] >= 2 and status["total_gpus"] == 0  # logical GPUs, no NVIDIA
+    assert {r["gpu"] for r in status["replicas"]} == {0, 1}
+    for replica in status["replicas"]:
+        assert replica["state"] in {"unloaded", "loading", "ready", "offloaded"}
+        assert replica["idle_seconds"] >= 0 and replica["vram"] is None
