@@ -20,7 +20,7 @@ from . import loading
 from .settings import EngineSettings
 from .synthesis import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisEvent,
                         SynthesisRequest, Word, WordSpoken)
-from .text_chunks import split_text
+from .text_chunks import normalize_breaks, split_text
 from .voices import VoiceCatalog, VoiceError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ def clean_text(text: object, max_chars: int) -> str:
         raise InvalidRequest("text must not be empty")
     if len(text) > max_chars:
         raise InvalidRequest(f"text is {len(text)} characters long; the limit is {max_chars}")
-    return text
+    try:
+        return normalize_breaks(text)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 class TTSEngine:

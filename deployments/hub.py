@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 from pathlib import Path
 
 
@@ -77,8 +76,8 @@ class HubFetcher:
             response = get_session().head(hf_hub_url(self.repo, filename), headers=build_hf_headers(),
                                           timeout=self.timeout_s, allow_redirects=False)
         except Exception as exc:  # refused, timed out, DNS failure, proxy error...
-            self._unreachable_reason = (f"the hub at {_endpoint()} did not answer within "
-                                        f"{self.timeout_s:g}s ({exc.__class__.__name__})")
+            self._unreachable_reason = (f"the hub at {_endpoint()} cannot be reached "
+                                        f"({exc.__class__.__name__}, timeout {self.timeout_s:g}s)")
             return False
         if response.status_code >= 500:
             self._unreachable_reason = f"the hub at {_endpoint()} answered HTTP {response.status_code}"

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from .hub import ModelUnavailableError, describe_hub_error
+from .hub import HubFetcher, ModelUnavailableError, describe_hub_error
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -78,12 +78,27 @@ def checkpoint_info(settings: EngineSettings):
     if settings.model_path:
         ensure_test_checkpoint(settings)
         return local_checkpoint_info(settings.model_path)
+    return hub_checkpoint_info(settings.model_repo, settings.hub_timeout_s)
+
+
+def hub_checkpoint_info(repo: str, timeout_s: float):
+    """Fetches config.json and the files it names ourselves (failing fast when the hub is
+    unreachable, see HubFetcher), then lets moshi parse them exactly as `from_hf_repo(repo)`
+    would. Left to moshi, a failed config.json download is taken for a legacy Moshi repo."""
     from moshi.models.loaders import CheckpointInfo
 
+    fetcher = HubFetcher(repo, timeout_s)
+    config_path = fetcher.fetch("config.json")
     try:
-        return CheckpointInfo.from_hf_repo(settings.model_repo)
-    except Exception as exc:
-        raise ModelUnavailableError(describe_hub_error(settings.model_repo, exc)) from exc
+        config = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise ModelUnavailableError(f"config.json of '{repo}' is not valid JSON ({exc})") from exc
+    files = {argument: fetcher.fetch(config[key]) for argument, key in _LOCAL_FILE_KEYS.items()
+             if isinstance(config.get(key), str) and "://" not in config[key]}
+    try:
+        return CheckpointInfo.from_hf_repo(repo, config_path=config_path, **files)
+    except Exception as exc:  # a file moshi fetches itself (`hf://...` names)
+        raise ModelUnavailableError(describe_hub_error(repo, exc)) from exc
 
 
 def local_voice_dirs(settings: EngineSettings) -> list[Path]:

@@ -8,31 +8,55 @@ from __future__ import annotations
 
 import re
 
-_UNIT_RE = re.compile(r'<break\s+time="[^"]*"\s*/?>|\S+')
+# A unit is a break tag or a run of non-space characters; a tag glued to a word ("word<break .../>")
+# is a unit of its own, so a cut can never fall inside it.
+_UNIT_RE = re.compile(r'<break\s+time="[^"]*"\s*/?>|(?:(?!<break\s)\S)+')
 _SENTENCE_END_RE = re.compile(r'([.!?…。！？]["\')\]»”]*|<break\s[^>]*>)$')
 _CLAUSE_END_RE = re.compile(r"[,;:，、；：—]$")
+
+
+# moshi understands `<break time="1.5s"/>` only; anything else starting with `<break` would be
+# read out as words. SSML's "ms" form is converted; breaks are capped (each one adds generation
+# steps: an hour-long pause would hold the model for an hour).
+MAX_BREAK_S = 10.0
+_ANY_BREAK_RE = re.compile(r"<\s*break\b[^>]*>?", re.IGNORECASE)
+_BREAK_TIME_RE = re.compile(r'<break\s+time="(\d+(?:\.\d*)?|\.\d+)\s*(s|ms)"\s*/?>')
+
+
+def normalize_breaks(text: str) -> str:
+    """Rewrites every break tag as `<break time="<seconds>s"/>`; raises ValueError for one that
+    moshi cannot read or longer than MAX_BREAK_S."""
+    def rewrite(match: re.Match) -> str:
+        tag = _BREAK_TIME_RE.fullmatch(match.group(0))
+        if tag is None:
+            raise ValueError(f'unsupported tag {match.group(0)!r}: write pauses as <break time="1.5s"/>')
+        seconds = float(tag.group(1)) / (1000.0 if tag.group(2) == "ms" else 1.0)
+        if seconds > MAX_BREAK_S:
+            raise ValueError(f"a break lasts at most {MAX_BREAK_S:g}s, got {seconds:g}s")
+        return f'<break time="{seconds:.3f}s"/>'
+
+    return _ANY_BREAK_RE.sub(rewrite, text)
+
+
+def _fits(units: list[str], max_chars: int) -> bool:
+    return len(" ".join(units)) <= max_chars
 
 
 def _split_long(units: list[str], max_chars: int) -> list[list[str]]:
     """Splits one over-long sentence, preferring to cut after clause punctuation."""
     pieces: list[list[str]] = []
     current: list[str] = []
-    last_clause_end = -1
     for unit in units:
-        if current and len(" ".join(current + [unit])) > max_chars:
-            if last_clause_end >= 0:
-                pieces.append(current[: last_clause_end + 1])
-                current = current[last_clause_end + 1:]
+        if current and not _fits(current + [unit], max_chars):
+            cut = max((i for i, kept in enumerate(current) if _CLAUSE_END_RE.search(kept)), default=None)
+            # Cut after the last clause end only when what follows it still fits with the new unit.
+            if cut is not None and _fits(current[cut + 1:] + [unit], max_chars):
+                pieces.append(current[: cut + 1])
+                current = current[cut + 1:]
             else:
                 pieces.append(current)
                 current = []
-            last_clause_end = -1
-            for index, kept in enumerate(current):
-                if _CLAUSE_END_RE.search(kept):
-                    last_clause_end = index
         current.append(unit)
-        if _CLAUSE_END_RE.search(unit):
-            last_clause_end = len(current) - 1
     if current:
         pieces.append(current)
     return pieces

@@ -10,6 +10,8 @@ from pydantic import Field
 
 from deployments.settings import EngineSettings
 
+from .openai_voices import default_openai_voices
+
 # Old service's variable -> setting. Environment beats .env beats the config file's args.
 ENV_OVERRIDES = {"HF_REPO": "model_repo", "VOICE_REPO": "voice_repo", "MODEL_PATH": "model_path",
                  "TTS_OUTPUTS_DIR": "outputs_dir"}
@@ -22,8 +24,12 @@ class AppSettings(EngineSettings):
     # Host headers accepted by the MCP endpoint (DNS-rebinding protection); "*" disables the check.
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])
-    # OpenAI voice name -> voice id.
-    openai_voices: dict[str, str] = Field(default_factory=dict)
+    # OpenAI voice name -> voice id (serve_app/openai_voices.py has the defaults; entries given
+    # here replace them name by name).
+    openai_voices: dict[str, str] = Field(default_factory=default_openai_voices)
+    # API keys for /v1/* (Authorization: Bearer) and the /api/tts_streaming WebSocket
+    # (kyutai-api-key header or auth_id query). Empty: those endpoints are open.
+    api_keys: list[str] = Field(default_factory=list)
     # Seconds the ingress waits for a worker (including a cold start from zero replicas).
     worker_timeout_s: float = Field(600.0, gt=0)
 

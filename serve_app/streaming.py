@@ -22,7 +22,7 @@ from typing import AsyncIterator, Callable
 from ray.serve.exceptions import BackPressureError
 from starlette.responses import StreamingResponse
 
-from deployments.synthesis import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, Word, WordSpoken
+from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, Word, WordSpoken
 
 from . import audio
 from .context import IngressContext
@@ -89,10 +89,6 @@ class ClosingStreamingResponse(StreamingResponse):
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
                 await close()
-
-
-def frames_to_seconds(samples: int) -> float:
-    return samples / SAMPLE_RATE
 
 
 async def encoded_audio(stream: SpeechStream, fmt: str, speed: float = 1.0,
@@ -162,8 +158,9 @@ async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type
         elif isinstance(event, SynthesisDone):
             final.append(event)
 
+    chunks = encoded_audio(stream, fmt, speed, on_event)
     try:
-        async for chunk in encoded_audio(stream, fmt, speed, on_event):
+        async for chunk in chunks:
             # Words first: they describe audio that is at or after this chunk.
             while pending:
                 yield pending.pop(0)
@@ -174,3 +171,5 @@ async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type
             yield sse(done(final[0], words, frames))
     except WorkerError as exc:
         yield sse_error(exc)
+    finally:
+        await chunks.aclose()  # at once, not when the garbage collector gets to it

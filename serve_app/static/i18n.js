@@ -5,7 +5,7 @@
 export const LANGUAGES = { zh: "中文", en: "English", ja: "日本語" };
 const STORAGE_KEY = "tts.language";
 
-const MESSAGES = {
+export const MESSAGES = {
   en: {
     title: "Kyutai TTS",
     subtitle: "Text to speech, served on every GPU of the cluster",

@@ -28,6 +28,8 @@ export class Player {
     this.container.hidden = false;
     this.audio.src = src;
     this.audio.load();
+    // Pressing Generate was the user's gesture, so browsers let the clip start on its own.
+    this.audio.play().catch(() => {});
     this.download.href = downloadUrl;
     this.download.download = filename;
     this.setWords([]);
@@ -41,7 +43,7 @@ export class Player {
   setWords(words) {
     this.words = words || [];
     this.current = -1;
-    this.spans = this.words.map((w, i) => {
+    this.spans = this.words.map((w) => {
       const span = document.createElement("span");
       span.className = "word";
       span.textContent = w.word;
@@ -70,10 +72,7 @@ export class Player {
 
   highlight() {
     const now = this.audio.currentTime;
-    // The last word started by now, while it lasts (words are in time order).
-    let index = -1;
-    for (let i = 0; i < this.words.length && this.words[i].start_s <= now; i++) index = i;
-    if (index >= 0 && now > this.words[index].end_s && !this.audio.paused) index = -1;
+    const index = this.words.findIndex((w) => w.start_s <= now && now < w.end_s);
     if (index === this.current) return;
     this.spans[this.current]?.classList.remove("current");
     this.spans[index]?.classList.add("current");

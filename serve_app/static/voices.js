@@ -48,7 +48,9 @@ export class VoicePicker {
 }
 
 function label(voice) {
-  const name = voice.group && voice.id.startsWith(`${voice.group}/`) ? voice.id.slice(voice.group.length + 1) : voice.id;
+  // "expresso/ex03-ex01_happy_001_channel1_334s.wav" shows as "ex03-ex01_happy_001_channel1_334s" in group "expresso".
+  const inGroup = voice.group && voice.id.startsWith(`${voice.group}/`) ? voice.id.slice(voice.group.length + 1) : voice.id;
+  const name = inGroup.replace(/\.wav$/i, "");
   return voice.language ? `${name} · ${languageName(voice.language)}` : name;
 }
 

@@ -1,0 +1,71 @@
+"""OpenAI's voice names mapped to Kyutai voices.
+
+OpenAI clients only know names like `alloy` or `nova`; Kyutai's voices are files of the
+`kyutai/tts-voices` collection. The `openai_voices` setting maps one to the other. Its defaults
+spread the names over the collection's folders (a rough match of the OpenAI voice's character, not
+a copy of it); entries given in the application's config replace the defaults name by name. Real
+voice ids (`vctk/p225_023.wav`) are accepted as they are.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import APIError
+
+if TYPE_CHECKING:  # settings.py imports this module for its defaults: no import cycle at run time
+    from .context import IngressContext
+
+# OpenAI name -> voice id in kyutai/tts-voices.
+DEFAULT_OPENAI_VOICES: dict[str, str] = {
+    "alloy": "unmute-prod-website/default_voice.wav",
+    "ash": "voice-donations/Selfie.wav",
+    "ballad": "unmute-prod-website/ex04_narration_longform_00001.wav",
+    "coral": "alba-mackenna/casual.wav",
+    "echo": "expresso/ex03-ex01_happy_001_channel1_334s.wav",
+    "fable": "alba-mackenna/merchant.wav",
+    "nova": "vctk/p225_023.wav",
+    "onyx": "voice-donations/Butter.wav",
+    "sage": "vctk/p244_023.wav",
+    "shimmer": "expresso/ex04-ex02_confused_001_channel1_499s.wav",
+    "verse": "ears/p010/freeform_speech_01.wav",
+    "marin": "vctk/p262_023.wav",
+    "cedar": "unmute-prod-website/developer-1.mp3",
+}
+OPENAI_VOICE_NAMES = tuple(DEFAULT_OPENAI_VOICES)
+
+
+def default_openai_voices() -> dict[str, str]:
+    return dict(DEFAULT_OPENAI_VOICES)
+
+
+def voice_table(ctx: IngressContext) -> dict[str, str]:
+    """The effective table: defaults, overridden by the configured entries."""
+    configured = {name.lower(): target for name, target in (ctx.settings.openai_voices or {}).items()}
+    return {**DEFAULT_OPENAI_VOICES, **configured}
+
+
+def resolve_voice(ctx: IngressContext, voice: str, param: str = "voice") -> str:
+    """The Kyutai voice id for an OpenAI voice name or a real voice id; 400 when it does not
+    exist here, naming both the OpenAI name and what it maps to."""
+    name = voice.strip()
+    table = voice_table(ctx)
+    target = table.get(name.lower())
+    if target is None:
+        return ctx.check_voice(name, param=param)
+    try:
+        return ctx.check_voice(target, param=param)
+    except APIError as exc:
+        raise APIError(400, f"voice '{name}' maps to '{target}' (setting openai_voices), which is not "
+                       f"available on this server: {exc.message}", param=param, code="unknown_voice") from None
+
+
+def list_voices(ctx: IngressContext) -> list[dict]:
+    """OpenAI names whose voice exists here (`voice` says which), then every real voice id.
+    Blocking (the catalog may ask the hub): call it in a thread."""
+    available = [v.id for v in ctx.voices.list_voices()]
+    known = set(available)
+    aliases = [{"id": name, "name": name, "voice": target}
+               for name, target in voice_table(ctx).items() if not known or target in known]
+    return aliases + [{"id": voice_id, "name": voice_id.rsplit("/", 1)[-1].rsplit(".", 1)[0], "voice": voice_id}
+                      for voice_id in sorted(available)]
