@@ -9,6 +9,7 @@ sink as they are produced. `synthesize()` runs whole requests to the end for sim
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import unicodedata
 from dataclasses import dataclass, field
@@ -155,10 +156,14 @@ class TTSEngine:
         text = clean_text(request.text, self.settings.max_text_chars)
         voice = request.voice or self.settings.default_voice
         voice_path = self.voices.resolve(voice)
-        cfg_coef = self.settings.default_cfg_coef if request.cfg_coef is None else float(request.cfg_coef)
+        cfg_coef = self.settings.default_cfg_coef if request.cfg_coef is None else request.cfg_coef
         valid = self.valid_cfg_coefs
-        if valid and cfg_coef not in valid:
-            raise InvalidRequest(f"cfg_coef must be one of {', '.join(f'{v:g}' for v in valid)}")
+        # bool is an int to Python, and a string would fail deep inside the scheduler: refuse both.
+        if isinstance(cfg_coef, bool) or not isinstance(cfg_coef, numbers.Real) or (
+                valid and float(cfg_coef) not in valid):
+            raise InvalidRequest(f"cfg_coef must be one of {', '.join(f'{v:g}' for v in valid)}"
+                                 if valid else "cfg_coef must be a number")
+        cfg_coef = float(cfg_coef)
         pieces = [self.tts.prepare_script([piece], padding_between=self.settings.padding_between)
                   for piece in split_text(text, self.settings.chunk_max_chars)]
         pieces = [entries for entries in pieces if entries]

@@ -179,6 +179,10 @@ class ModelManager:
     def engine(self):
         return self._engine
 
+    @property
+    def device(self) -> str | None:
+        return self._device
+
     def status(self) -> dict:
         from .gpu_info import gpu_facts
 

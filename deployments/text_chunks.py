@@ -1,7 +1,8 @@
 """Splitting long text into pieces the model generates one after the other.
 
 Pieces end at sentence boundaries when possible (so the seam is a natural pause), then at clause
-punctuation, then between words. `<break time="..."/>` tags are kept whole.
+punctuation, then between words. `<break time="..."/>` tags are kept whole, and written the one
+way moshi reads them (`normalize_breaks`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ _CLAUSE_END_RE = re.compile(r"[,;:，、；：—]$")
 # steps: an hour-long pause would hold the model for an hour).
 MAX_BREAK_S = 10.0
 _ANY_BREAK_RE = re.compile(r"<\s*break\b[^>]*>?", re.IGNORECASE)
-_BREAK_TIME_RE = re.compile(r'<break\s+time="(\d+(?:\.\d*)?|\.\d+)\s*(s|ms)"\s*/?>')
+_BREAK_TIME_RE = re.compile(r'<break\s+time="(\d+(?:\.\d*)?|\.\d+)\s*(s|ms)"\s*/?>', re.IGNORECASE)
 
 
 def normalize_breaks(text: str) -> str:
@@ -30,7 +31,7 @@ def normalize_breaks(text: str) -> str:
         tag = _BREAK_TIME_RE.fullmatch(match.group(0))
         if tag is None:
             raise ValueError(f'unsupported tag {match.group(0)!r}: write pauses as <break time="1.5s"/>')
-        seconds = float(tag.group(1)) / (1000.0 if tag.group(2) == "ms" else 1.0)
+        seconds = float(tag.group(1)) / (1000.0 if tag.group(2).lower() == "ms" else 1.0)
         if seconds > MAX_BREAK_S:
             raise ValueError(f"a break lasts at most {MAX_BREAK_S:g}s, got {seconds:g}s")
         return f'<break time="{seconds:.3f}s"/>'

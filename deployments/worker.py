@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 from ray import serve
 
+from .metrics import RequestTimer, WorkerMetrics
 from .model_manager import ModelManager
 from .registry import RegistryReporter
 from .scheduler import BatchScheduler, Submission
@@ -51,6 +52,7 @@ class TTSWorker:
         self.node = socket.gethostname()
         self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index)
         self.scheduler = BatchScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"])
+        self.metrics = WorkerMetrics()
         self.reporter = RegistryReporter(self.app_name, self.replica, self._status, self._run_command)
         log.info("TTSWorker %s on GPU %s (CUDA_VISIBLE_DEVICES=%s)", self.replica, self.gpu_index,
                  os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -73,39 +75,35 @@ class TTSWorker:
         queue: asyncio.Queue = asyncio.Queue()
         submission = Submission(SynthesisRequest(**request),
                                 sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        timer = RequestTimer(self.metrics)
+        outcome = "cancelled"
         self.scheduler.submit(submission)
         try:
             while True:
                 events = [await queue.get()]
                 while not queue.empty():
                     events.append(queue.get_nowait())
-                finished = isinstance(events[-1], (SynthesisDone, SynthesisFailed))
-                if isinstance(events[-1], SynthesisDone):
-                    events[-1].served_by = {**self.served_by, "device": self.manager.status()["device"]}
+                if any(isinstance(event, AudioChunk) for event in events):
+                    timer.audio()
+                last = events[-1]
+                if isinstance(last, SynthesisDone):
+                    last.served_by = {**self.served_by, "device": self.manager.device}
+                    outcome = "ok"
+                    timer.finished(outcome, last.duration_s)
+                elif isinstance(last, SynthesisFailed):
+                    outcome = last.kind
+                    timer.finished(outcome)
                 yield events
-                if finished:
+                if outcome != "cancelled":
                     return
         finally:
             submission.cancelled.set()
-
-    async def synthesize(self, request: dict) -> dict:
-        """The whole result at once: {"audio": float32 ndarray, "done": SynthesisDone} or
-        {"error": SynthesisFailed}."""
-        import numpy as np
-
-        chunks = []
-        async for events in self.synthesize_stream(request):
-            for event in events:
-                if isinstance(event, AudioChunk):
-                    chunks.append(event.pcm)
-                elif isinstance(event, SynthesisDone):
-                    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-                    return {"audio": audio, "done": event}
-                elif isinstance(event, SynthesisFailed):
-                    return {"error": event}
-        return {"error": SynthesisFailed("generation ended without a result")}
+            if outcome == "cancelled":
+                timer.finished(outcome)
 
     def _status(self) -> dict:
+        self.metrics.queue_depth.set(self.scheduler.queued)
+        self.metrics.active.set(self.scheduler.active)
         return {
             **self.served_by,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

@@ -19,6 +19,7 @@ from . import mcp_server
 from .context import IngressContext
 from .errors import error_response, install_error_handlers
 from .routes import gpu, health, tts, ui, voices
+from .routes import openai as openai_routes, websocket as websocket_routes
 from .settings import AppSettings
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def create_app(ctx: IngressContext) -> FastAPI:
     app.state.ctx = ctx
     app.state.lifespan_hooks = []
     install_error_handlers(app)
-    for module in (health, tts, voices, gpu, ui):
+    for module in (health, tts, voices, gpu, ui, openai_routes, websocket_routes):
         app.include_router(module.router)
     ui.mount_static(app)  # the web page's scripts and styles at /static
     # MCP over streamable HTTP at /mcp; its session manager runs in the lifespan (DESIGN §5).

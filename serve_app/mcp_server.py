@@ -18,7 +18,7 @@ import base64
 import contextlib
 import inspect
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI
 from mcp.server.fastmcp import Context, FastMCP
@@ -35,6 +35,7 @@ from .context import IngressContext
 from .errors import APIError, error_response
 from .routes.gpu import gpu_status
 from .routes.voices import filter_voices
+from .schemas import AudioFormatName
 from .settings import AppSettings
 
 MCP_PATHS = ("/mcp", "/mcp/")
@@ -118,7 +119,7 @@ def tool(server: FastMCP, **hints):
 def build_server(ctx: IngressContext) -> FastMCP:
     settings = ctx.settings
     server = TTSServer("kyutai-tts", instructions=INSTRUCTIONS, stateless_http=True, json_response=True,
-                     transport_security=transport_security(settings))
+                       transport_security=transport_security(settings))
 
     @tool(server, title="Text to speech", readOnlyHint=False, destructiveHint=False, idempotentHint=False)
     async def text_to_speech(
@@ -128,7 +129,7 @@ def build_server(ctx: IngressContext) -> FastMCP:
         mcp_context: Context,
         voice: Annotated[str | None, Field(description=(
             f"Voice id from list_voices; default {settings.default_voice}."))] = None,
-        format: Annotated[Literal["wav", "mp3", "opus", "aac", "flac", "pcm"], Field(description=(
+        format: Annotated[AudioFormatName, Field(description=(
             "Audio format. pcm is raw signed 16-bit little-endian, 24 kHz mono."))] = "wav",
         cfg_coef: Annotated[float | None, Field(ge=1.0, le=4.0, multiple_of=0.5, description=(
             f"How closely to follow the voice: 1.0 to 4.0 in steps of 0.5; "
@@ -169,8 +170,8 @@ def build_server(ctx: IngressContext) -> FastMCP:
     @tool(server, title="GPU status", readOnlyHint=True)
     async def get_gpu_status() -> dict[str, Any]:
         """Every GPU of the cluster (nodes, NVML memory where available) and every TTSWorker replica:
-        its GPU, model state (loaded/offloaded/...), idle seconds, VRAM, queue. Reading it never wakes
-        workers that scaled to zero (then `replicas` is empty)."""
+        its GPU, model state (unloaded, loading, ready, offloaded, failed), idle seconds, VRAM and
+        queue. Reading it never wakes workers that scaled to zero (then `replicas` is empty)."""
         return await gpu_status(ctx)
 
     @tool(server, title="Offload GPU", readOnlyHint=False, destructiveHint=False, idempotentHint=True)

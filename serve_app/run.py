@@ -40,11 +40,10 @@ def main(argv: list[str] | None = None) -> int:
           f"Ray dashboard: http://127.0.0.1:8265   Stop with Ctrl-C.\n", flush=True)
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(1.0):
-            pass
-    except KeyboardInterrupt:
+    # Handled explicitly: a shell that started us in the background may have told us to ignore SIGINT.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(1.0):
         pass
     print("Shutting down Serve...", flush=True)
     serve.shutdown()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, StrictStr, field_validator
+from pydantic import BaseModel, Field, StrictStr, field_validator, model_validator
 
 from .audio import FORMATS
 
@@ -23,6 +23,18 @@ class TTSRequest(BaseModel):
     format: AudioFormatName = Field("wav", description="Audio format of the response.")
     cfg_coef: float | None = Field(None, description="Voice adherence, 1.0 to 4.0 in steps of 0.5 (default 2.0).")
     save: bool = Field(False, description="Also store the file under the outputs directory and return its URL.")
+    stream: bool = Field(False, description="Send the audio while it is generated (chunked body); with timestamps "
+                         "or captions: Server-Sent Events (audio, word, done). Not with save.")
+    timestamps: bool = Field(False, description="Return JSON: the audio in base64 and words [{word, start_s, end_s}].")
+    captions: Literal["vtt", "srt"] | None = Field(None, description="Also return WebVTT or SRT captions of the "
+                                                   "words (in the JSON answer, or the final SSE event).")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="Time-stretch factor (pitch kept): 2.0 speaks twice as fast.")
+
+    @model_validator(mode="after")
+    def _stream_not_saved(self):
+        if self.stream and self.save:
+            raise ValueError("save cannot be combined with stream: request the file without stream")
+        return self
 
     @field_validator("cfg_coef")
     @classmethod

@@ -7,7 +7,9 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
 import wave
+from pathlib import Path
 
 import av
 import httpx
@@ -16,6 +18,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import AudioContent, CallToolResult, TextContent
 
+REPO = Path(__file__).resolve().parent.parent
 TOOLS = {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu"}
 DEFAULT_VOICE = "unmute-prod-website/default_voice.wav"
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -55,9 +58,16 @@ def error_text(result: CallToolResult) -> str:
 
 
 def test_initialize_and_tool_schemas(base_url):
+    # The shipped client config, pointed at this test's port.
+    server = json.loads((REPO / "mcp_config.json").read_text())["mcpServers"]["kyutai-tts"]
+    assert server["type"] == "http"
+    shipped = httpx.URL(server["url"])
+    assert (shipped.host, shipped.port) == ("127.0.0.1", 8000)
+
     async def scenario():
         async with httpx.AsyncClient(timeout=60) as http:
-            async with streamable_http_client(f"{base_url}/mcp", http_client=http) as (read, write, _):
+            url = str(httpx.URL(base_url).copy_with(path=shipped.path))
+            async with streamable_http_client(url, http_client=http) as (read, write, _):
                 async with ClientSession(read, write) as session:
                     init = await session.initialize()
                     return init, (await session.list_tools()).tools
@@ -146,26 +156,29 @@ def test_list_voices_matches_the_rest_route(base_url, client):
 def test_gpu_status_and_offload(base_url, client):
     async def scenario():
         async with mcp_session(f"{base_url}/mcp") as session:
-            # A synthesis first, so at least one replica has the model loaded.
-            audio_of(await session.call_tool("text_to_speech", {"text": "Warm up the model."}))
+            # A synthesis first: the replica that served it has the model loaded.
+            warm = await session.call_tool("text_to_speech", {"text": "Warm up the model."})
+            audio_of(warm)
+            loaded_gpu = warm.structuredContent["gpu"]
             before = await session.call_tool("get_gpu_status", {})
-            offload = await session.call_tool("offload_gpu", {"gpu": 0})
+            offload = await session.call_tool("offload_gpu", {"gpu": loaded_gpu})
             after = await session.call_tool("get_gpu_status", {})
             nothing = await session.call_tool("offload_gpu", {"gpu": 7})
             everywhere = await session.call_tool("offload_gpu", {})
             again = await session.call_tool("text_to_speech", {"text": "Back again."})
-            return before, offload, after, nothing, everywhere, again
+            return loaded_gpu, before, offload, after, nothing, everywhere, again
 
-    before, offload, after, nothing, everywhere, again = run(scenario)
+    loaded_gpu, before, offload, after, nothing, everywhere, again = run(scenario)
     rest = client.get("/api/gpu/status").json()
     status = before.structuredContent
     assert not before.isError and sorted(r["gpu"] for r in status["replicas"]) == [0, 1]
     assert {r["replica"] for r in status["replicas"]} == {r["replica"] for r in rest["replicas"]}
     assert status["total_ray_gpus"] == rest["total_ray_gpus"] and len(status["nodes"]) == len(rest["nodes"])
+    assert next(r for r in status["replicas"] if r["gpu"] == loaded_gpu)["state"] == "ready"
 
     assert not offload.isError and offload.structuredContent["requested"] == 1
-    on_gpu0 = next(r for r in after.structuredContent["replicas"] if r["gpu"] == 0)
-    assert on_gpu0["state"] in ("offloaded", "unloaded")
+    assert [(r["gpu"], r["result"]) for r in offload.structuredContent["results"]] == [(loaded_gpu, "offloaded")]
+    assert next(r for r in after.structuredContent["replicas"] if r["gpu"] == loaded_gpu)["state"] == "offloaded"
     assert nothing.structuredContent["requested"] == 0
     assert everywhere.structuredContent["requested"] == 2
     audio_of(again)  # the model comes back by itself
@@ -247,3 +260,18 @@ def test_host_and_origin_checks(base_url, path):
     local_page = httpx.post(url, json=INITIALIZE, headers={**MCP_HEADERS, "Origin": "http://localhost:3000"},
                             timeout=30)
     assert local_page.status_code == 200
+
+
+def test_stateless_any_request_stands_alone(base_url):
+    """No session id is handed out, and a tools/call needs no earlier request: any ingress replica
+    can answer any request."""
+    init = httpx.post(f"{base_url}/mcp", json=INITIALIZE, headers=MCP_HEADERS, timeout=30)
+    assert init.status_code == 200 and "mcp-session-id" not in init.headers
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "list_voices", "arguments": {"filter": "expresso"}}}
+    response = httpx.post(f"{base_url}/mcp", json=call, headers=MCP_HEADERS, timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/json")
+    result = response.json()["result"]
+    assert not result["isError"]
+    voices = [v["id"] for v in result["structuredContent"]["voices"]]
+    assert voices == ["expresso/ex03-ex01_happy_001_channel1_334s.wav"]

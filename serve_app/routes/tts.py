@@ -1,14 +1,39 @@
 """The service's own TTS route, and saved files."""
 
+import base64
+import dataclasses
+
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from .. import audio, speech
+from deployments.synthesis import SAMPLE_RATE, Word
+
+from .. import audio, captions, speech, streaming
 from ..context import IngressContext, get_ctx
 from ..errors import APIError
 from ..schemas import TTSRequest
+from ..streaming import SSE_MEDIA_TYPE
+from ..tempo import Tempo
 
 router = APIRouter(tags=["tts"])
+
+TTS_DESCRIPTION = """Speaks `text` with `voice`. What comes back depends on the options:
+
+- default: the audio file in `format` (wav, mp3, opus in Ogg, aac in ADTS, flac, or pcm = raw signed
+  16-bit little-endian 24 kHz mono).
+- `stream: true`: the same audio sent while it is generated (chunked body; WAV then carries an
+  'unknown length' header). The first bytes leave as soon as the model made its first 80 ms.
+- `timestamps: true` and/or `captions: "vtt" | "srt"`: JSON `{audio (base64), media_type, format,
+  duration_s, voice, gpu, replica, words: [{word, start_s, end_s}], captions?}`.
+- `stream: true` with `timestamps` or `captions`: Server-Sent Events, each `data: {...}` with a
+  `type`: `audio` (`audio`: base64 chunk of the file), `word` (`word`, `start_s`, `end_s`, sent as soon
+  as the word is known, usually before its audio), then `done` (as the JSON answer, without `audio`),
+  or `error` (`error`: the usual error object) if the synthesis fails midway.
+- `save: true`: JSON with the file's `url` instead of the audio (not with `stream`).
+
+`speed` time-stretches the audio without changing its pitch; word times are scaled to match.
+Captions group words into cues of at most 10 words / 4 s, cut at sentence ends and pauses."""
 
 
 def output_url(request: Request, name: str) -> str:
@@ -16,19 +41,60 @@ def output_url(request: Request, name: str) -> str:
 
 
 @router.post("/api/tts", summary="Text to speech",
-             responses={200: {"content": {f.media_type: {} for f in audio.FORMATS.values()},
-                              "description": "The audio; headers X-TTS-GPU and X-TTS-Replica say where it ran."}})
+             description=TTS_DESCRIPTION,
+             responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()},
+                                          "application/json": {}, SSE_MEDIA_TYPE: {}},
+                              "description": "The audio (or JSON / SSE, see above); headers X-TTS-GPU and "
+                                             "X-TTS-Replica say where it ran (not on streamed answers)."}})
 async def tts(body: TTSRequest, request: Request, ctx: IngressContext = Depends(get_ctx)):
+    if body.stream:
+        return await _streamed(body, ctx)
     result = await speech.synthesize(ctx, body.text, body.voice, body.cfg_coef)
+    if body.speed != 1.0:
+        result = _stretched(result, body.speed)
     data, saved = speech.encode_and_maybe_save(ctx, result, body.format, body.save)
     headers = result.headers()
+    words = [w.to_dict() for w in result.done.words]
+    described = {"format": body.format, "duration_s": result.done.duration_s, "voice": result.done.voice,
+                 "gpu": result.served_by.get("gpu"), "replica": result.served_by.get("replica"), "words": words}
+    if body.captions:
+        described["captions"] = captions.render(words, body.captions)
     if saved:
-        return JSONResponse({
-            "url": output_url(request, saved), "format": body.format, "duration_s": result.done.duration_s,
-            "voice": result.done.voice, "gpu": result.served_by.get("gpu"),
-            "replica": result.served_by.get("replica"), "words": [w.to_dict() for w in result.done.words],
-        }, headers=headers)
+        return JSONResponse({"url": output_url(request, saved), **described}, headers=headers)
+    if body.timestamps or body.captions:
+        return JSONResponse({"audio": base64.b64encode(data).decode("ascii"),
+                             "media_type": audio.FORMATS[body.format].media_type, **described}, headers=headers)
     return Response(data, media_type=audio.FORMATS[body.format].media_type, headers=headers)
+
+
+def _stretched(result: speech.Speech, speed: float) -> speech.Speech:
+    """The clip time-stretched by `speed`, its duration and word times scaled to match."""
+    tempo = Tempo(speed)
+    pcm = np.concatenate([tempo.process(result.pcm), tempo.flush()])
+    done = dataclasses.replace(
+        result.done, duration_s=round(pcm.shape[0] / SAMPLE_RATE, 3),
+        words=[Word(w.word, tempo.scale_time(w.start_s), tempo.scale_time(w.end_s)) for w in result.done.words])
+    return speech.Speech(pcm, done)
+
+
+async def _streamed(body: TTSRequest, ctx: IngressContext):
+    request = speech.worker_request(ctx, body.text, body.voice, body.cfg_coef)
+    stream = await streaming.open_speech(ctx, request)
+    headers = {**streaming.STREAM_HEADERS, "X-TTS-Voice": request["voice"]}
+    if not (body.timestamps or body.captions):
+        return streaming.ClosingStreamingResponse(streaming.encoded_audio(stream, body.format, body.speed),
+                                                  media_type=audio.FORMATS[body.format].media_type, headers=headers)
+
+    def done(final, words, _frames) -> dict:
+        event = {"type": "done", "format": body.format, "duration_s": round(final.duration_s / body.speed, 3),
+                 "voice": final.voice, "gpu": final.served_by.get("gpu"),
+                 "replica": final.served_by.get("replica"), "words": words}
+        if body.captions:
+            event["captions"] = captions.render(words, body.captions)
+        return event
+
+    events = streaming.sse_speech(stream, body.format, body.speed, audio_type="audio", word_type="word", done=done)
+    return streaming.ClosingStreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
 
 
 @router.get("/api/outputs/{name}", name="get_output", summary="A file saved with save: true")

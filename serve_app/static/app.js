@@ -146,11 +146,10 @@ async function loadInfo() {
 }
 
 async function loadVoices() {
-  $("voice-count").textContent = t("voiceLoading");
   try {
     picker.load(await getJSON("api/voices"));
   } catch (exc) {
-    $("voice-count").textContent = "";
+    picker.failed();
     setError("voice", "err_voices", { detail: exc.message });
   }
 }

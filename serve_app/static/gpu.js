@@ -122,7 +122,9 @@ function gpuBlocks(nodes, replicas) {
 function vramBar(vram) {
   const wrap = element("div", "vram");
   if (!vram?.memory_total_mib) {
-    wrap.append(element("span", "muted", t("vramUnknown")));
+    const unknown = element("span", "muted", t("vramUnknown"));
+    unknown.title = t("vramUnknownWhy");
+    wrap.append(unknown);
     return wrap;
   }
   const share = Math.min(1, vram.memory_used_mib / vram.memory_total_mib);

@@ -14,7 +14,13 @@ export class VoicePicker {
   /** Fills the picker with the answer of GET /api/voices ({default, voices: [{id, group, language}]}). */
   load({ default: defaultVoice, voices }) {
     this.voices = [...voices].sort((a, b) => (a.group ?? "").localeCompare(b.group ?? "") || a.id.localeCompare(b.id));
+    this.select.dataset.state = "loaded";
     this.render(this.voices.some((v) => v.id === defaultVoice) ? defaultVoice : this.voices[0]?.id);
+  }
+
+  failed() {
+    this.select.dataset.state = "failed";
+    this.count.textContent = "";
   }
 
   get value() {
@@ -43,7 +49,16 @@ export class VoicePicker {
     }));
     if (shown.some((v) => v.id === wanted)) this.select.value = wanted;
     else if (shown.length) this.select.value = shown[0].id;
-    this.count.textContent = shown.length ? t("voiceCount", { shown: shown.length, total: this.voices.length }) : t("voiceNone");
+    this.count.textContent = this.countText(shown.length);
+    this.select.hidden = this.select.dataset.state === "loaded" && !this.voices.length;
+  }
+
+  countText(shown) {
+    const state = this.select.dataset.state;
+    if (!state) return t("voiceLoading");
+    if (state === "failed") return "";
+    if (!this.voices.length) return t("voiceDefaultOnly");
+    return shown ? t("voiceCount", { shown, total: this.voices.length }) : t("voiceNone");
   }
 }
 

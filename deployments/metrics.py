@@ -1,0 +1,43 @@
+"""Prometheus metrics of a TTSWorker replica, exported through Ray's metrics endpoint (with the
+deployment/replica tags Serve adds): time to first audio, real-time factor, outcomes, queue depth."""
+
+from __future__ import annotations
+
+import time
+
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+_SECONDS = [0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60]
+_RATIOS = [0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20]
+
+
+class WorkerMetrics:
+    def __init__(self):
+        self.requests = Counter("tts_requests", description="Synthesis requests by outcome.",
+                                tag_keys=("outcome",))
+        self.first_audio = Histogram("tts_time_to_first_audio_seconds", boundaries=_SECONDS,
+                                     description="From the request reaching the worker to its first audio frame.")
+        self.real_time_factor = Histogram("tts_real_time_factor", boundaries=_RATIOS,
+                                          description="Seconds of audio per second of wall time, per request.")
+        self.queue_depth = Gauge("tts_queue_depth", description="Requests waiting for a generation round.")
+        self.active = Gauge("tts_active_requests", description="Requests in the current generation batch.")
+
+
+class RequestTimer:
+    """Times one request's stream of events."""
+
+    def __init__(self, metrics: WorkerMetrics):
+        self.metrics = metrics
+        self.started = time.perf_counter()
+        self.first_audio_at: float | None = None
+
+    def audio(self) -> None:
+        if self.first_audio_at is None:
+            self.first_audio_at = time.perf_counter()
+            self.metrics.first_audio.observe(self.first_audio_at - self.started)
+
+    def finished(self, outcome: str, audio_seconds: float = 0.0) -> None:
+        self.metrics.requests.inc(tags={"outcome": outcome})
+        elapsed = time.perf_counter() - self.started
+        if outcome == "ok" and elapsed > 0 and audio_seconds > 0:
+            self.metrics.real_time_factor.observe(audio_seconds / elapsed)

@@ -1,0 +1,115 @@
+"""OpenAI-compatible speech API: `POST /v1/audio/speech`, `GET /v1/audio/voices`, `GET /v1/models`.
+
+Clients written for OpenAI (the official SDKs, Open WebUI, LiveKit, ...) work unchanged. What the
+fields do here:
+
+- `model`: any name is accepted; there is one model (Kyutai TTS).
+- `voice`: an OpenAI name (alloy, ash, ballad, coral, echo, fable, nova, onyx, sage, shimmer, verse,
+  marin, cedar) mapped by the `openai_voices` setting, or a Kyutai voice id from `GET /api/voices`;
+  `{"id": ...}` objects are accepted too. A name mapped to a voice this server lacks is a 400.
+- `response_format`: mp3 (default), opus (Ogg), aac (ADTS), flac, wav, or pcm = raw signed 16-bit
+  little-endian, 24 kHz, mono, without any header.
+- `speed` (0.25-4.0): honoured by time-stretching the generated audio without changing its pitch
+  (FFmpeg's `atempo`); the model itself always speaks at its natural pace.
+- `instructions`: accepted and ignored: Kyutai's model has no instruction input (its voice comes from
+  the voice sample). The response carries `X-TTS-Instructions: ignored` when some were given.
+- `stream_format`: `audio` (default) sends the encoded audio as a chunked body while it is
+  generated; `sse` sends `data: {"type": "speech.audio.delta", "audio": <base64>}` events, then
+  `data: {"type": "speech.audio.done", "usage": {...}}`. Usage counts input words as input tokens
+  and 80 ms audio frames as output tokens (the model's own token counts stay on the GPU).
+
+Every response streams: the first audio leaves the service as soon as the model produced it.
+Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field, StrictStr
+
+from .. import audio, openai_voices
+from ..api_keys import require_api_key
+from ..context import IngressContext, get_ctx
+from ..streaming import (SSE_MEDIA_TYPE, STREAM_HEADERS, ClosingStreamingResponse, encoded_audio, open_speech,
+                         sse_speech)
+from ..tempo import MAX_SPEED, MIN_SPEED
+
+router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
+
+MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+
+class VoiceRef(BaseModel):
+    id: StrictStr
+
+
+class SpeechRequest(BaseModel):
+    # Unknown fields are ignored, as OpenAI-compatible servers do: clients add fields over time.
+    model_config = {"extra": "ignore"}
+
+    model: StrictStr = Field("tts-1", description="Any name: there is one model.")
+    input: StrictStr = Field(..., description="The text to speak.", examples=["Hello from the cluster."])
+    voice: StrictStr | VoiceRef | None = Field(
+        None, description="An OpenAI voice name (alloy, echo, nova, ...) or a voice id from GET /v1/audio/voices.")
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
+        "mp3", description="pcm is raw signed 16-bit little-endian, 24 kHz, mono (no header).")
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED,
+                         description="Time-stretches the audio (pitch kept) by this factor.")
+    instructions: StrictStr | None = Field(None, description="Accepted and ignored: the model has no instruction input.")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio: chunked encoded audio; sse: speech.audio.delta / speech.audio.done events.")
+
+    @property
+    def voice_name(self) -> str | None:
+        return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+
+
+def _usage(text: str, frames: int) -> dict:
+    words = len(text.split())
+    return {"input_tokens": words, "output_tokens": frames, "total_tokens": words + frames}
+
+
+@router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (always streamed)",
+             responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()}, SSE_MEDIA_TYPE: {}},
+                              "description": "The audio as it is generated, or SSE events (stream_format sse)."}})
+async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_ctx)):
+    text = ctx.check_text(body.input, param="input")
+    voice = (openai_voices.resolve_voice(ctx, body.voice_name) if body.voice_name is not None
+             else ctx.settings.default_voice)
+    stream = await open_speech(ctx, {"text": text, "voice": voice, "cfg_coef": None})
+    headers = {**STREAM_HEADERS, "X-TTS-Voice": voice}
+    if body.instructions:
+        headers["X-TTS-Instructions"] = "ignored"
+    if body.stream_format == "sse":
+        events = sse_speech(stream, body.response_format, body.speed, audio_type="speech.audio.delta",
+                            word_type=None,
+                            done=lambda _, __, frames: {"type": "speech.audio.done", "usage": _usage(text, frames)})
+        return ClosingStreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
+    return ClosingStreamingResponse(encoded_audio(stream, body.response_format, body.speed),
+                                    media_type=audio.FORMATS[body.response_format].media_type, headers=headers)
+
+
+@router.get("/v1/audio/voices", summary="Voices for /v1/audio/speech: OpenAI names, then Kyutai voice ids")
+async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
+    return {"voices": await asyncio.to_thread(openai_voices.list_voices, ctx)}
+
+
+def _model_entry(model_id: str) -> dict:
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "kyutai"}
+
+
+def _model_ids(ctx: IngressContext) -> list[str]:
+    return [ctx.settings.model_repo, *MODEL_ALIASES]
+
+
+@router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)")
+async def list_models(ctx: IngressContext = Depends(get_ctx)) -> dict:
+    return {"object": "list", "data": [_model_entry(m) for m in _model_ids(ctx)]}
+
+
+@router.get("/v1/models/{model_id:path}", summary="One model (every name is served by Kyutai TTS)")
+async def get_model(model_id: str) -> dict:
+    return _model_entry(model_id)

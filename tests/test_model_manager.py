@@ -1,0 +1,294 @@
+"""ModelManager with the real TTSEngine on the tiny checkpoint: lazy load, idle offload and reload,
+offload deferred under a running generation, concurrent use from threads, failed loads and retries.
+
+On CPU "offloading" moves the weights from CPU to CPU; what is tested is the manager's logic
+(states, counters, when it acts), which is the same on a GPU.
+"""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deployments.checkpoint import VOICE_NAMES, VOICE_SUFFIX, checkpoint_files
+from deployments.engine import TTSEngine
+from deployments.hub import ModelUnavailableError
+from deployments.model_manager import ModelManager, ModelState
+from deployments.synthesis import SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisRequest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEXT = "Offloading must wait until this sentence has been spoken, every word of it, to the end."
+
+
+@pytest.fixture
+def make_manager():
+    managers = []
+
+    def make(settings, **kwargs):
+        manager = ModelManager(settings, engine_factory=TTSEngine, **kwargs)
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in managers:
+        manager.close()
+
+
+def speak(engine, text: str) -> dict:
+    [result] = engine.synthesize([SynthesisRequest(text)])
+    assert [w.word for w in result["words"]] == text.split()
+    return result
+
+
+def wait_for_state(manager, state: ModelState, timeout_s: float = 60) -> None:
+    """Waits for a state change made by the manager's own thread (the timeout only catches hangs)."""
+    deadline = time.monotonic() + timeout_s
+    while manager.state != state:
+        assert time.monotonic() < deadline, f"still {manager.state.value}, expected {state.value}"
+        time.sleep(0.05)
+
+
+def test_nothing_is_loaded_before_the_first_request(make_manager, engine_settings):
+    manager = make_manager(engine_settings, offload_after_s=None, gpu_index=0)
+    assert manager.state == ModelState.UNLOADED and manager.engine is None
+    status = manager.status()
+    assert (status["state"], status["device"], status["loads"], status["error"]) == ("unloaded", None, 0, None)
+    assert manager.offload() == "unloaded"  # nothing to offload, and offloading does not load
+
+    with manager.acquire() as engine:
+        assert isinstance(engine, TTSEngine) and manager.engine is engine
+        assert manager.state == ModelState.READY
+        assert manager.status()["active_generations"] == 1
+        speak(engine, "Loaded on first use.")
+    status = manager.status()
+    assert (status["state"], status["device"], status["gpu_index"], status["loads"]) == ("ready", "cpu", 0, 1)
+    assert status["load_seconds"] > 0 and status["active_generations"] == 0
+    # The same engine serves the next request: no second load.
+    with manager.acquire() as engine:
+        assert engine is manager.engine
+    assert manager.status()["loads"] == 1
+
+
+def test_idle_weights_are_offloaded_after_the_configured_time_and_come_back(make_manager, engine_settings):
+    manager = make_manager(engine_settings, offload_after_s=None)
+    with manager.acquire() as engine:
+        speak(engine, "Before going idle.")
+    released = time.monotonic()
+    assert manager.state == ModelState.READY  # no idle limit: stays
+    # Set live, as the worker's reconfigure() does.
+    manager.offload_after_s = 0.5
+    wait_for_state(manager, ModelState.OFFLOADED)
+    assert time.monotonic() - released >= 0.5  # not before the configured idle time
+    status = manager.status()
+    assert (status["offloads"], status["loads"], status["reloads"]) == (1, 1, 0)
+    assert status["idle_seconds"] >= 0.5 and status["offload_seconds"] is not None
+
+    with manager.acquire() as again:
+        assert again is engine  # brought back, not rebuilt
+        assert manager.state == ModelState.READY
+        speak(again, "After coming back.")
+    status = manager.status()
+    assert (status["loads"], status["reloads"], status["offloads"]) == (1, 1, 1)
+    assert status["reload_seconds"] is not None
+    wait_for_state(manager, ModelState.OFFLOADED)  # and idles out again
+    assert manager.status()["offloads"] == 2
+
+
+def test_offload_on_demand_is_deferred_under_a_generation(make_manager, engine_settings):
+    manager = make_manager(engine_settings, offload_after_s=None)
+    first_audio, go_on = threading.Event(), threading.Event()
+    events = []
+
+    def sink(event):
+        events.append(event)
+        if isinstance(event, AudioChunk) and not first_audio.is_set():
+            first_audio.set()
+            assert go_on.wait(120)  # hold the generation here until offload() has been called
+
+    def generate():
+        with manager.acquire() as engine:
+            job = engine.prepare(SynthesisRequest(TEXT), sink)
+            rounds = 0
+            while not job.finished:
+                engine.run_round([job])
+                rounds += 1
+            return rounds
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        generation = pool.submit(generate)
+        assert first_audio.wait(120)
+        assert manager.offload() == "deferred"
+        assert manager.state == ModelState.READY  # not under a running generation
+        assert manager.status()["offloads"] == 0
+        go_on.set()
+        rounds = generation.result(timeout=300)
+
+    assert rounds > 1  # the generation spanned several text pieces, none cut by the offload
+    assert manager.state == ModelState.OFFLOADED and manager.status()["offloads"] == 1
+    done = events[-1]
+    assert isinstance(done, SynthesisDone) and [w.word for w in done.words] == TEXT.split()
+    audio = np.concatenate([e.pcm for e in events if isinstance(e, AudioChunk)])
+    assert len(audio) == round(done.duration_s * SAMPLE_RATE) and done.words[-1].end_s == pytest.approx(done.duration_s)
+
+    # Idle: offload() acts at once; repeated, it reports the state it stays in.
+    with manager.acquire() as engine:
+        speak(engine, "Back again.")
+    assert manager.offload() == "offloaded" and manager.state == ModelState.OFFLOADED
+    assert manager.offload() == "offloaded" and manager.status()["offloads"] == 2
+
+
+def test_concurrent_requests_from_threads_share_one_load(make_manager, engine_settings):
+    manager = make_manager(engine_settings, offload_after_s=None)
+    threads = 4
+    start = threading.Barrier(threads)
+    inside = threading.Barrier(threads + 1)
+    proceed = threading.Barrier(threads + 1)
+    texts = [f"Thread number {i} says hello to the others." for i in range(threads)]
+
+    def work(text):
+        start.wait(60)  # every thread asks for the model at the same moment
+        with manager.acquire() as engine:
+            inside.wait(120)
+            proceed.wait(120)
+            return speak(engine, text)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(work, text) for text in texts]
+        inside.wait(120)
+        status = manager.status()  # all four hold the model at once
+        assert (status["active_generations"], status["loads"], status["state"]) == (threads, 1, "ready")
+        proceed.wait(120)
+        results = [f.result(timeout=300) for f in futures]
+
+    assert len(results) == threads and all(r["duration_s"] > 0 for r in results)
+    status = manager.status()
+    assert (status["loads"], status["failures"], status["active_generations"]) == (1, 0, 0)
+
+
+def test_status_reports_state_device_and_counters(make_manager, engine_settings):
+    manager = make_manager(engine_settings, offload_after_s=123.0, gpu_index=1)
+    with manager.acquire():
+        pass
+    status = manager.status()
+    assert json.loads(json.dumps(status)) == status  # plain data, ready for the HTTP side
+    assert {"state", "error", "device", "gpu_index", "active_generations", "idle_seconds",
+            "offload_after_s", "loads", "load_seconds", "offloads", "offload_seconds", "reloads",
+            "reload_seconds", "failures", "gpu", "torch_allocated_mib"} <= set(status)
+    assert (status["state"], status["device"], status["gpu_index"], status["offload_after_s"]) == (
+        "ready", "cpu", 1, 123.0)
+    assert status["idle_seconds"] >= 0 and status["torch_allocated_mib"] is None  # CPU: no CUDA memory
+    # No NVIDIA driver here: no GPU facts; with one, they describe GPU 1.
+    assert status["gpu"] is None or status["gpu"]["index"] == 1
+    first_idle = status["idle_seconds"]
+    time.sleep(0.2)
+    assert manager.status()["idle_seconds"] >= first_idle
+
+
+def test_a_failed_load_is_reported_and_retried_by_the_next_request(make_manager, engine_settings, tmp_path):
+    missing = tmp_path / "model"
+    settings = engine_settings.model_copy(update={"model_path": str(missing)})
+    manager = make_manager(settings, offload_after_s=None)
+    for attempt in (1, 2):
+        with pytest.raises(ModelUnavailableError) as info:
+            with manager.acquire():
+                pass
+        assert str(missing) in str(info.value) and "python -m deployments.checkpoint" in str(info.value)
+        status = manager.status()
+        assert (status["state"], status["failures"], status["loads"]) == ("failed", attempt, 0)
+        assert status["error"] == str(info.value)
+    # The model appears (copied in): the next request loads it.
+    shutil.copytree(Path(engine_settings.model_path), missing)
+    with manager.acquire() as engine:
+        speak(engine, "Third time lucky.")
+    status = manager.status()
+    assert (status["state"], status["error"], status["loads"], status["failures"]) == ("ready", None, 1, 2)
+
+
+# huggingface_hub reads HF_ENDPOINT and HF_HOME when it is imported (huggingface_hub.constants),
+# and this test process imported it long ago: the hub cases run in a fresh interpreter.
+HUB_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    from deployments.settings import EngineSettings
+    from deployments.model_manager import ModelManager
+    from deployments.synthesis import SynthesisRequest
+
+    repo, voice = sys.argv[1], sys.argv[2]
+    manager = ModelManager(EngineSettings(model_repo=repo, n_q=8, cpu_threads=1, device="cpu",
+                                          default_voice=voice))
+    report = {"errors": []}
+    for attempt in range(2):
+        try:
+            with manager.acquire() as engine:
+                [result] = engine.synthesize([SynthesisRequest("Spoken from the cache.")])
+                report["words"] = [w.word for w in result["words"]]
+                report["voices"] = [v.to_dict() for v in engine.voices.list_voices()]
+        except Exception as exc:
+            report["errors"].append([exc.__class__.__name__, str(exc)])
+        report["status"] = {k: manager.status()[k] for k in ("state", "error", "failures", "loads")}
+    print(json.dumps(report))
+""")
+
+
+def run_hub_script(tmp_path, repo: str, voice: str = VOICE_NAMES[0]) -> tuple[dict, str]:
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"),
+           "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens there: connection refused
+           "NO_TORCH_COMPILE": "1", "NO_CUDA_GRAPH": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_HUB_CACHE", None)
+    # The timeout only turns a hang into a failure; the retry check below is what shows "fast".
+    done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, repo, voice], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def fill_hf_cache(hf_home: Path, repo: str, files: dict[str, Path]) -> None:
+    """Lays files out as `huggingface-cli download` leaves them in the HF cache."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    root = hf_home / "hub" / ("models--" + repo.replace("/", "--"))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    for name, source in files.items():
+        target = root / "snapshots" / commit / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+
+
+def test_an_unreachable_model_repo_fails_fast_with_a_clear_error(tmp_path):
+    repo = "kyutai-test/no-such-model"
+    report, stderr = run_hub_script(tmp_path, repo)
+    assert [kind for kind, _ in report["errors"]] == ["ModelUnavailableError"] * 2
+    message = report["errors"][0][1]
+    assert f"'{repo}'" in message and "http://127.0.0.1:9" in message
+    assert "model_path" in message and "HF_HUB_OFFLINE" in message
+    assert f"huggingface-cli download {repo}" in message
+    # Fast: one refused connection, not huggingface_hub's retry loop (5 retries with back-off per
+    # file), and not moshi's fallback to a legacy repo layout.
+    assert "Retrying" not in stderr and "Assuming this is a Moshi" not in stderr
+    # Failed, with the error; the second request tried again.
+    assert report["status"] == {"state": "failed", "error": message, "failures": 2, "loads": 0}
+
+
+def test_a_prefilled_hf_cache_serves_when_the_hub_is_unreachable(tmp_path, tiny_checkpoint):
+    model_repo, voice_repo = "kyutai-test/tts-tiny", "kyutai/tts-voices"
+    model_files = {p.relative_to(tiny_checkpoint).as_posix(): p for p in checkpoint_files(tiny_checkpoint)
+                   if "voices" not in p.relative_to(tiny_checkpoint).parts}
+    voice_files = {name + VOICE_SUFFIX: tiny_checkpoint / "voices" / (name + VOICE_SUFFIX) for name in VOICE_NAMES}
+    fill_hf_cache(tmp_path / "hf-home", model_repo, model_files)
+    fill_hf_cache(tmp_path / "hf-home", voice_repo, voice_files)
+
+    report, stderr = run_hub_script(tmp_path, model_repo, voice=VOICE_NAMES[1])
+    assert report["errors"] == []
+    assert report["words"] == ["Spoken", "from", "the", "cache."]
+    assert {v["id"]: v["source"] for v in report["voices"]} == {name: "repo" for name in VOICE_NAMES}
+    assert report["status"] == {"state": "ready", "error": None, "failures": 0, "loads": 1}
+    assert "Retrying" not in stderr

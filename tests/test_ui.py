@@ -1,0 +1,323 @@
+"""The web page at `/`, driven by a real headless Chromium (Debian's package: `make browser`)
+against the real Serve application with the tiny random-weight model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.serve, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# No sandbox (containers, root), no GPU, and nothing that phones home: the page must need only the service.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WAIT_MS = 120_000  # generous: the CPU is shared; tests assert on events and content, not on time
+
+AUDIO_STATE = """() => { const a = document.getElementById('audio');
+  return {duration: a.duration, readyState: a.readyState, src: a.currentSrc, error: a.error && a.error.code}; }"""
+AUDIO_PLAYABLE = "() => { const a = document.getElementById('audio'); return a.readyState >= 2 && a.duration > 0; }"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A page in a fresh browser context (own storage, own locale) that records what it requested
+    and any JavaScript error it raised."""
+
+    def __init__(self, browser, url: str, locale: str = "en-US"):
+        self.context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(WAIT_MS)
+        self.requests: list = []
+        self.js_errors: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request))
+        self.page.on("pageerror", lambda exc: self.js_errors.append(str(exc)))
+        self.open(url)
+
+    def open(self, url: str) -> None:
+        self.page.goto(url)
+        self.wait_for_voices()
+
+    def wait_for_voices(self) -> None:
+        self.page.wait_for_selector("#voice[data-state]", state="attached")  # loaded, or failed
+
+    def tts_posts(self) -> list:
+        return [r for r in self.requests if r.method == "POST" and r.url.endswith("/api/tts")]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    pages: list[Page] = []
+
+    def opener(url: str, locale: str = "en-US") -> Page:
+        pages.append(Page(browser, url, locale))
+        return pages[-1]
+
+    yield opener
+    for page in pages:
+        page.close()
+    assert [e for p in pages for e in p.js_errors] == [], "the page raised JavaScript errors"
+
+
+@pytest.fixture
+def ui(open_page, base_url) -> Page:
+    return open_page(f"{base_url}/")
+
+
+def generate(ui: Page, text: str) -> dict:
+    """Types `text`, presses Generate and returns the API's answer once the audio is playable."""
+    ui.page.fill("#text", text)
+    with ui.page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/tts")) as answer:
+        ui.page.click("#generate")
+    assert answer.value.status == 200, answer.value.text()
+    ui.page.wait_for_function(AUDIO_PLAYABLE)
+    return answer.value.json()
+
+
+def test_page_and_assets_come_from_the_service_only(ui, base_url):
+    assert ui.page.title() == "Kyutai TTS"
+    assert {r.resource_type for r in ui.requests} >= {"document", "script", "stylesheet", "fetch"}
+    outside = [r.url for r in ui.requests if not r.url.startswith(base_url + "/") and not r.url.startswith("data:")]
+    assert outside == []
+    for path in ("/static/app.js", "/static/style.css", "/static/i18n.js"):
+        assert httpx.get(base_url + path).status_code == 200
+    assert httpx.get(base_url + "/static/nope.js").status_code == 404
+
+
+def test_voices_load_into_the_grouped_searchable_picker(ui, client):
+    listed = client.get("/api/voices").json()
+    options = ui.page.eval_on_selector_all(
+        "#voice option", "os => os.map(o => ({id: o.value, text: o.textContent, group: o.parentElement.label}))")
+    assert sorted(o["id"] for o in options) == sorted(v["id"] for v in listed["voices"])
+    by_id = {v["id"]: v for v in listed["voices"]}
+    for option in options:
+        assert option["group"] == by_id[option["id"]]["group"]
+    english = [o for o in options if by_id[o["id"]]["language"] == "en"]
+    assert english and all("English" in o["text"] for o in english)
+    assert ui.page.input_value("#voice") == listed["default"]
+
+    # Searching by name keeps only the matching voices, and selects one of them.
+    target = next(v for v in listed["voices"] if v["group"] == "expresso")
+    ui.page.fill("#voice-search", "expresso")
+    assert ui.page.eval_on_selector_all("#voice option", "os => os.map(o => o.value)") == [target["id"]]
+    assert ui.page.input_value("#voice") == target["id"]
+    # ... and by language name.
+    ui.page.fill("#voice-search", "french")
+    french = sorted(v["id"] for v in listed["voices"] if v["language"] == "fr")
+    assert french and sorted(ui.page.eval_on_selector_all("#voice option", "os => os.map(o => o.value)")) == french
+    ui.page.fill("#voice-search", "no voice is called this")
+    assert ui.page.eval_on_selector_all("#voice option", "os => os.length") == 0
+    assert ui.page.text_content("#voice-count") == "No voice matches this search."
+
+
+def test_generate_plays_audio_and_highlights_the_spoken_word(ui, client):
+    # Record the Generate button's busy state as it changes: it must go busy, then back.
+    ui.page.evaluate("""() => { window.busyStates = [];
+      new MutationObserver(() => window.busyStates.push(document.getElementById('generate').getAttribute('aria-busy')))
+        .observe(document.getElementById('generate'), {attributes: true, attributeFilter: ['aria-busy']}); }""")
+    saved = generate(ui, "Hello from the browser test. Every word is highlighted as it plays.")
+    assert ui.page.evaluate("window.busyStates") == ["true", "false"]
+    assert ui.page.is_enabled("#generate")
+
+    audio = ui.page.evaluate(AUDIO_STATE)
+    assert audio["error"] is None and audio["readyState"] >= 2
+    assert audio["src"] == saved["url"]
+    assert audio["duration"] == pytest.approx(saved["duration_s"], abs=0.05)
+    assert saved["duration_s"] > 0
+    # The download link is the same file, and the service serves it.
+    assert ui.page.get_attribute("#download", "href") == saved["url"]
+    assert ui.page.get_attribute("#download", "download").endswith(".wav")
+    download = client.get(saved["url"])
+    assert download.status_code == 200 and download.headers["content-type"] == "audio/wav"
+    info = ui.page.text_content("#result-info")
+    assert saved["replica"] in info and f"GPU {saved['gpu']}" in info
+
+    # The words of the answer, in order; seeking into a word highlights it (and only it).
+    words = saved["words"]
+    assert [w["word"] for w in words] == "Hello from the browser test. Every word is highlighted as it plays.".split()
+    assert ui.page.eval_on_selector_all("#words .word", "ws => ws.map(w => w.textContent)") == [w["word"] for w in words]
+    ui.page.evaluate("() => document.getElementById('audio').pause()")
+    for index in (0, len(words) // 2, len(words) - 1):
+        middle = (words[index]["start_s"] + words[index]["end_s"]) / 2
+        ui.page.evaluate("""t => new Promise(done => { const a = document.getElementById('audio');
+          a.addEventListener('seeked', () => requestAnimationFrame(done), {once: true}); a.currentTime = t; })""", middle)
+        assert ui.page.eval_on_selector_all("#words .word.current", "ws => ws.map(w => w.textContent)") == [words[index]["word"]]
+
+    # It really plays: time moves forward from the start.
+    ui.page.evaluate("() => { const a = document.getElementById('audio'); a.currentTime = 0; return a.play(); }")
+    ui.page.wait_for_function("() => document.getElementById('audio').currentTime > 0.2")
+    ui.page.wait_for_function("() => document.querySelector('#words .word.current') !== null")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    ui.page.screenshot(path=str(ARTIFACTS / "ui-after-generation.png"), full_page=True)
+
+
+def test_picked_voice_cfg_and_format_reach_the_request(ui, client):
+    voice = next(v["id"] for v in client.get("/api/voices").json()["voices"] if v["group"] == "vctk")
+    ui.page.fill("#voice-search", "vctk")
+    ui.page.select_option("#cfg", "3")
+    ui.page.select_option("#format", "mp3")
+    saved = generate(ui, "A short line in another voice.")
+    request = json.loads(ui.tts_posts()[-1].post_data)
+    assert request == {"text": "A short line in another voice.", "voice": voice, "cfg_coef": 3, "format": "mp3", "save": True}
+    assert saved["voice"] == voice and saved["format"] == "mp3"
+    assert ui.page.get_attribute("#download", "download").endswith(".mp3")
+    assert ui.page.evaluate(AUDIO_STATE)["duration"] > 0
+
+
+def test_cfg_choices_are_the_models_steps(ui):
+    values = ui.page.eval_on_selector_all("#cfg option", "os => os.map(o => Number(o.value))")
+    assert values == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    assert ui.page.input_value("#cfg") == "2"
+
+
+LABELS = {  # a few labels in each language: the title, the Generate button, the GPU panel, the text field
+    "zh": ("Kyutai 语音合成", "生成", "GPU 与副本", "文本"),
+    "en": ("Kyutai TTS", "Generate", "GPUs and replicas", "Text"),
+    "ja": ("Kyutai 音声合成", "生成", "GPU とレプリカ", "テキスト"),
+}
+LABEL_SELECTORS = ("h1", "#generate", "#gpu-title", "label[for=text]")
+
+
+def labels(ui: Page) -> tuple:
+    return tuple(ui.page.inner_text(selector).strip() for selector in LABEL_SELECTORS)
+
+
+def test_language_switch_changes_the_labels_and_is_remembered(ui, base_url, client):
+    assert labels(ui) == LABELS["en"]
+    for code in ("zh", "ja", "en", "ja"):
+        ui.page.select_option("#lang", code)
+        assert labels(ui) == LABELS[code]
+        assert ui.page.evaluate("document.documentElement.lang").startswith(code)
+        # Text drawn by scripts follows too, and no label is left as a raw message key.
+        keys = ui.page.eval_on_selector_all("[data-i18n]", "es => es.filter(e => e.textContent === e.dataset.i18n).length")
+        assert keys == 0
+    total = len(client.get("/api/voices").json()["voices"])
+    assert ui.page.text_content("#voice-count") == f"{total} 件中 {total} 件を表示"
+    # Remembered: a reload comes back in Japanese although the browser says English.
+    ui.open(f"{base_url}/")
+    assert labels(ui) == LABELS["ja"]
+    assert ui.page.input_value("#lang") == "ja"
+
+
+@pytest.mark.parametrize("locale, expected", [("zh-CN", "zh"), ("ja-JP", "ja"), ("en-GB", "en"), ("fr-FR", "en")])
+def test_language_defaults_from_the_browser(open_page, base_url, locale, expected):
+    ui = open_page(f"{base_url}/", locale=locale)
+    assert labels(ui) == LABELS[expected]
+    assert ui.page.input_value("#lang") == expected
+
+
+def test_every_language_has_every_message(ui):
+    keys = ui.page.evaluate("""async () => { const {MESSAGES} = await import('./static/i18n.js');
+      return Object.fromEntries(Object.entries(MESSAGES).map(([lang, m]) => [lang, Object.keys(m).sort()])); }""")
+    assert set(keys) == {"zh", "en", "ja"}
+    assert keys["zh"] == keys["en"] == keys["ja"]
+
+
+def test_empty_text_shows_an_error_next_to_the_text_area(ui):
+    for text in ("", "  \n "):
+        ui.page.fill("#text", text)
+        ui.page.click("#generate")
+        error = ui.page.locator(".field:has(#text) #text-error")
+        assert error.is_visible()
+        assert error.inner_text() == "Please type some text first."
+    assert ui.tts_posts() == []  # refused in the page: nothing was sent
+    ui.page.select_option("#lang", "zh")
+    assert ui.page.inner_text("#text-error") == "请先输入文本。"  # the shown error follows the language
+    ui.page.type("#text", "x")
+    assert ui.page.locator("#text-error").is_hidden()  # typing clears it
+
+
+def test_a_refused_voice_shows_the_services_message_next_to_the_picker(ui, client):
+    # A voice the service does not know (added to the list by hand): the 400's message is shown
+    # next to the voice picker, not as a generic failure.
+    bogus = "nobody/unknown_voice.wav"
+    expected = client.post("/api/tts", json={"text": "hi", "voice": bogus}).json()["error"]["message"]
+    ui.page.evaluate("v => { const s = document.getElementById('voice'); s.add(new Option(v, v)); s.value = v; }", bogus)
+    ui.page.fill("#text", "hi")
+    ui.page.click("#generate")
+    ui.page.wait_for_selector("#voice-error:not([hidden])")
+    assert expected in ui.page.inner_text("#voice-error")
+    assert ui.page.locator("#generate-error").is_hidden() and ui.page.locator("#text-error").is_hidden()
+    assert ui.page.is_enabled("#generate")
+
+
+def test_model_unavailable_is_said_in_plain_words_next_to_generate(open_page, broken_url):
+    # An app whose model cannot be fetched (conftest's broken_url); its page lives under /broken/.
+    ui = open_page(f"{broken_url}/")
+    ui.page.fill("#text", "Hello?")
+    with ui.page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/tts")) as answer:
+        ui.page.click("#generate")
+    assert answer.value.status == 503
+    ui.page.wait_for_selector("#generate-error:not([hidden])")
+    message = ui.page.inner_text("#generate-error")
+    assert message.startswith("The model is unavailable right now.")
+    assert answer.value.json()["error"]["message"] in message
+    assert ui.page.locator("#result").is_hidden()
+
+
+def gpu_panel_replicas(ui: Page) -> list[dict]:
+    return ui.page.eval_on_selector_all(
+        "#gpu-list .replica", """rs => rs.map(r => ({replica: r.dataset.replica, gpu: r.closest('.gpu').dataset.gpu,
+                                 state: r.querySelector('.badge').dataset.state}))""")
+
+
+def test_gpu_panel_lists_every_gpu_and_replica_and_refreshes(ui, client):
+    ui.page.wait_for_function("() => document.querySelectorAll('#gpu-list .replica').length === 2")
+    status = client.get("/api/gpu/status").json()
+    shown = gpu_panel_replicas(ui)
+    assert sorted((r["replica"], r["gpu"]) for r in shown) == sorted((r["replica"], str(r["gpu"])) for r in status["replicas"])
+    gpus = ui.page.eval_on_selector_all("#gpu-list .gpu", "gs => gs.map(g => g.dataset.gpu)")
+    assert gpus == [str(i) for i in range(int(status["total_ray_gpus"]))]
+    assert all(r["state"] in {"unloaded", "loading", "ready", "offloaded", "failed"} for r in shown)
+    # It refreshes on its own.
+    first = ui.page.text_content("#gpu-updated")
+    ui.page.wait_for_function("t => document.getElementById('gpu-updated').textContent !== t", arg=first)
+
+
+def test_offload_button_offloads_the_loaded_model(ui, client):
+    client.post("/api/tts", json={"text": "Load the model somewhere."}).raise_for_status()
+    loaded = [r["replica"] for r in client.get("/api/gpu/status").json()["replicas"] if r["state"] == "ready"]
+    assert loaded
+    ui.page.click("#offload-all")
+    ui.page.wait_for_function("() => document.getElementById('gpu-message').textContent !== ''")
+    assert ui.page.inner_text("#gpu-message").startswith("Offload asked of 2 replica(s)")
+    ui.page.wait_for_function(
+        "ids => ids.every(id => document.querySelector(`.replica[data-replica='${id}'] .badge`)?.dataset.state === 'offloaded')",
+        arg=loaded)
+    assert ui.page.inner_text(f".replica[data-replica='{loaded[0]}'] .badge") == "offloaded"
+    states = {r["replica"]: r["state"] for r in client.get("/api/gpu/status").json()["replicas"]}
+    assert all(states[replica] == "offloaded" for replica in loaded)
+
+
+def test_info_says_the_demo_model_is_a_test_model(ui, client):
+    info = client.get("/api/info").json()
+    assert info["test_model"] is True and info["version"]
+    assert ui.page.locator("#test-model-note").is_visible()
+    assert "noise" in ui.page.inner_text("#test-model-note")
+
+
+def test_a_checkpoint_without_the_marker_is_not_called_a_test_model(tmp_path):
+    from serve_app.routes.ui import _checkpoint_is_test_model
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_id": {"sig": "1e68beda", "epoch": 240}}))
+    assert _checkpoint_is_test_model(str(tmp_path)) is False
+    assert _checkpoint_is_test_model(str(tmp_path / "missing")) is False
