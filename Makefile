@@ -30,9 +30,11 @@ serve: $(STAMP)
 demo: $(STAMP) checkpoint
 	$(PY) -m serve_app.run configs/demo.yaml
 
-# Headless Chromium for the UI tests (Debian's package; no browser download).
+# Headless Chromium for the UI tests (Debian's package; no browser download), and a CJK font so
+# the test screenshots of the Chinese/Japanese page are readable.
+BROWSER_PACKAGES := chromium fonts-wqy-zenhei
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; }
 
 # pytest exits 5 when it collected no test: that counts as a failure.
 test: $(STAMP) checkpoint browser

@@ -96,6 +96,8 @@ class VoiceCatalog:
         self.suffix = suffix
         self.hub_timeout_s = hub_timeout_s
         self._repo_files: list[str] | None = None
+        # Why the voice repo could not be listed last time (None when it could).
+        self.repo_error: str | None = None
         self._repo_listed_at = 0.0
         self._lock = threading.Lock()
 
@@ -144,9 +146,13 @@ class VoiceCatalog:
         from .hub import cached_repo_files, list_repo_files
 
         try:
-            return list_repo_files(self.voice_repo, timeout_s=self.hub_timeout_s)
+            files = list_repo_files(self.voice_repo, timeout_s=self.hub_timeout_s)
+            self.repo_error = None
+            return files
         except Exception as exc:  # offline, unknown repo, ...: fall back to what is cached
             cached = cached_repo_files(self.voice_repo)
+            self.repo_error = (f"voice repo {self.voice_repo} is unreachable ({exc.__class__.__name__}); "
+                               f"{len(cached)} voice files found in the local Hugging Face cache")
             log.warning("cannot list voice repo %s (%s); %d cached voice files", self.voice_repo,
                         exc.__class__.__name__, len(cached))
             return cached

@@ -55,9 +55,9 @@ def check_words(words, text: str, duration_s: float) -> None:
         assert w.end_s >= w.start_s
         assert 0.0 <= w.start_s <= duration_s and w.end_s <= duration_s + 1e-6
         previous_start = w.start_s
-    # Each word ends where the next one starts (the last one with the audio).
+    # Words do not overlap; the last one ends with the audio.
     for a, b in zip(words, words[1:]):
-        assert math.isclose(a.end_s, b.start_s, abs_tol=1e-6)
+        assert a.end_s <= b.start_s + 1e-6
     assert math.isclose(words[-1].end_s, duration_s, abs_tol=1e-3)
 
 
@@ -114,16 +114,14 @@ def test_frames_stream_one_by_one_with_words_before_the_end(engine):
 
 
 def test_long_text_is_chunked_with_continuous_timestamps(engine, engine_settings):
-    text = " ".join([MEDIUM, LONG, SHORT, LONG, MEDIUM])
+    text = " ".join([MEDIUM, LONG, MEDIUM, SHORT])
     assert len(text) > 3 * engine_settings.chunk_max_chars
     events = run_to_end(engine, SynthesisRequest(text))
     done = done_of(events)
-    assert done.text_chunks == len(split_text(text, engine_settings.chunk_max_chars)) > 1
+    assert done.text_chunks == len(split_text(text, engine_settings.chunk_max_chars)) >= 3
+    # Every word, in order, on one clock across the pieces (no piece restarts at zero).
     check_words(done.words, text, done.duration_s)
     assert len(audio_of(events)) == round(done.duration_s * SAMPLE_RATE)
-    # The pieces follow each other: no piece restarts the clock.
-    [single] = engine.synthesize([SynthesisRequest(LONG)])
-    assert done.duration_s > 2 * single["duration_s"]
 
 
 def test_break_tags_pass_through_as_pauses(engine):
@@ -157,6 +155,9 @@ def test_cancelling_stops_the_audio_and_spares_the_rest_of_the_batch(engine):
     job = engine.prepare(SynthesisRequest(LONG), stopping_sink, lambda: cancelled["flag"])
     engine.run_round([job])
     assert sum(isinstance(e, AudioChunk) for e in stopped) == 3
+    # The aborted generation left nothing behind: the next one is whole.
+    [after] = engine.synthesize([SynthesisRequest(MEDIUM)])
+    check_words(after["words"], MEDIUM, after["duration_s"])
 
 
 def test_text_over_the_limit_is_refused_clearly(engine, engine_settings):

@@ -73,7 +73,7 @@ def test_captions_cover_every_word_in_time_order(client, fmt):
              for h, m, s, ms in re.findall(stamp, text)]
     assert times and times == sorted(times) and times[-1] <= body["duration_s"] + FRAME_S
     if fmt == "vtt":
-        assert text.startswith("WEBVTT\n") and " --> " in text and "," not in re.findall(stamp, text)[0]
+        assert text.startswith("WEBVTT\n") and re.search(r"\d\d:\d\d:\d\d\.\d\d\d --> ", text)
     else:
         assert text.startswith("1\n") and re.search(r"\d\d:\d\d:\d\d,\d\d\d --> ", text)
     spoken = " ".join(line for line in text.splitlines() if line and "-->" not in line
@@ -112,7 +112,7 @@ def test_stream_with_timestamps_sends_sse_audio_word_and_done_events(client):
 def test_speed_time_stretches_the_audio_and_its_timestamps(client):
     body = client.post("/api/tts", json={"text": TEXT, "format": "wav", "speed": 2.0, "timestamps": True}).json()
     rate, seconds = decode(base64.b64decode(body["audio"]))
-    assert seconds == pytest.approx(body["duration_s"], abs=0.05)
+    assert rate == 24_000 and seconds == pytest.approx(body["duration_s"], abs=0.05)
     # The worker's frames (80 ms each) before stretching are in the SSE variant; here the words
     # must fit the stretched clip.
     assert body["words"][-1]["end_s"] <= seconds + FRAME_S
@@ -146,8 +146,7 @@ def test_first_audio_leaves_while_the_generation_is_still_running(client):
         # Reports the workers made AFTER the first audio reached us: the generation still runs.
         reports = reports_after(first_audio_at)
         assert sum(r["active"] for r in reports) >= 1, reports
-        # The rest of the text is still to come.
-        assert sum(len(chunk) for chunk in chunks) > 0
+        assert next(chunks)  # and more audio follows (leaving the block then cancels the rest)
 
 
 def test_a_client_that_disconnects_stops_its_generation_and_frees_the_worker(base_url):

@@ -3,6 +3,7 @@ against the real Serve application with the tiny random-weight model."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -82,14 +83,33 @@ def ui(open_page, base_url) -> Page:
     return open_page(f"{base_url}/")
 
 
-def generate(ui: Page, text: str) -> dict:
-    """Types `text`, presses Generate and returns the API's answer once the audio is playable."""
+def press_generate(ui: Page, text: str):
+    """Types `text`, presses Generate and waits until the clip is complete and playable (the download
+    link appears when the whole file is there). Returns the /api/tts response."""
     ui.page.fill("#text", text)
     with ui.page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/api/tts")) as answer:
         ui.page.click("#generate")
     assert answer.value.status == 200, answer.value.text()
+    ui.page.wait_for_selector("#download:not([hidden])")
     ui.page.wait_for_function(AUDIO_PLAYABLE)
-    return answer.value.json()
+    return answer.value
+
+
+def sse_events(response) -> list[dict]:
+    return [json.loads(line[len("data: "):]) for block in response.text().split("\n\n")
+            for line in block.splitlines() if line.startswith("data: ")]
+
+
+def check_word_highlighting(ui: Page, words: list[dict]) -> None:
+    """The shown words are the answer's, in order; seeking into a word highlights it, and only it."""
+    assert words
+    assert ui.page.eval_on_selector_all("#words .word", "ws => ws.map(w => w.textContent)") == [w["word"] for w in words]
+    ui.page.evaluate("() => document.getElementById('audio').pause()")
+    for index in (0, len(words) // 2, len(words) - 1):
+        middle = (words[index]["start_s"] + words[index]["end_s"]) / 2
+        ui.page.evaluate("""t => new Promise(done => { const a = document.getElementById('audio');
+          a.addEventListener('seeked', () => requestAnimationFrame(done), {once: true}); a.currentTime = t; })""", middle)
+        assert ui.page.eval_on_selector_all("#words .word.current", "ws => ws.map(w => w.textContent)") == [words[index]["word"]]
 
 
 def test_page_and_assets_come_from_the_service_only(ui, base_url):
@@ -128,40 +148,49 @@ def test_voices_load_into_the_grouped_searchable_picker(ui, client):
     assert ui.page.text_content("#voice-count") == "No voice matches this search."
 
 
-def test_generate_plays_audio_and_highlights_the_spoken_word(ui, client):
-    # Record the Generate button's busy state as it changes: it must go busy, then back.
-    ui.page.evaluate("""() => { window.busyStates = [];
-      new MutationObserver(() => window.busyStates.push(document.getElementById('generate').getAttribute('aria-busy')))
-        .observe(document.getElementById('generate'), {attributes: true, attributeFilter: ['aria-busy']}); }""")
-    saved = generate(ui, "Hello from the browser test. Every word is highlighted as it plays.")
-    assert ui.page.evaluate("window.busyStates") == ["true", "false"]
-    assert ui.page.is_enabled("#generate")
+STREAM_TEXT = ("Hello from the browser test. The audio starts playing while the rest is generated. "
+               "Every word is highlighted as it is spoken. This text is long enough to come in several "
+               "pieces, one sentence after the other, so that the player has something to wait for.")
+
+
+def test_generate_streams_audio_that_plays_as_it_arrives(ui, client):
+    # The page's own order of events: the Generate button's busy state, the audio element's first
+    # playable data and playback, and the moment the whole file is there (the download link).
+    ui.page.evaluate("""() => { window.timeline = [];
+      const note = (what) => window.timeline.push(what);
+      new MutationObserver(() => note('busy=' + document.getElementById('generate').getAttribute('aria-busy')))
+        .observe(document.getElementById('generate'), {attributes: true, attributeFilter: ['aria-busy']});
+      new MutationObserver(() => document.getElementById('download').hidden || note('complete'))
+        .observe(document.getElementById('download'), {attributes: true, attributeFilter: ['hidden']});
+      for (const e of ['loadeddata', 'playing']) document.getElementById('audio').addEventListener(e, () => note(e), {once: true}); }""")
+    assert ui.page.input_value("#format") == "mp3"  # the default: a format the browser plays as it streams
+    response = press_generate(ui, STREAM_TEXT)
+    assert json.loads(response.request.post_data) == {
+        "text": STREAM_TEXT, "voice": client.get("/api/voices").json()["default"], "cfg_coef": 2, "format": "mp3",
+        "stream": True, "timestamps": True}
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response)
+    done = events[-1]
+    assert done["type"] == "done" and sum(e["type"] == "audio" for e in events) > 1
+
+    timeline = ui.page.evaluate("window.timeline")
+    assert timeline[0] == "busy=true" and timeline[-1] == "busy=false"
+    # The clip was playing before it was complete.
+    assert timeline.index("loadeddata") < timeline.index("playing") < timeline.index("complete")
 
     audio = ui.page.evaluate(AUDIO_STATE)
-    assert audio["error"] is None and audio["readyState"] >= 2
-    assert audio["src"] == saved["url"]
-    assert audio["duration"] == pytest.approx(saved["duration_s"], abs=0.05)
-    assert saved["duration_s"] > 0
-    # The download link is the same file, and the service serves it.
-    assert ui.page.get_attribute("#download", "href") == saved["url"]
-    assert ui.page.get_attribute("#download", "download").endswith(".wav")
-    download = client.get(saved["url"])
-    assert download.status_code == 200 and download.headers["content-type"] == "audio/wav"
+    assert audio["error"] is None and audio["readyState"] >= 2 and audio["src"].startswith("blob:")
+    assert audio["duration"] == pytest.approx(done["duration_s"], abs=0.15)  # MP3 frames round it up a little
+    # The download is the streamed file itself.
+    assert ui.page.get_attribute("#download", "download").endswith(".mp3")
+    size = ui.page.evaluate("async () => (await (await fetch(document.getElementById('download').href)).blob()).size")
+    assert size == sum(len(base64.b64decode(e["audio"])) for e in events if e["type"] == "audio")
     info = ui.page.text_content("#result-info")
-    assert saved["replica"] in info and f"GPU {saved['gpu']}" in info
+    assert done["replica"] in info and f"GPU {done['gpu']}" in info
+    assert [w["word"] for w in done["words"]] == STREAM_TEXT.split()
+    check_word_highlighting(ui, done["words"])
 
-    # The words of the answer, in order; seeking into a word highlights it (and only it).
-    words = saved["words"]
-    assert [w["word"] for w in words] == "Hello from the browser test. Every word is highlighted as it plays.".split()
-    assert ui.page.eval_on_selector_all("#words .word", "ws => ws.map(w => w.textContent)") == [w["word"] for w in words]
-    ui.page.evaluate("() => document.getElementById('audio').pause()")
-    for index in (0, len(words) // 2, len(words) - 1):
-        middle = (words[index]["start_s"] + words[index]["end_s"]) / 2
-        ui.page.evaluate("""t => new Promise(done => { const a = document.getElementById('audio');
-          a.addEventListener('seeked', () => requestAnimationFrame(done), {once: true}); a.currentTime = t; })""", middle)
-        assert ui.page.eval_on_selector_all("#words .word.current", "ws => ws.map(w => w.textContent)") == [words[index]["word"]]
-
-    # It really plays: time moves forward from the start.
+    # It really plays: time moves on, and the spoken word is highlighted.
     ui.page.evaluate("() => { const a = document.getElementById('audio'); a.currentTime = 0; return a.play(); }")
     ui.page.wait_for_function("() => document.getElementById('audio').currentTime > 0.2")
     ui.page.wait_for_function("() => document.querySelector('#words .word.current') !== null")
@@ -170,16 +199,35 @@ def test_generate_plays_audio_and_highlights_the_spoken_word(ui, client):
     ui.page.screenshot(path=str(ARTIFACTS / "ui-after-generation.png"), full_page=True)
 
 
-def test_picked_voice_cfg_and_format_reach_the_request(ui, client):
+def test_wav_is_saved_by_the_service_and_played_from_its_url(ui, client):
+    ui.page.select_option("#format", "wav")
+    response = press_generate(ui, "A clip kept on the server.")
+    request = json.loads(response.request.post_data)
+    assert request["save"] is True and "stream" not in request
+    saved = response.json()
+    audio = ui.page.evaluate(AUDIO_STATE)
+    assert audio["error"] is None and audio["readyState"] >= 2
+    assert audio["src"] == saved["url"]
+    assert audio["duration"] == pytest.approx(saved["duration_s"], abs=0.05) and saved["duration_s"] > 0
+    assert ui.page.get_attribute("#download", "href") == saved["url"]
+    assert ui.page.get_attribute("#download", "download").endswith(".wav")
+    download = client.get(saved["url"])
+    assert download.status_code == 200 and download.headers["content-type"] == "audio/wav"
+    check_word_highlighting(ui, saved["words"])
+
+
+def test_picked_voice_and_cfg_reach_the_request(ui, client):
     voice = next(v["id"] for v in client.get("/api/voices").json()["voices"] if v["group"] == "vctk")
     ui.page.fill("#voice-search", "vctk")
     ui.page.select_option("#cfg", "3")
-    ui.page.select_option("#format", "mp3")
-    saved = generate(ui, "A short line in another voice.")
-    request = json.loads(ui.tts_posts()[-1].post_data)
-    assert request == {"text": "A short line in another voice.", "voice": voice, "cfg_coef": 3, "format": "mp3", "save": True}
-    assert saved["voice"] == voice and saved["format"] == "mp3"
-    assert ui.page.get_attribute("#download", "download").endswith(".mp3")
+    ui.page.select_option("#format", "aac")
+    response = press_generate(ui, "A short line in another voice.")
+    assert json.loads(response.request.post_data) == {
+        "text": "A short line in another voice.", "voice": voice, "cfg_coef": 3, "format": "aac",
+        "stream": True, "timestamps": True}
+    done = sse_events(response)[-1]
+    assert done["voice"] == voice and done["format"] == "aac"
+    assert ui.page.get_attribute("#download", "download").endswith(".aac")
     assert ui.page.evaluate(AUDIO_STATE)["duration"] > 0
 
 
@@ -288,18 +336,24 @@ def test_gpu_panel_lists_every_gpu_and_replica_and_refreshes(ui, client):
     gpus = ui.page.eval_on_selector_all("#gpu-list .gpu", "gs => gs.map(g => g.dataset.gpu)")
     assert gpus == [str(i) for i in range(int(status["total_ray_gpus"]))]
     assert all(r["state"] in {"unloaded", "loading", "ready", "offloaded", "failed"} for r in shown)
-    # It refreshes on its own.
+    # It refreshes on its own, and only by reading /api/gpu/status, which never wakes a worker
+    # deployment that scaled to zero (the page calls nothing else while nobody uses it).
     first = ui.page.text_content("#gpu-updated")
+    polls_before = len([r for r in ui.requests if r.url.endswith("/api/gpu/status")])
     ui.page.wait_for_function("t => document.getElementById('gpu-updated').textContent !== t", arg=first)
+    assert len([r for r in ui.requests if r.url.endswith("/api/gpu/status")]) > polls_before
+    api_calls = {(r.method, r.url.split("/api/", 1)[1]) for r in ui.requests if "/api/" in r.url}
+    assert api_calls == {("GET", "info"), ("GET", "voices"), ("GET", "gpu/status")}
 
 
 def test_offload_button_offloads_the_loaded_model(ui, client):
     client.post("/api/tts", json={"text": "Load the model somewhere."}).raise_for_status()
-    loaded = [r["replica"] for r in client.get("/api/gpu/status").json()["replicas"] if r["state"] == "ready"]
+    replicas = client.get("/api/gpu/status").json()["replicas"]
+    loaded = [r["replica"] for r in replicas if r["state"] == "ready"]
     assert loaded
     ui.page.click("#offload-all")
     ui.page.wait_for_function("() => document.getElementById('gpu-message').textContent !== ''")
-    assert ui.page.inner_text("#gpu-message").startswith("Offload asked of 2 replica(s)")
+    assert ui.page.inner_text("#gpu-message").startswith(f"Offload asked of {len(replicas)} replica(s)")
     ui.page.wait_for_function(
         "ids => ids.every(id => document.querySelector(`.replica[data-replica='${id}'] .badge`)?.dataset.state === 'offloaded')",
         arg=loaded)

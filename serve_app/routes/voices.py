@@ -20,4 +20,7 @@ def filter_voices(voices: list[dict], query: str | None) -> list[dict]:
 async def list_voices(filter: str | None = Query(None, max_length=100, description="Substring of the id, or a language code"),
                       ctx: IngressContext = Depends(get_ctx)) -> dict:
     voices = [v.to_dict() for v in await asyncio.to_thread(ctx.voices.list_voices)]
-    return {"default": ctx.settings.default_voice, "voices": filter_voices(voices, filter)}
+    body = {"default": ctx.settings.default_voice, "voices": filter_voices(voices, filter)}
+    if ctx.voices.repo_error:
+        body["warning"] = ctx.voices.repo_error
+    return body

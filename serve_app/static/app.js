@@ -5,6 +5,7 @@ import { showError } from "./dom.js";
 import { GpuPanel } from "./gpu.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { Player } from "./player.js";
+import { canStream, streamSpeech } from "./stream.js";
 import { VoicePicker } from "./voices.js";
 
 const CFG_VALUES = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]; // the model is CFG-distilled on these
@@ -14,7 +15,7 @@ const FORMATS = { wav: "audio/wav", mp3: "audio/mpeg", opus: 'audio/ogg; codecs=
 const $ = (id) => document.getElementById(id);
 const ui = {
   text: $("text"), chars: $("char-count"), generate: $("generate"), progress: $("progress"),
-  cfg: $("cfg"), format: $("format"), lang: $("lang"), note: $("test-model-note"),
+  cfg: $("cfg"), format: $("format"), formatHint: $("format-hint"), lang: $("lang"), note: $("test-model-note"),
   model: $("model-name"), version: $("version"),
 };
 // Error boxes, each next to its control; a shown error is redrawn when the language changes.
@@ -65,11 +66,27 @@ function validate(text) {
   return true;
 }
 
-/** Asks for the audio. Returns what the player needs; a streaming variant would return a
- * MediaSource URL at once and fill the words in when the stream ends. */
+/** Speaks `request` into the player: streamed where the browser can play the format while it
+ * arrives, else saved by the service and played from its URL. Returns the answer's description
+ * (duration_s, voice, gpu, replica, words). */
 async function synthesize(request) {
+  if (canStream(request.format)) {
+    const { blob, done } = await streamSpeech(request, { onStart: (src) => player.start(src), onWord: (w) => player.addWord(w) });
+    player.setWords(done.words);
+    player.setDownload(URL.createObjectURL(blob), `kyutai-tts-${stamp()}.${request.format}`);
+    return done;
+  }
   const saved = await postJSON("api/tts", { ...request, save: true });
-  return { src: saved.url, downloadUrl: saved.url, filename: saved.url.split("/").pop(), words: saved.words, saved };
+  player.start(saved.url);
+  player.setWords(saved.words);
+  player.setDownload(saved.url, saved.url.split("/").pop());
+  return saved;
+}
+
+function stamp() {
+  const d = new Date();
+  const two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}${two(d.getMonth() + 1)}${two(d.getDate())}-${two(d.getHours())}${two(d.getMinutes())}${two(d.getSeconds())}`;
 }
 
 async function generate() {
@@ -86,13 +103,11 @@ async function generate() {
   const ticker = setInterval(() => (ui.progress.textContent = t("generating", { s: seconds() })), 100);
   ui.progress.textContent = t("generating", { s: seconds() });
   try {
-    const result = await synthesize(request);
-    player.show(result);
-    player.setWords(result.words);
-    lastResult = result.saved;
+    lastResult = null; // a failure leaves no stale description behind
+    lastResult = await synthesize(request);
     lastTiming = seconds();
     describeResult();
-    gpus.refresh(); // the replica that served it is now busy / loaded
+    setTimeout(() => gpus.refresh(), 1500); // once the replicas reported their new state (every 1 s)
   } catch (exc) {
     lastTiming = null;
     ui.progress.textContent = "";
@@ -109,13 +124,17 @@ function describeResult() {
   const r = lastResult;
   const key = r.gpu === null || r.gpu === undefined ? "resultInfoCpu" : "resultInfo";
   player.describe(t(key, { duration: r.duration_s.toFixed(2), voice: r.voice, gpu: r.gpu, replica: r.replica }));
-  if (!r.words.length) player.setWords([]); // redraws "no words" in the new language
+  player.showEmpty(); // redraws "no words" in the new language
 }
 
 function setBusy(busy) {
   ui.generate.disabled = busy;
   ui.generate.classList.toggle("busy", busy);
   ui.generate.setAttribute("aria-busy", String(busy));
+}
+
+function updateFormatHint() {
+  ui.formatHint.textContent = t(canStream(ui.format.value) ? "formatStreams" : "formatWhole");
 }
 
 function updateCharCount() {
@@ -128,7 +147,8 @@ function fillOptions() {
   const probe = document.createElement("audio");
   const playable = Object.entries(FORMATS).filter(([name, type]) => name === "wav" || probe.canPlayType(type));
   ui.format.replaceChildren(...playable.map(([name]) => new Option(name.toUpperCase(), name)));
-  ui.format.value = "wav";
+  ui.format.value = canStream("mp3") ? "mp3" : "wav"; // a streamed format starts playing sooner
+  updateFormatHint();
   ui.lang.replaceChildren(...Object.entries(LANGUAGES).map(([code, name]) => new Option(name, code)));
 }
 
@@ -162,8 +182,10 @@ function start() {
     picker.render();
     gpus.render();
     updateCharCount();
+    updateFormatHint();
     describeResult();
   });
+  ui.format.addEventListener("change", updateFormatHint);
   setLanguage(initialLanguage());
   ui.lang.addEventListener("change", () => setLanguage(ui.lang.value));
   ui.generate.addEventListener("click", generate);

@@ -1,8 +1,7 @@
 // The result area: audio player, download link and the words, the spoken one highlighted.
 //
-// Where the audio comes from is the caller's business: `show()` takes a URL that the <audio>
-// element can play (a saved file today; a MediaSource or blob URL fed by a stream works the same),
-// and the words may arrive later through `setWords()`.
+// The <audio> element plays whatever URL it is given: a saved file, or a MediaSource that a stream
+// is still filling (see stream.js). Words may come all at once or one by one as they are known.
 
 import { t } from "./i18n.js";
 
@@ -17,22 +16,31 @@ export class Player {
     this.spans = [];
     this.current = -1;
     this.frame = null;
+    this.objectUrls = [];
     this.audio.addEventListener("play", () => this.follow());
     this.audio.addEventListener("seeked", () => this.highlight());
     this.audio.addEventListener("timeupdate", () => this.highlight());
     this.audio.addEventListener("ended", () => this.highlight());
   }
 
-  /** Loads a new clip: `src` for the player, `downloadUrl`/`filename` for the download link. */
-  show({ src, downloadUrl = src, filename }) {
+  /** Starts a new clip from `src`; the download link waits for setDownload(). */
+  start(src) {
+    this.objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url)); // the previous clip's
+    if (src.startsWith("blob:")) this.objectUrls.push(src);
     this.container.hidden = false;
+    this.download.hidden = true;
+    this.describe("");
+    this.clearWords();
     this.audio.src = src;
-    this.audio.load();
     // Pressing Generate was the user's gesture, so browsers let the clip start on its own.
     this.audio.play().catch(() => {});
-    this.download.href = downloadUrl;
+  }
+
+  setDownload(url, filename) {
+    if (url.startsWith("blob:")) this.objectUrls.push(url);
+    this.download.href = url;
     this.download.download = filename;
-    this.setWords([]);
+    this.download.hidden = false;
   }
 
   describe(text) {
@@ -41,23 +49,40 @@ export class Player {
 
   /** Words as [{word, start_s, end_s}], in time order. */
   setWords(words) {
-    this.words = words || [];
+    this.clearWords();
+    (words || []).forEach((word) => this.addWord(word));
+    this.showEmpty();
+  }
+
+  clearWords() {
+    this.words = [];
+    this.spans = [];
     this.current = -1;
-    this.spans = this.words.map((w) => {
-      const span = document.createElement("span");
-      span.className = "word";
-      span.textContent = w.word;
-      span.title = `${w.start_s.toFixed(2)}–${w.end_s.toFixed(2)} s`;
-      span.addEventListener("click", () => {
-        this.audio.currentTime = w.start_s;
-        this.audio.play().catch(() => {});
-        this.highlight();
-      });
-      return span;
+    this.wordsBox.replaceChildren();
+    this.wordsBox.classList.remove("empty");
+  }
+
+  addWord(word) {
+    if (!this.words.length) this.clearWords(); // drops the "no words" note
+    const span = document.createElement("span");
+    span.className = "word";
+    span.textContent = word.word;
+    span.title = `${word.start_s.toFixed(2)}–${word.end_s.toFixed(2)} s`;
+    span.addEventListener("click", () => {
+      this.audio.currentTime = word.start_s;
+      this.audio.play().catch(() => {});
     });
-    this.wordsBox.replaceChildren(...this.spans.flatMap((s, i) => (i ? [" ", s] : [s])));
-    this.wordsBox.classList.toggle("empty", !this.words.length);
-    if (!this.words.length) this.wordsBox.textContent = t("noWords");
+    if (this.words.length) this.wordsBox.append(" ");
+    this.wordsBox.append(span);
+    this.words.push(word);
+    this.spans.push(span);
+  }
+
+  /** Says so when a clip has no words (redrawn in the new language on a switch). */
+  showEmpty() {
+    if (this.words.length) return;
+    this.wordsBox.classList.add("empty");
+    this.wordsBox.textContent = t("noWords");
   }
 
   // timeupdate fires only a few times a second: follow each frame while playing.

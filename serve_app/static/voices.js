@@ -50,7 +50,8 @@ export class VoicePicker {
     if (shown.some((v) => v.id === wanted)) this.select.value = wanted;
     else if (shown.length) this.select.value = shown[0].id;
     this.count.textContent = this.countText(shown.length);
-    this.select.hidden = this.select.dataset.state === "loaded" && !this.voices.length;
+    const nothingToPick = this.select.dataset.state === "loaded" && !this.voices.length;
+    this.select.hidden = this.search.hidden = nothingToPick;
   }
 
   countText(shown) {
