@@ -85,21 +85,32 @@ class BatchScheduler:
                 # Everyone waiting would only hit the same failure: tell them now.
                 for submission in self._take(len(self._queue)):
                     submission.sink(SynthesisFailed(str(exc), kind="unavailable"))
-            except Exception as exc:  # a bug or a CUDA error: fail the batch, keep serving
+            except Exception:  # a bug or a CUDA error: the batch was failed, the queue goes on
                 log.exception("generation failed")
-                for submission in self._take(len(self._queue)):
-                    submission.sink(SynthesisFailed(f"generation failed: {exc}"))
+
+    @staticmethod
+    def _prepare(engine, submission: Submission):
+        """The request's job, or None after telling its caller why it cannot run. A failure here
+        concerns this request alone (bad input, a voice file that cannot be fetched)."""
+        try:
+            return engine.prepare(submission.request, submission.sink, submission.cancelled.is_set)
+        except (InvalidRequest, VoiceError) as exc:
+            submission.sink(SynthesisFailed(str(exc), kind="invalid"))
+        except ModelUnavailableError as exc:
+            submission.sink(SynthesisFailed(str(exc), kind="unavailable"))
+        except Exception as exc:
+            log.exception("preparing request %s failed", submission.request.request_id)
+            submission.sink(SynthesisFailed(f"cannot prepare the request: {exc.__class__.__name__}: {exc}"))
+        return None
 
     def _serve_until_idle(self, engine) -> None:
         jobs = []
         try:
             while True:
                 for submission in self._take(self.max_batch_size - len(jobs)):
-                    try:
-                        jobs.append(engine.prepare(submission.request, submission.sink,
-                                                   submission.cancelled.is_set))
-                    except (InvalidRequest, VoiceError) as exc:
-                        submission.sink(SynthesisFailed(str(exc), kind="invalid"))
+                    job = self._prepare(engine, submission)
+                    if job is not None:
+                        jobs.append(job)
                 if not jobs:
                     return
                 self.active = len(jobs)

@@ -25,6 +25,7 @@ Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends
@@ -102,7 +103,9 @@ def _model_entry(model_id: str) -> dict:
 
 
 def _model_ids(ctx: IngressContext) -> list[str]:
-    return [ctx.settings.model_repo, *MODEL_ALIASES]
+    settings = ctx.settings
+    served = f"local/{Path(settings.model_path).name}" if settings.model_path else settings.model_repo
+    return [served, *MODEL_ALIASES]
 
 
 @router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)")

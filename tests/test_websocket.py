@@ -1,0 +1,194 @@
+"""`/api/tts_streaming`, Kyutai's moshi-server TTS WebSocket protocol, end to end with `websockets`
+and `msgpack` as Kyutai's clients (Unmute, delayed-streams-modeling) speak it, against the real Serve
+app. Also the optional API keys, on an app configured with some."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import urlencode
+
+import httpx
+import msgpack
+import numpy as np
+import pytest
+import websockets
+
+from speech_checks import LONG_TEXT, LONG_TEXT_PIECES, SAMPLE_RATE, decode, total_rounds, wait_idle
+
+FIRST = "Hello there, my friend, how are you doing today?"
+SECOND = "I am fine. Thanks for asking, and goodbye."
+# Guards against a hang only: every assertion is about content and order.
+RECEIVE_GUARD_S = 120
+
+
+def ws_url(base_url: str, **query) -> str:
+    return base_url.replace("http://", "ws://") + "/api/tts_streaming?" + urlencode(query)
+
+
+def norm(word: str) -> str:
+    return re.sub(r"\W", "", word.lower())
+
+
+async def receive(ws) -> dict:
+    return msgpack.unpackb(await asyncio.wait_for(ws.recv(), RECEIVE_GUARD_S))
+
+
+async def receive_all(ws) -> list:
+    messages = []
+    try:
+        while True:
+            messages.append(await asyncio.wait_for(ws.recv(), RECEIVE_GUARD_S))
+    except websockets.ConnectionClosedOK:
+        return messages
+
+
+def test_audio_arrives_while_the_client_is_still_sending_text(base_url):
+    async def session():
+        async with websockets.connect(ws_url(base_url, voice="vctk/p225_023.wav", format="PcmMessagePack",
+                                             cfg_alpha=1.5)) as ws:
+            assert await receive(ws) == {"type": "Ready"}
+            for word in FIRST.split():  # word by word, as an LLM produces them
+                await ws.send(msgpack.packb({"type": "Text", "text": word}))
+            before_rest = []
+            while not before_rest or before_rest[-1]["type"] != "Audio":
+                before_rest.append(await receive(ws))
+            # Audio is playing and the rest of the text has not even been sent.
+            await ws.send(msgpack.packb({"type": "Text", "text": SECOND}))
+            await ws.send(msgpack.packb({"type": "Eos"}))
+            after = [msgpack.unpackb(m) for m in await receive_all(ws)]
+            return before_rest + after, ws.close_code
+
+    messages, close_code = asyncio.run(session())
+    assert close_code == 1000
+    assert {m["type"] for m in messages} == {"Audio", "Text"}
+    audio = [np.asarray(m["pcm"], np.float32) for m in messages if m["type"] == "Audio"]
+    assert all(frame.shape == (1920,) for frame in audio)  # one 80 ms frame per message
+    seconds = sum(frame.shape[0] for frame in audio) / SAMPLE_RATE
+    words = [m for m in messages if m["type"] == "Text"]
+    assert [norm(w["text"]) for w in words] == [norm(w) for w in (FIRST + " " + SECOND).split()]
+    for previous, word in zip([None] + words, words):
+        assert set(word) == {"type", "text", "start_s", "stop_s"}
+        assert 0 <= word["start_s"] <= word["stop_s"] <= seconds + 0.08
+        if previous:
+            assert previous["stop_s"] <= word["start_s"] + 1e-6
+    # Words of the second message are timed after the first message's audio.
+    first_count = len(FIRST.split())
+    assert words[first_count]["start_s"] >= words[first_count - 1]["stop_s"]
+
+
+def test_whole_text_then_eos_in_raw_and_ogg_formats(base_url):
+    async def session(fmt: str) -> list:
+        async with websockets.connect(ws_url(base_url, voice="unmute-prod-website/default_voice.wav",
+                                             format=fmt)) as ws:
+            await ws.send(msgpack.packb({"type": "Text", "text": FIRST}))
+            await ws.send(b"\0")  # moshi-server's other end-of-stream marker
+            return await receive_all(ws)
+
+    pcm = asyncio.run(session("Pcm"))  # raw float32 little-endian frames, no control messages
+    assert pcm and all(len(m) == 1920 * 4 for m in pcm)
+    samples = np.frombuffer(b"".join(pcm), "<f4")
+    assert np.isfinite(samples).all() and np.abs(samples).max() <= 1.0
+    ogg = asyncio.run(session("OggOpus"))  # raw Ogg pages
+    rate, seconds = decode(b"".join(ogg))
+    assert ogg[0][:4] == b"OggS" and rate == 48_000 and seconds > 0
+    packed = [msgpack.unpackb(m) for m in asyncio.run(session("OggOpusMessagePack"))]
+    assert packed[0] == {"type": "Ready"}
+    pages = b"".join(m["data"] for m in packed if m["type"] == "OggOpus")
+    assert {m["type"] for m in packed} == {"Ready", "OggOpus", "Text"} and decode(pages)[1] > 0
+
+
+def test_unknown_voice_gets_an_error_message_then_the_socket_closes(base_url):
+    async def session():
+        async with websockets.connect(ws_url(base_url, voice="nobody/none.wav")) as ws:
+            messages = [msgpack.unpackb(m) for m in await receive_all_or_error(ws)]
+            return messages, ws.close_code
+
+    messages, close_code = asyncio.run(session())
+    assert len(messages) == 1 and messages[0]["type"] == "Error"
+    assert "nobody/none.wav" in messages[0]["message"]
+    assert close_code == 1008
+
+
+async def receive_all_or_error(ws) -> list:
+    messages = []
+    try:
+        while True:
+            messages.append(await asyncio.wait_for(ws.recv(), RECEIVE_GUARD_S))
+    except websockets.ConnectionClosed:
+        return messages
+
+
+@pytest.mark.parametrize("bad", [msgpack.packb({"type": "Bogus"}), b"\x93not msgpack",
+                                 msgpack.packb({"type": "Voice", "embeddings": [0.0], "shape": [1]})])
+def test_bad_messages_get_an_error_message(base_url, bad):
+    async def session():
+        async with websockets.connect(ws_url(base_url)) as ws:
+            assert await receive(ws) == {"type": "Ready"}
+            await ws.send(bad)
+            return [msgpack.unpackb(m) for m in await receive_all_or_error(ws)]
+
+    messages = asyncio.run(session())
+    assert messages[-1]["type"] == "Error" and messages[-1]["message"]
+
+
+def test_bad_query_is_refused(base_url):
+    async def connect(**query):
+        async with websockets.connect(ws_url(base_url, **query)) as ws:
+            return await receive_all_or_error(ws)
+
+    for query in ({"format": "Mp3"}, {"cfg_alpha": "7"}):
+        with pytest.raises((websockets.InvalidStatus, websockets.ConnectionClosedError)):
+            asyncio.run(connect(**query))
+
+
+def test_a_client_that_leaves_stops_its_generation(base_url):
+    rounds_before = total_rounds(wait_idle())
+
+    async def session():
+        async with websockets.connect(ws_url(base_url)) as ws:
+            assert await receive(ws) == {"type": "Ready"}
+            await ws.send(msgpack.packb({"type": "Text", "text": LONG_TEXT}))
+            await ws.send(msgpack.packb({"type": "Eos"}))
+            while (await receive(ws))["type"] != "Audio":
+                pass
+        # leaving the block closed the socket after the first audio
+
+    asyncio.run(session())
+    reports = wait_idle()
+    # The text is cut into at least LONG_TEXT_PIECES pieces, one round each if left to run.
+    assert 1 <= total_rounds(reports) - rounds_before < LONG_TEXT_PIECES, reports
+
+
+# ---- API keys -------------------------------------------------------------------------------------
+# An app with api_keys set. Its worker may scale to zero and needs no GPU: nothing here generates.
+KEYED_WORKER = {"ray_actor_options": {"num_gpus": 0},
+                "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}}
+
+
+@pytest.fixture(scope="module")
+def keyed_url(serve_cluster, base_url) -> str:
+    return serve_cluster.deploy("keyed", "/keyed", args={"api_keys": ["secret-key"]}, worker=KEYED_WORKER)
+
+
+def test_api_keys_guard_the_websocket_and_the_openai_routes(keyed_url, base_url):
+    async def session(headers=None, **query):
+        async with websockets.connect(ws_url(keyed_url, **query), additional_headers=headers or {}) as ws:
+            ready = await receive(ws)
+            await ws.send(msgpack.packb({"type": "Eos"}))  # no text: nothing to generate
+            await receive_all(ws)
+            return ready
+
+    for headers in (None, {"kyutai-api-key": "wrong"}):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            asyncio.run(session(headers))
+        assert refused.value.response.status_code == 401
+    assert asyncio.run(session({"kyutai-api-key": "secret-key"})) == {"type": "Ready"}
+    assert asyncio.run(session(auth_id="secret-key")) == {"type": "Ready"}  # browsers: in the query
+
+    assert httpx.get(f"{keyed_url}/v1/models").status_code == 401
+    assert httpx.get(f"{keyed_url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    allowed = httpx.get(f"{keyed_url}/v1/models", headers={"Authorization": "Bearer secret-key"})
+    assert allowed.status_code == 200 and allowed.json()["object"] == "list"
+    # Without api_keys (the main app) everything stays open.
+    assert httpx.get(f"{base_url}/v1/models").status_code == 200
