@@ -23,6 +23,10 @@ from .synthesis import AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequ
 
 log = logging.getLogger(__name__)
 
+# After the first audio, events are sent on at most this often: each yield is a Ray object, and one
+# per 80 ms frame cost ~0.6 s per request on a 2-core machine (benchmarks/serve_overhead.py).
+STREAM_FLUSH_S = 0.1
+
 # Run-time settings (`user_config`), applied by reconfigure() without a restart.
 DEFAULT_USER_CONFIG = {"offload_after_s": 300.0, "max_batch_size": 8}
 
@@ -80,9 +84,7 @@ class TTSWorker:
         self.scheduler.submit(submission)
         try:
             while True:
-                events = [await queue.get()]
-                while not queue.empty():
-                    events.append(queue.get_nowait())
+                events = await self._next_events(queue, first=timer.first_audio_at is None)
                 if any(isinstance(event, AudioChunk) for event in events):
                     timer.audio()
                 last = events[-1]
@@ -100,6 +102,17 @@ class TTSWorker:
             submission.cancelled.set()
             if outcome == "cancelled":
                 timer.finished(outcome)
+
+    @staticmethod
+    async def _next_events(queue: asyncio.Queue, first: bool) -> list:
+        """The events to send next: at once until the first audio is out (time to first audio
+        matters most), then what accumulated over STREAM_FLUSH_S, up to the final event."""
+        events = [await queue.get()]
+        if not first and not isinstance(events[-1], (SynthesisDone, SynthesisFailed)):
+            await asyncio.sleep(STREAM_FLUSH_S)
+        while not queue.empty() and not isinstance(events[-1], (SynthesisDone, SynthesisFailed)):
+            events.append(queue.get_nowait())
+        return events
 
     def _status(self) -> dict:
         self.metrics.queue_depth.set(self.scheduler.queued)

@@ -43,6 +43,7 @@ def _open(sink, fmt: AudioFormat):
     container = av.open(sink, mode="w", format=fmt.container, options=options)
     stream = container.add_stream(fmt.codec, rate=SAMPLE_RATE)
     stream.layout = "mono"
+    container.start_encoding()  # the header now, so even an empty clip is a valid file
     return container, stream
 
 
@@ -62,7 +63,7 @@ def encode(pcm: np.ndarray, fmt: str) -> bytes:
         return samples.tobytes()
     buffer = io.BytesIO()
     container, stream = _open(buffer, audio_format)
-    for packet in stream.encode(_frame(samples, 0)):
+    for packet in stream.encode(_frame(samples, 0)) if samples.size else ():
         container.mux(packet)
     for packet in stream.encode(None):
         container.mux(packet)

@@ -73,7 +73,7 @@ def _usage(text: str, frames: int) -> dict:
     return {"input_tokens": words, "output_tokens": frames, "total_tokens": words + frames}
 
 
-@router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (always streamed)",
+@router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (always streamed)", description=__doc__,
              responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()}, SSE_MEDIA_TYPE: {}},
                               "description": "The audio as it is generated, or SSE events (stream_format sse)."}})
 async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_ctx)):

@@ -147,15 +147,31 @@ class PieceRun:
         try:
             async for event in ctx.workers.stream(request):
                 self.events.put_nowait(event)
-        except (WorkerError, BackPressureError, Exception) as exc:
+        except Exception as exc:  # noqa: BLE001 - WorkerError, BackPressureError...: the sender raises it
             self.events.put_nowait(exc)
         finally:  # a cancelled task closed the worker stream above: the worker dropped the request
             self.events.put_nowait(self._END)
             self._slots.release()
 
-    async def __aiter__(self):
+    async def drain(self):
+        """The piece's events (or the exception that ended it), as they come."""
         while (event := await self.events.get()) is not self._END:
             yield event
+
+
+def _reason(message: str) -> str:
+    """A close reason fits in 123 bytes of UTF-8."""
+    return message.encode()[:120].decode(errors="ignore")
+
+
+def _close_code(exc: BaseException) -> int:
+    """1008 for the client's mistakes, 1013 (try again later) for busy or unavailable workers,
+    1011 for the rest."""
+    if isinstance(exc, (SessionError, APIError)) or (isinstance(exc, WorkerError) and exc.kind == "invalid"):
+        return 1008
+    if isinstance(exc, BackPressureError) or (isinstance(exc, WorkerError) and exc.kind == "unavailable"):
+        return 1013
+    return 1011
 
 
 def _error_text(exc: BaseException) -> str:
@@ -173,6 +189,7 @@ class KyutaiSession:
         self.ctx, self.websocket = ctx, websocket
         self.voice, self.cfg_coef = voice, cfg_coef
         self.output = OutputEncoder(fmt)
+        self.inbox: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self.runs: asyncio.Queue[PieceRun | None] = asyncio.Queue()
         self.slots = asyncio.Semaphore(PIECES_AHEAD + 1)
@@ -211,45 +228,37 @@ class KyutaiSession:
                                "choose a voice with the voice query parameter")
         raise SessionError(f"invalid message type {kind!r}: expected Text or Eos")
 
-    async def read_messages(self, inbox: asyncio.Queue) -> None:
-        """Reads the client's messages into `inbox` until Eos, then a failure if one happens. (All
-        reads happen in this task, so the idle-gap timer below never cancels a read midway.)"""
-        try:
-            while True:
-                kind, text = await self._read()
-                inbox.put_nowait((kind, text))
-                if kind == "eos":
-                    return
-        except Exception as exc:  # noqa: BLE001 - handed to the session, which reports it
-            inbox.put_nowait(("error", exc))
+    async def read_messages(self) -> None:
+        """Reads every client message into `self.inbox`. It keeps reading after Eos (ignoring what
+        comes) so that a client leaving is noticed at once and cancels the generation. All reads
+        happen in this task: the idle-gap timer below never cancels a read midway."""
+        eos = False
+        while True:
+            kind, text = await self._read()
+            if not eos:
+                self.inbox.put_nowait((kind, text))
+                eos = kind == "eos"
 
     async def receive_text(self) -> None:
-        inbox: asyncio.Queue = asyncio.Queue()
-        reader = asyncio.create_task(self.read_messages(inbox))
         segmenter = TextSegmenter()
-        try:
-            while True:
-                # While words wait in the buffer, a pause from the client sends them on.
-                wait = IDLE_FLUSH_S if segmenter.words else RECEIVE_TIMEOUT_S
-                try:
-                    kind, value = await asyncio.wait_for(inbox.get(), timeout=wait)
-                except asyncio.TimeoutError:
-                    if not segmenter.words:
-                        raise SessionError(f"no message for {RECEIVE_TIMEOUT_S:g} s before Eos") from None
-                    await self.pieces.put(segmenter.flush())
-                    continue
-                if kind == "error":
-                    raise value
-                if kind == "eos":
-                    rest = segmenter.flush()
-                    if rest:
-                        await self.pieces.put(rest)
-                    await self.pieces.put(None)
-                    return
-                for piece in segmenter.add(value):
-                    await self.pieces.put(piece)
-        finally:
-            reader.cancel()
+        while True:
+            # While words wait in the buffer, a pause from the client sends them on.
+            wait = IDLE_FLUSH_S if segmenter.words else RECEIVE_TIMEOUT_S
+            try:
+                kind, text = await asyncio.wait_for(self.inbox.get(), timeout=wait)
+            except asyncio.TimeoutError:
+                if not segmenter.words:
+                    raise SessionError(f"no message for {RECEIVE_TIMEOUT_S:g} s before Eos") from None
+                await self.pieces.put(segmenter.flush())
+                continue
+            if kind == "eos":
+                rest = segmenter.flush()
+                if rest:
+                    await self.pieces.put(rest)
+                await self.pieces.put(None)
+                return
+            for piece in segmenter.add(text):
+                await self.pieces.put(piece)
 
     # ---- pieces -> worker requests, a few ahead ------------------------------------------------
     async def launch(self) -> None:
@@ -265,7 +274,7 @@ class KyutaiSession:
     async def forward(self) -> None:
         while (run := await self.runs.get()) is not None:
             offset_s = self.samples_sent / SAMPLE_RATE
-            async for event in run:
+            async for event in run.drain():
                 if isinstance(event, BaseException):
                     raise event
                 if isinstance(event, AudioChunk):
@@ -282,33 +291,33 @@ class KyutaiSession:
 
     async def run(self) -> None:
         await self._send(self.output.message({"type": "Ready"}))
-        tasks = [asyncio.create_task(coro) for coro in (self.receive_text(), self.launch(), self.forward())]
+        work = [asyncio.create_task(coro) for coro in (self.receive_text(), self.launch(), self.forward())]
+        reader = asyncio.create_task(self.read_messages())
         try:
-            # The receiver ends at Eos, the sender after the last piece: wait for both, but stop at
-            # the first failure (a client gone, a worker error, a bad message).
-            pending = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            # Done when the last piece is sent; stopped by the first failure of any task (a client
+            # gone, a bad message, a worker error).
+            pending = {*work, reader}
+            while not all(task.done() for task in work):
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task.exception() is not None:
                         raise task.exception()
         finally:
-            for task in tasks:
+            for task in (*work, reader):
                 task.cancel()
             for run in list(self.started):
                 run.task.cancel()  # closes its worker stream: the worker drops the request
-            await asyncio.gather(*tasks, *(run.task for run in self.started), return_exceptions=True)
+            await asyncio.gather(*work, reader, *(run.task for run in self.started), return_exceptions=True)
 
     async def fail(self, exc: BaseException) -> None:
         """Tells the client why the session ends (if it is still there), then closes."""
         message = _error_text(exc)
         with contextlib.suppress(Exception):
             await self._send(self.output.message({"type": "Error", "message": message}))
-            await self.websocket.close(code=1011 if not isinstance(exc, (SessionError, APIError)) else 1008,
-                                       reason=message[:120])
+            await self.websocket.close(code=_close_code(exc), reason=_reason(message))
 
 
-def _parse_query(ctx: IngressContext, query) -> tuple[str, str | None, float | None]:
+def _parse_query(query) -> tuple[str, str | None, float | None]:
     """(format, voice name, cfg_coef) from the query; APIError(400) for a bad one."""
     fmt = query.get("format") or DEFAULT_FORMAT
     if fmt not in FORMATS:
@@ -333,7 +342,7 @@ async def _refuse(websocket: WebSocket, error: APIError) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(error_response(error.status, error.message, error.param, error.code))
     else:
-        await websocket.close(code=1008, reason=error.message[:120])
+        await websocket.close(code=1008, reason=_reason(error.message))
 
 
 @router.websocket("/api/tts_streaming")
@@ -344,7 +353,7 @@ async def tts_streaming(websocket: WebSocket) -> None:
         return await _refuse(websocket, APIError(401, "missing or invalid API key (kyutai-api-key header)",
                                                  code="invalid_api_key"))
     try:
-        fmt, voice_name, cfg_coef = _parse_query(ctx, query)
+        fmt, voice_name, cfg_coef = _parse_query(query)
     except APIError as exc:
         return await _refuse(websocket, exc)
     await websocket.accept()
