@@ -68,7 +68,7 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("did not scale to zero")
                 time.sleep(0.5)
-            time.sleep(1)
+            time.sleep(5)  # let the old replica finish stopping: measure a settled zero
             started = time.perf_counter()
             client.post("/api/tts", json={"text": TEXT}).raise_for_status()
             cold = time.perf_counter() - started

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 from typing import AsyncIterator
 
 from ray import serve
@@ -29,6 +30,15 @@ STREAM_FLUSH_S = 0.1
 
 # Run-time settings (`user_config`), applied by reconfigure() without a restart.
 DEFAULT_USER_CONFIG = {"offload_after_s": 300.0, "max_batch_size": 8}
+
+
+def _import_model_code() -> None:
+    """Imports torch and moshi (seconds) while the replica waits for its first request; the
+    model itself still loads lazily, on that request."""
+    try:
+        import moshi.models.tts  # noqa: F401
+    except Exception:  # the first load reports any real problem
+        log.exception("pre-importing the model code failed")
 
 
 def _gpu_index() -> int | None:
@@ -56,6 +66,7 @@ class TTSWorker:
         self.node = socket.gethostname()
         self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index)
         self.scheduler = BatchScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"])
+        threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
         self.metrics = WorkerMetrics()
         self.reporter = RegistryReporter(self.app_name, self.replica, self._status, self._run_command)
         log.info("TTSWorker %s on GPU %s (CUDA_VISIBLE_DEVICES=%s)", self.replica, self.gpu_index,

@@ -42,7 +42,7 @@ from fastapi import APIRouter, WebSocket
 from ray.serve.exceptions import BackPressureError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from deployments.synthesis import SAMPLE_RATE, AudioChunk, SynthesisDone, WordSpoken
+from deployments.synthesis import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, WordSpoken
 
 from .. import audio, openai_voices
 from ..api_keys import is_allowed, presented_key
@@ -279,7 +279,8 @@ class KyutaiSession:
                     raise event
                 if isinstance(event, AudioChunk):
                     self.samples_sent += event.pcm.shape[0]
-                    await self._send(self.output.audio(event.pcm))
+                    for start in range(0, event.pcm.shape[0], FRAME_SAMPLES):  # one message per frame
+                        await self._send(self.output.audio(event.pcm[start:start + FRAME_SAMPLES]))
                 elif isinstance(event, WordSpoken):
                     await self._send(self.output.message({
                         "type": "Text", "text": event.word.word, "start_s": round(offset_s + event.word.start_s, 3),
