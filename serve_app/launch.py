@@ -59,7 +59,9 @@ def fit_to_cluster(config: dict, cluster_gpus: float, base: Path | None = None) 
             elif actor.get("num_gpus", 0) > 0 and autoscaling:
                 per_gpu = int(cluster_gpus // actor["num_gpus"])
                 autoscaling["max_replicas"] = per_gpu  # one replica per GPU
-                autoscaling["min_replicas"] = min(autoscaling.get("min_replicas", 0), per_gpu)
+                for key in ("min_replicas", "initial_replicas"):
+                    if autoscaling.get(key) is not None:
+                        autoscaling[key] = min(autoscaling[key], per_gpu)
     return config, warnings
 
 

@@ -61,6 +61,7 @@ def test_no_gpu_cluster_runs_one_cpu_replica_with_a_warning(monkeypatch):
     assert worker["ray_actor_options"]["num_gpus"] == 0
     assert worker["autoscaling_config"]["max_replicas"] == 1
     assert warnings and "NO GPU" in warnings[0]
+    ServeDeploySchema(**config)
 
 
 def test_gpu_cluster_gets_one_replica_per_gpu_and_port_from_environment(monkeypatch):
@@ -69,5 +70,9 @@ def test_gpu_cluster_gets_one_replica_per_gpu_and_port_from_environment(monkeypa
     worker = next(d for d in config["applications"][0]["deployments"] if d["name"] == "TTSWorker")
     assert worker["ray_actor_options"]["num_gpus"] == 1
     assert worker["autoscaling_config"]["max_replicas"] == 4
+    config, _ = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), cluster_gpus=1)
+    autoscaling = next(d for d in config["applications"][0]["deployments"] if d["name"] == "TTSWorker")["autoscaling_config"]
+    assert autoscaling["max_replicas"] == autoscaling["initial_replicas"] == 1
+    ServeDeploySchema(**config)
     assert config["http_options"]["port"] == 8999 and not warnings
     assert Path(config["applications"][0]["args"]["model_path"]).is_absolute()
