@@ -27,7 +27,7 @@ class IngressContext:
         engine = settings.engine_settings()
         voices = VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine),
                               suffix=None, hub_timeout_s=settings.hub_timeout_s)
-        return cls(settings, WorkerClient(worker_handle, app_name), voices, OutputStore(settings.outputs_dir))
+        return cls(settings, WorkerClient(worker_handle, app_name), voices, OutputStore(settings.outputs_dir, settings.outputs_max_age_s))
 
     def check_voice(self, voice: str | None, param: str = "voice") -> str:
         """The voice id to use; 400 for a refused or unknown name. When the voice list cannot be

@@ -21,6 +21,8 @@ class AppSettings(EngineSettings):
     """Everything the application needs; the engine part goes to every TTSWorker replica."""
 
     outputs_dir: str = "outputs"
+    # Saved files (save: true, MCP downloads) are deleted after this many seconds; None keeps them.
+    outputs_max_age_s: float | None = Field(24 * 3600.0, gt=0)
     # Host headers accepted by the MCP endpoint (DNS-rebinding protection); "*" disables the check.
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])

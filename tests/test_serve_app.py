@@ -251,3 +251,19 @@ def test_gpu_status_reports_nodes_and_replicas_without_nvidia(client):
     for replica in status["replicas"]:
         assert replica["state"] in {"unloaded", "loading", "ready", "offloaded"}
         assert replica["idle_seconds"] >= 0 and replica["vram"] is None
+
+
+def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(serve_cluster, base_url):
+    url = serve_cluster.deploy("tight", "/tight", worker={
+        "ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 1, "max_queued_requests": 1,
+        "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
+    wait_for_replicas(url, 1)
+    text = " ".join(["Every request here asks for a few seconds of speech."] * 3)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: httpx.post(f"{url}/api/tts", json={"text": text}, timeout=300), range(6)))
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503}, codes  # some served, the rest refused at once
+    for refused in (r for r in responses if r.status_code == 503):
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert refused.headers["retry-after"]
+    assert httpx.post(f"{url}/api/tts", json={"text": "After the rush."}, timeout=120).status_code == 200
