@@ -42,10 +42,16 @@ def _import_model_code() -> None:
 
 
 def _gpu_index() -> int | None:
+    """The physical index of this replica's GPU (what NVML and the status pages use). Ray reports
+    ids as ints or strings; a cluster naming GPUs by UUID gets None rather than a crash."""
     import ray
 
     ids = ray.get_gpu_ids()
-    return int(ids[0]) if ids else None
+    try:
+        return int(ids[0]) if ids else None
+    except (TypeError, ValueError):
+        log.warning("GPU id %r is not an index: VRAM facts will not be reported", ids[0])
+        return None
 
 
 def _replica_context() -> tuple[str, str]:
