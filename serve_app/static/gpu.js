@@ -146,7 +146,9 @@ function replicaRow(replica) {
   const row = element("div", "replica");
   row.dataset.replica = replica.replica;
   const state = replica.state || "unloaded";
-  const badge = element("span", `badge state-${state}`, t(`state_${state}`));
+  // On a CPU replica "ready" means loaded in RAM: there is no VRAM to speak of.
+  const label = state === "ready" && replica.device === "cpu" ? "state_ready_cpu" : `state_${state}`;
+  const badge = element("span", `badge state-${state}`, t(label));
   badge.dataset.state = state;
   if (replica.error) badge.title = replica.error;
   const name = element("code", "", shortId(replica.replica));
