@@ -113,9 +113,21 @@ class ModelManager:
             self._last_used = time.monotonic()
         log.info("model loaded on %s in %.2fs", device, time.monotonic() - started)
 
+    def _fail_locked(self, message: str) -> None:
+        """A move of the weights failed half way (e.g. CUDA out of memory): drop the engine, so
+        the next request loads a fresh one, and report the failure."""
+        log.error("%s", message)
+        self._engine = None
+        self._state, self._error = ModelState.FAILED, message
+        self._stats["failures"] += 1
+
     def _reload_locked(self) -> None:
         started = time.monotonic()
-        self._engine.move_to(self._device)
+        try:
+            self._engine.move_to(self._device)
+        except Exception as exc:
+            self._fail_locked(f"bringing the model back to {self._device} failed: {exc.__class__.__name__}: {exc}")
+            raise ModelUnavailableError(self._error) from exc
         self._state = ModelState.READY
         self._stats["reloads"] += 1
         self._stats["reload_seconds"] = round(time.monotonic() - started, 3)
@@ -135,7 +147,11 @@ class ModelManager:
 
     def _offload_locked(self) -> None:
         started = time.monotonic()
-        self._engine.move_to(HOST)
+        try:
+            self._engine.move_to(HOST)
+        except Exception as exc:
+            self._fail_locked(f"offloading the model failed: {exc.__class__.__name__}: {exc}")
+            return
         self._state = ModelState.OFFLOADED
         self._offload_requested = False
         self._stats["offloads"] += 1

@@ -87,6 +87,7 @@ class BatchScheduler:
                     submission.sink(SynthesisFailed(str(exc), kind="unavailable"))
             except Exception:  # a bug or a CUDA error: the batch was failed, the queue goes on
                 log.exception("generation failed")
+                time.sleep(1.0)  # never spin on an error that repeats
 
     @staticmethod
     def _prepare(engine, submission: Submission):

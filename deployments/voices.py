@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 MODEL_SUFFIX_RE = re.compile(r"\.[0-9a-zA-Z]+@\d+\.safetensors$")
 MAX_NAME_LEN = 256
 # Letters/digits of any script, and . _ - / and spaces inside names; no other punctuation.
-_NAME_CHARS_RE = re.compile(r"^[\w][\w .\-/]*$", re.UNICODE)
+_NAME_CHARS_RE = re.compile(r"[\w][\w .\-/]*", re.UNICODE)
 
 # Top-level folders of kyutai/tts-voices and the language of their speakers, where known.
 FOLDER_LANGUAGES = {
@@ -66,7 +66,7 @@ def validate_voice_name(name: object) -> str:
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise VoiceError("voice name must not contain '..', '.' or empty path segments")
-    if not _NAME_CHARS_RE.match(name):
+    if not _NAME_CHARS_RE.fullmatch(name):
         raise VoiceError("voice name contains characters that are not allowed")
     return name
 

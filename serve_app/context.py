@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -14,6 +16,32 @@ from .outputs import OutputStore
 from .settings import AppSettings
 from .workers import WorkerClient
 
+log = logging.getLogger(__name__)
+
+
+class VoiceIndex:
+    """The voice ids known to the catalog, refreshed by a background thread: a request checks
+    names against it without ever waiting on a directory walk or the hub."""
+
+    REFRESH_S = 5.0
+
+    def __init__(self, catalog: VoiceCatalog):
+        self.catalog = catalog
+        self.ids: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        threading.Thread(target=self._refresh_forever, name="voice-index", daemon=True).start()
+
+    def _refresh_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.ids = frozenset(v.id for v in self.catalog.list_voices())
+            except Exception:  # keep the last good index; the next round tries again
+                log.exception("listing voices failed")
+            self._stop.wait(self.REFRESH_S)
+
+    def close(self) -> None:
+        self._stop.set()
+
 
 @dataclass
 class IngressContext:
@@ -21,24 +49,27 @@ class IngressContext:
     workers: WorkerClient
     voices: VoiceCatalog
     outputs: OutputStore
+    voice_index: VoiceIndex
 
     @classmethod
     def create(cls, settings: AppSettings, worker_handle, app_name: str) -> "IngressContext":
         engine = settings.engine_settings()
         voices = VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine),
                               suffix=None, hub_timeout_s=settings.hub_timeout_s)
-        return cls(settings, WorkerClient(worker_handle, app_name), voices, OutputStore(settings.outputs_dir, settings.outputs_max_age_s))
+        return cls(settings, WorkerClient(worker_handle, app_name), voices,
+                   OutputStore(settings.outputs_dir, settings.outputs_max_age_s), VoiceIndex(voices))
 
     def check_voice(self, voice: str | None, param: str = "voice") -> str:
-        """The voice id to use; 400 for a refused or unknown name. When the voice list cannot be
-        known here (hub unreachable, nothing cached) the worker has the last word."""
+        """The voice id to use; 400 for a refused or unknown name. When no voice is known here yet
+        (hub unreachable and nothing cached, or the first listing still running) the worker has
+        the last word. Never blocks: it reads the background-refreshed index."""
         if voice is None:
             return self.settings.default_voice
         try:
             voice_id = validate_voice_name(voice)
         except VoiceError as exc:
             raise APIError(400, str(exc), param=param, code="invalid_voice") from None
-        known = {v.id for v in self.voices.list_voices()}
+        known = self.voice_index.ids
         if known and voice_id not in known:
             raise APIError(400, f"unknown voice '{voice_id}': GET /api/voices lists the available voices",
                            param=param, code="unknown_voice")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,11 @@ from .errors import APIError
 from .workers import WorkerError
 
 RETRY_AFTER_S = "5"
+
+
+def voice_header(voice: str) -> str:
+    """A voice id as an HTTP header value: headers are Latin-1, voice ids may be any script."""
+    return urllib.parse.quote(voice, safe="/@._- ")
 
 
 def api_error_for(exc: WorkerError) -> APIError:
@@ -42,7 +48,7 @@ class Speech:
 
     def headers(self) -> dict:
         return {"X-TTS-GPU": str(self.served_by.get("gpu")), "X-TTS-Replica": str(self.served_by.get("replica")),
-                "X-TTS-Duration": f"{self.done.duration_s:.3f}", "X-TTS-Voice": self.done.voice}
+                "X-TTS-Duration": f"{self.done.duration_s:.3f}", "X-TTS-Voice": voice_header(self.done.voice)}
 
 
 def worker_request(ctx: IngressContext, text: str, voice: str | None, cfg_coef: float | None) -> dict:

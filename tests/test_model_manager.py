@@ -297,3 +297,51 @@ def test_a_prefilled_hf_cache_serves_when_the_hub_is_unreachable(tmp_path, tiny_
     assert {v["id"]: v["source"] for v in report["voices"]} == {name: "repo" for name in VOICE_NAMES}
     assert report["status"] == {"state": "ready", "error": None, "failures": 0, "loads": 1}
     assert "Retrying" not in stderr
+
+
+class EngineWhoseFirstReloadFails(TTSEngine):
+    """The real engine, except that bringing the weights back fails once, as a CUDA out-of-memory
+    would on a GPU (which this machine does not have)."""
+
+    failures_left = 1
+
+    def move_to(self, device: str) -> None:
+        offloaded = getattr(self, "_offloaded", False)  # moves alternate: offload, reload, ...
+        if offloaded and type(self).failures_left:
+            type(self).failures_left -= 1
+            raise RuntimeError("CUDA out of memory (simulated)")
+        self._offloaded = not offloaded
+        super().move_to(device)
+
+
+def test_a_failed_reload_fails_the_request_and_the_next_one_loads_afresh(engine_settings):
+    from deployments.scheduler import BatchScheduler, Submission
+    from deployments.synthesis import SynthesisFailed
+
+    manager = ModelManager(engine_settings, offload_after_s=None, engine_factory=EngineWhoseFirstReloadFails)
+    scheduler = BatchScheduler(manager, max_batch_size=4)
+
+    def run(text: str):
+        events, finished = [], threading.Event()
+
+        def sink(event):
+            events.append(event)
+            if isinstance(event, (SynthesisDone, SynthesisFailed)):
+                finished.set()
+
+        scheduler.submit(Submission(SynthesisRequest(text), sink))
+        assert finished.wait(120), "the request was never answered"
+        return events[-1]
+
+    try:
+        assert isinstance(run("First words."), SynthesisDone)
+        assert manager.offload() == "offloaded"
+        failed = run("This reload fails.")
+        assert isinstance(failed, SynthesisFailed) and failed.kind == "unavailable"
+        assert "out of memory" in failed.message
+        assert manager.state == ModelState.FAILED and manager.status()["failures"] == 1
+        assert isinstance(run("A fresh load serves this one."), SynthesisDone)
+        assert manager.state == ModelState.READY and manager.status()["loads"] == 2
+    finally:
+        scheduler.close()
+        manager.close()

@@ -211,6 +211,19 @@ def test_oversized_body_is_refused_before_reading(client):
     assert response.status_code == 413
 
 
+def test_oversized_chunked_body_is_refused_while_reading(client):
+    def chunks():  # no Content-Length: sent with chunked transfer encoding
+        yield b'{"text": "'
+        for _ in range(200):
+            yield b"a" * 65536
+        yield b'"}'
+
+    response = client.post("/api/tts", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["error"]["message"].startswith("request body larger than")
+    assert client.post("/api/tts", json={"text": "Fine after that."}).status_code == 200
+
+
 def test_saved_outputs_refuse_paths(client):
     for name in ["../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "nothere.wav", "0" * 32 + ".wav"]:
         assert client.get(f"/api/outputs/{name}").status_code == 404

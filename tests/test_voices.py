@@ -111,3 +111,15 @@ def test_voice_folders_are_searched_in_order_and_missing_ones_ignored(tmp_path, 
     listed = {v.id: v for v in catalog.list_voices()}
     assert set(listed) == set(VOICE_NAMES) | {"narrator.wav"}
     assert listed["narrator.wav"].group is None and listed["narrator.wav"].language is None
+
+
+def test_voice_names_in_any_script_are_valid_but_a_trailing_newline_is_not():
+    from deployments.voices import validate_voice_name
+    from serve_app.speech import voice_header
+
+    assert validate_voice_name("my-voices/张三.wav") == "my-voices/张三.wav"
+    assert voice_header("my-voices/张三.wav").isascii()  # fits an HTTP header
+    assert validate_voice_name("  vctk/p225_023.wav\n") == "vctk/p225_023.wav"  # surrounding space goes
+    for name in ["vctk/p225_023.wav\n.1e68beda@240.safetensors", "vctk\n/p225_023.wav", "a\nb"]:
+        with pytest.raises(VoiceError):  # a newline inside the name does not
+            validate_voice_name(name)

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, StrictStr
 
 from .. import audio, openai_voices
+from ..speech import voice_header
 from ..api_keys import require_api_key
 from ..context import IngressContext, get_ctx
 from ..streaming import (SSE_MEDIA_TYPE, STREAM_HEADERS, ClosingStreamingResponse, encoded_audio, open_speech,
@@ -81,7 +82,7 @@ async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_c
     voice = (openai_voices.resolve_voice(ctx, body.voice_name) if body.voice_name is not None
              else ctx.settings.default_voice)
     stream = await open_speech(ctx, {"text": text, "voice": voice, "cfg_coef": None})
-    headers = {**STREAM_HEADERS, "X-TTS-Voice": voice}
+    headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(voice)}
     if body.instructions:
         headers["X-TTS-Instructions"] = "ignored"
     if body.stream_format == "sse":

@@ -1,5 +1,6 @@
 """The service's own TTS route, and saved files."""
 
+import asyncio
 import base64
 import dataclasses
 
@@ -50,9 +51,10 @@ async def tts(body: TTSRequest, request: Request, ctx: IngressContext = Depends(
     if body.stream:
         return await _streamed(body, ctx)
     result = await speech.synthesize(ctx, body.text, body.voice, body.cfg_coef)
+    # Stretching and encoding a long clip takes seconds of CPU: off the event loop.
     if body.speed != 1.0:
-        result = _stretched(result, body.speed)
-    data, saved = speech.encode_and_maybe_save(ctx, result, body.format, body.save)
+        result = await asyncio.to_thread(_stretched, result, body.speed)
+    data, saved = await asyncio.to_thread(speech.encode_and_maybe_save, ctx, result, body.format, body.save)
     headers = result.headers()
     words = [w.to_dict() for w in result.done.words]
     described = {"format": body.format, "duration_s": result.done.duration_s, "voice": result.done.voice,
@@ -80,7 +82,7 @@ def _stretched(result: speech.Speech, speed: float) -> speech.Speech:
 async def _streamed(body: TTSRequest, ctx: IngressContext):
     request = speech.worker_request(ctx, body.text, body.voice, body.cfg_coef)
     stream = await streaming.open_speech(ctx, request)
-    headers = {**streaming.STREAM_HEADERS, "X-TTS-Voice": request["voice"]}
+    headers = {**streaming.STREAM_HEADERS, "X-TTS-Voice": speech.voice_header(request["voice"])}
     if not (body.timestamps or body.captions):
         return streaming.ClosingStreamingResponse(streaming.encoded_audio(stream, body.format, body.speed),
                                                   media_type=audio.FORMATS[body.format].media_type, headers=headers)
