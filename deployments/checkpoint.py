@@ -179,22 +179,6 @@ def voice_file(ckpt_dir: Path, voice: str) -> Path:
     return voices_dir(ckpt_dir) / (voice + VOICE_SUFFIX)
 
 
-def load_checkpoint_info(ckpt_dir: Path) -> CheckpointInfo:
-    """moshi's `CheckpointInfo` for a checkpoint built here, every file passed as a local Path
-    (so that nothing is looked up on a model hub)."""
-    ckpt_dir = Path(ckpt_dir)
-    config_path = ckpt_dir / CONFIG_NAME
-    config = json.loads(config_path.read_text())
-    return CheckpointInfo.from_hf_repo(
-        str(ckpt_dir),  # unused: every file is given below
-        config_path=config_path,
-        moshi_weights=ckpt_dir / config["moshi_name"],
-        mimi_weights=ckpt_dir / config["mimi_name"],
-        tokenizer=ckpt_dir / config["tokenizer_name"],
-        mimi_config_path=ckpt_dir / config["mimi_config_name"],
-    )
-
-
 def random_weights_marker(config: dict | Path) -> dict | None:
     """The `test_model` marker of a config (dict, config.json path or checkpoint folder),
     or None for a real checkpoint."""

@@ -31,7 +31,12 @@ _SKIPPED_FRAMES = 2
 
 
 class InvalidRequest(ValueError):
-    """The caller's request cannot be synthesized; the message is safe to show to them."""
+    """The caller's request cannot be synthesized; the message is safe to show to them, and
+    `param` names the field at fault."""
+
+    def __init__(self, message: str, param: str = "text"):
+        super().__init__(message)
+        self.param = param
 
 
 class _GenerationAborted(Exception):
@@ -162,7 +167,7 @@ class TTSEngine:
         if isinstance(cfg_coef, bool) or not isinstance(cfg_coef, numbers.Real) or (
                 valid and float(cfg_coef) not in valid):
             raise InvalidRequest(f"cfg_coef must be one of {', '.join(f'{v:g}' for v in valid)}"
-                                 if valid else "cfg_coef must be a number")
+                                 if valid else "cfg_coef must be a number", param="cfg_coef")
         cfg_coef = float(cfg_coef)
         pieces = [self.tts.prepare_script([piece], padding_between=self.settings.padding_between)
                   for piece in split_text(text, self.settings.chunk_max_chars)]

@@ -25,13 +25,16 @@ STALE_AFTER_S = 5.0
 
 @ray.remote(num_cpus=0, max_concurrency=64)
 class WorkerRegistry:
+    """Async methods only: they all run on the actor's one event loop, never two at once, so the
+    dicts below need no lock (sync methods would run on a thread pool)."""
+
     def __init__(self):
         self._reports: dict[str, dict] = {}
         self._seen_at: dict[str, float] = {}
         self._commands: dict[int, dict] = {}
         self._ids = itertools.count(1)
 
-    def report(self, replica: str, status: dict, done: dict[int, dict] | None = None) -> list[dict]:
+    async def report(self, replica: str, status: dict, done: dict[int, dict] | None = None) -> list[dict]:
         """Stores a replica's status and results of commands; returns commands for it."""
         now = time.monotonic()
         self._reports[replica] = status
@@ -43,29 +46,32 @@ class WorkerRegistry:
         return [{"id": cid, **cmd["command"]} for cid, cmd in self._commands.items()
                 if replica in cmd["pending_for"] and replica not in cmd["results"]]
 
-    def remove(self, replica: str) -> None:
+    async def remove(self, replica: str) -> None:
+        self._forget(replica)
+
+    def _forget(self, replica: str) -> None:
         self._reports.pop(replica, None)
         self._seen_at.pop(replica, None)
 
     def _drop_stale(self, now: float) -> None:
         for replica in [r for r, seen in self._seen_at.items() if now - seen > STALE_AFTER_S]:
-            self.remove(replica)
+            self._forget(replica)
         for cid in [c for c, cmd in self._commands.items() if now - cmd["created"] > 60]:
             self._commands.pop(cid)
 
-    def snapshot(self) -> list[dict]:
+    async def snapshot(self) -> list[dict]:
         now = time.monotonic()
         self._drop_stale(now)
         return [{**status, "reported_s_ago": round(now - self._seen_at[r], 2)}
                 for r, status in sorted(self._reports.items())]
 
-    def submit(self, command: dict, replicas: list[str]) -> int:
+    async def submit(self, command: dict, replicas: list[str]) -> int:
         command_id = next(self._ids)
         self._commands[command_id] = {"command": command, "pending_for": set(replicas),
                                       "results": {}, "created": time.monotonic()}
         return command_id
 
-    def results(self, command_id: int) -> dict:
+    async def results(self, command_id: int) -> dict:
         cmd = self._commands.get(command_id)
         if cmd is None:
             return {"pending": [], "results": {}}

@@ -95,8 +95,10 @@ class BatchScheduler:
         concerns this request alone (bad input, a voice file that cannot be fetched)."""
         try:
             return engine.prepare(submission.request, submission.sink, submission.cancelled.is_set)
-        except (InvalidRequest, VoiceError) as exc:
-            submission.sink(SynthesisFailed(str(exc), kind="invalid"))
+        except InvalidRequest as exc:
+            submission.sink(SynthesisFailed(str(exc), kind="invalid", param=exc.param))
+        except VoiceError as exc:
+            submission.sink(SynthesisFailed(str(exc), kind="invalid", param="voice"))
         except ModelUnavailableError as exc:
             submission.sink(SynthesisFailed(str(exc), kind="unavailable"))
         except Exception as exc:

@@ -58,6 +58,7 @@ class SynthesisDone:
 class SynthesisFailed:
     message: str
     kind: str = "error"  # "invalid" (caller's fault), "unavailable" (model cannot load), "error"
+    param: str | None = None  # with "invalid": the request field at fault
 
 
 SynthesisEvent = AudioChunk | WordSpoken | SynthesisDone | SynthesisFailed

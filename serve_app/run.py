@@ -24,8 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import ray
+    from dotenv import load_dotenv
     from ray import serve
 
+    # .env settings (PORT, HF_REPO, ...) reach this process and, through it, every local Ray
+    # worker; the environment still wins over the file.
+    load_dotenv(".env", override=False)
     init = {"address": os.environ["RAY_ADDRESS"]} if os.environ.get("RAY_ADDRESS") else {}
     if not init and os.environ.get("RAY_NUM_GPUS"):
         init["num_gpus"] = int(os.environ["RAY_NUM_GPUS"])

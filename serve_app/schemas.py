@@ -44,16 +44,6 @@ class TTSRequest(BaseModel):
         return value
 
 
-class SavedAudio(BaseModel):
-    url: str
-    format: str
-    duration_s: float
-    voice: str
-    gpu: int | None
-    replica: str
-    words: list[dict]
-
-
 class OffloadRequest(BaseModel):
     model_config = {"extra": "forbid"}
 

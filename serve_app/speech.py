@@ -25,8 +25,9 @@ def voice_header(voice: str) -> str:
 
 def api_error_for(exc: WorkerError) -> APIError:
     if exc.kind == "invalid":
-        param = "voice" if "voice" in exc.message else "cfg_coef" if "cfg_coef" in exc.message else "text"
-        return APIError(400, exc.message, param=param, code="invalid_request")
+        # Same statuses as the ingress's own checks: 400 for a voice, 422 for a malformed field.
+        param = exc.param or "text"
+        return APIError(400 if param == "voice" else 422, exc.message, param=param, code="invalid_request")
     if exc.kind == "unavailable":
         return APIError(503, f"the TTS model is unavailable: {exc.message}", code="model_unavailable",
                         headers={"Retry-After": "30"})

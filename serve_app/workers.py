@@ -22,9 +22,9 @@ WORKER_DEPLOYMENT = "TTSWorker"
 class WorkerError(Exception):
     """A synthesis the workers refused or could not do. `kind`: invalid | unavailable | error."""
 
-    def __init__(self, message: str, kind: str = "error"):
+    def __init__(self, message: str, kind: str = "error", param: str | None = None):
         super().__init__(message)
-        self.message, self.kind = message, kind
+        self.message, self.kind, self.param = message, kind, param
 
 
 class WorkerClient:
@@ -46,7 +46,7 @@ class WorkerClient:
                         finished = True
                         if event.kind == "unavailable":
                             self.last_model_error = event.message
-                        raise WorkerError(event.message, event.kind)
+                        raise WorkerError(event.message, event.kind, event.param)
                     if isinstance(event, SynthesisDone):
                         finished = True
                         self.last_model_error = None

@@ -117,8 +117,10 @@ def test_moshi_loads_it_unchanged(tiny, tts):
     loaded = ck.release_layout(tts.mimi.state_dict())
     assert stored.keys() == loaded.keys()
     assert all(torch.equal(value, loaded[key]) for key, value in stored.items())
-    # The helper gives the same CheckpointInfo.
-    ci = ck.load_checkpoint_info(tiny)
+    # The service's loader for local checkpoint folders gives the same CheckpointInfo.
+    from deployments.loading import local_checkpoint_info
+
+    ci = local_checkpoint_info(tiny)
     assert ci.moshi_weights == tiny / config["moshi_name"]
     assert ci.tts_config == config["tts_config"] and ci.model_type == "tts"
 

@@ -181,6 +181,8 @@ def test_scale_to_zero_while_status_is_polled_then_cold_request(scale_url):
     ({"text": 42}, 422, "text"),
     ({"text": ["a", "b"]}, 422, "text"),
     ({}, 422, "text"),
+    ({"text": "\x01\x02\x03"}, 422, "text"),  # refused by the worker: the field survives the trip
+    ({"text": 'hi <break voice="1"/> there'}, 422, "text"),
     ({"text": "hi", "voice": "no/such/voice.wav"}, 400, "voice"),
     ({"text": "hi", "voice": "../../etc/passwd"}, 400, "voice"),
     ({"text": "hi", "voice": "/etc/passwd"}, 400, "voice"),
