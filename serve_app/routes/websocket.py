@@ -8,7 +8,8 @@ Protocol (MessagePack, as moshi-server speaks it):
   becomes cfg_coef; `seed`, `temperature`, `top_k`, `max_seq_len`, `voices` are accepted and ignored.
   With `api_keys` configured, the key comes in the `kyutai-api-key` header (or `auth_id` query).
 - Client -> server: `{"type": "Text", "text": "..."}` (whole words, sent as they come: several per
-  message are fine), then `{"type": "Eos"}` (or the single byte 0). Plain text frames count as Text.
+  message are fine; `max_text_chars` in all), then `{"type": "Eos"}` (or the single byte 0). Plain
+  text frames count as Text.
 - Server -> client: `{"type": "Ready"}` once the voice is accepted; per 80 ms frame
   `{"type": "Audio", "pcm": [float32, ...]}` (24 kHz mono); per spoken word
   `{"type": "Text", "text", "start_s", "stop_s"}` (seconds in the audio sent on this socket);
@@ -24,7 +25,12 @@ the first piece (to start talking early) and `PIECE_MAX_WORDS` later, when no te
 client) plus the model's own start-up (its 2-word look-ahead and audio delay), instead of the whole
 text. Short pieces start sooner but each seam is a fresh generation, with its own start and end
 silence and intonation; sentence-sized pieces sound natural, hence the rules above. Up to
-`PIECES_AHEAD` pieces are generated ahead of the one being sent, so seams do not wait for a worker.
+`PIECES_AHEAD` pieces are generated ahead of the one being sent, so seams do not wait for a worker:
+a piece's slot frees only once its last message has been sent, so while a send blocks no further
+piece starts. (Behind Ray Serve a send returns once the replica has queued the message for the
+proxy, which applies no back-pressure: a client that stops reading does not block it, and its audio
+waits in Serve's queues.) Whatever the client does, one session's text totals at most
+`max_text_chars` (`Error` beyond), which bounds the work one socket can ask for.
 True word-by-word input (feeding words into a running generation) would need per-slot streaming in
 moshi's LMGen on the workers.
 """
@@ -138,9 +144,8 @@ class PieceRun:
 
     _END = object()
 
-    def __init__(self, ctx: IngressContext, request: dict, slots: asyncio.Semaphore):
+    def __init__(self, ctx: IngressContext, request: dict):
         self.events: asyncio.Queue = asyncio.Queue()
-        self._slots = slots
         self.task = asyncio.create_task(self._pump(ctx, request))
 
     async def _pump(self, ctx: IngressContext, request: dict) -> None:
@@ -151,7 +156,6 @@ class PieceRun:
             self.events.put_nowait(exc)
         finally:  # a cancelled task closed the worker stream above: the worker dropped the request
             self.events.put_nowait(self._END)
-            self._slots.release()
 
     async def drain(self):
         """The piece's events (or the exception that ended it), as they come."""
@@ -192,9 +196,11 @@ class KyutaiSession:
         self.inbox: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
         self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
         self.runs: asyncio.Queue[PieceRun | None] = asyncio.Queue()
+        # The piece being sent and PIECES_AHEAD more; `forward` frees a slot once a piece is sent.
         self.slots = asyncio.Semaphore(PIECES_AHEAD + 1)
         self.started: set[PieceRun] = set()
         self.samples_sent = 0
+        self.text_chars = 0
 
     async def _send(self, data: bytes | None) -> None:
         if data:
@@ -257,6 +263,11 @@ class KyutaiSession:
                     await self.pieces.put(rest)
                 await self.pieces.put(None)
                 return
+            self.text_chars += len(text)
+            limit = self.ctx.settings.max_text_chars
+            if self.text_chars > limit:
+                raise SessionError(f"the text of one session is limited to {limit} characters "
+                                   f"(max_text_chars); this one sent {self.text_chars}")
             for piece in segmenter.add(text):
                 await self.pieces.put(piece)
 
@@ -264,8 +275,8 @@ class KyutaiSession:
     async def launch(self) -> None:
         while (piece := await self.pieces.get()) is not None:
             request = {"text": self.ctx.check_text(piece), "voice": self.voice, "cfg_coef": self.cfg_coef}
-            await self.slots.acquire()  # released when the piece's generation ends
-            run = PieceRun(self.ctx, request, self.slots)
+            await self.slots.acquire()  # released by `forward` once the piece has been sent
+            run = PieceRun(self.ctx, request)
             self.started.add(run)
             await self.runs.put(run)
         await self.runs.put(None)
@@ -288,6 +299,7 @@ class KyutaiSession:
                 elif isinstance(event, SynthesisDone):
                     break
             self.started.discard(run)
+            self.slots.release()  # this piece is out: one more may start generating
         await self._send(self.output.audio(np.zeros(0, np.float32), final=True))
 
     async def run(self) -> None:
