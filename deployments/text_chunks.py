@@ -12,8 +12,9 @@ import re
 # A unit is a break tag or a run of non-space characters; a tag glued to a word ("word<break .../>")
 # is a unit of its own, so a cut can never fall inside it.
 _UNIT_RE = re.compile(r'<break\s+time="[^"]*"\s*/?>|(?:(?!<break\s)\S)+')
-_SENTENCE_END_RE = re.compile(r'([.!?…。！？]["\')\]»”]*|<break\s[^>]*>)$')
-_CLAUSE_END_RE = re.compile(r"[,;:，、；：—]$")
+# Shared with the WebSocket's piece cutting and the captions' cue cutting.
+SENTENCE_END_RE = re.compile(r'([.!?…。！？]["\')\]»”]*|<break\s[^>]*>)$')
+CLAUSE_END_RE = re.compile(r"[,;:，、；：—]$")
 
 
 # moshi understands `<break time="1.5s"/>` only; anything else starting with `<break` would be
@@ -49,7 +50,7 @@ def _split_long(units: list[str], max_chars: int) -> list[list[str]]:
     current: list[str] = []
     for unit in units:
         if current and not _fits(current + [unit], max_chars):
-            cut = max((i for i, kept in enumerate(current) if _CLAUSE_END_RE.search(kept)), default=None)
+            cut = max((i for i, kept in enumerate(current) if CLAUSE_END_RE.search(kept)), default=None)
             # Cut after the last clause end only when what follows it still fits with the new unit.
             if cut is not None and _fits(current[cut + 1:] + [unit], max_chars):
                 pieces.append(current[: cut + 1])
@@ -68,7 +69,7 @@ def split_text(text: str, max_chars: int) -> list[str]:
     sentences: list[list[str]] = [[]]
     for unit in _UNIT_RE.findall(text):
         sentences[-1].append(unit)
-        if _SENTENCE_END_RE.search(unit):
+        if SENTENCE_END_RE.search(unit):
             sentences.append([])
     chunks: list[str] = []
     current = ""

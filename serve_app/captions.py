@@ -6,15 +6,15 @@ when a cue grows too long to read comfortably.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from deployments.text_chunks import SENTENCE_END_RE
 
 FORMATS = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8"}
 
 MAX_CUE_WORDS = 10
 MAX_CUE_S = 4.0
 PAUSE_S = 0.6  # a silence this long between two words starts a new cue
-_SENTENCE_END_RE = re.compile(r"[.!?…。！？][\"')\]»”]*$")
 
 
 @dataclass
@@ -47,7 +47,7 @@ def cues(words) -> list[Cue]:
                         or start_s - current[-1][2] >= PAUSE_S):
             close()
         current.append((text, start_s, end_s))
-        if _SENTENCE_END_RE.search(text):
+        if SENTENCE_END_RE.search(text):
             close()
     close()
     return result

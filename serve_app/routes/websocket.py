@@ -49,6 +49,7 @@ from ray.serve.exceptions import BackPressureError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from deployments.synthesis import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, WordSpoken
+from deployments.text_chunks import CLAUSE_END_RE, SENTENCE_END_RE
 
 from .. import audio, openai_voices
 from ..api_keys import is_allowed, presented_key
@@ -71,8 +72,6 @@ RECEIVE_TIMEOUT_S = 60.0  # no message for this long before Eos ends the session
 
 # Words, keeping `<break time="..."/>` tags whole.
 _WORD_RE = re.compile(r'<break\s+time="[^"]*"\s*/?>|\S+')
-_SENTENCE_END_RE = re.compile(r'([.!?…。！？]["\')\]»”]*|<break\s[^>]*>)$')
-_CLAUSE_END_RE = re.compile(r"[,;:，、；：—]$")
 
 
 class SessionError(Exception):
@@ -100,8 +99,8 @@ class TextSegmenter:
         for word in _WORD_RE.findall(text):
             self.words.append(word)
             count = len(self.words)
-            if (_SENTENCE_END_RE.search(word) or count >= self._limit()
-                    or (count >= CLAUSE_MIN_WORDS and _CLAUSE_END_RE.search(word))):
+            if (SENTENCE_END_RE.search(word) or count >= self._limit()
+                    or (count >= CLAUSE_MIN_WORDS and CLAUSE_END_RE.search(word))):
                 ready.append(self._cut(count))
         return ready
 
