@@ -100,6 +100,7 @@ class VoiceCatalog:
         self.repo_error: str | None = None
         self._repo_listed_at = 0.0
         self._lock = threading.Lock()
+        self._refreshing = False
 
     # ---- listing -------------------------------------------------------------------------
     def list_voices(self) -> list[VoiceInfo]:
@@ -130,17 +131,30 @@ class VoiceCatalog:
         return files
 
     def _repo_listing(self) -> list[str]:
-        """Files of the voice repo: from the hub when reachable, else from the local HF cache."""
+        """Files of the voice repo: from the hub when reachable, else from the local HF cache.
+        Only the first listing is waited for; a stale one is served while a background thread
+        refreshes it, so no caller (the generation thread included) waits on the hub again."""
         if not self.voice_repo:
             return []
         with self._lock:
-            fresh = time.monotonic() - self._repo_listed_at < self.REPO_LISTING_TTL_S
-            if self._repo_files is not None and fresh:
-                return self._repo_files
-            files = self._list_repo_files()
-            self._repo_files = [f for f in files if self._matches_suffix(f)]
-            self._repo_listed_at = time.monotonic()
+            if self._repo_files is None:
+                self._store_listing(self._list_repo_files())
+            elif time.monotonic() - self._repo_listed_at >= self.REPO_LISTING_TTL_S and not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh_listing, name="voice-repo-listing", daemon=True).start()
             return self._repo_files
+
+    def _store_listing(self, files: list[str]) -> None:
+        self._repo_files = [f for f in files if self._matches_suffix(f)]
+        self._repo_listed_at = time.monotonic()
+
+    def _refresh_listing(self) -> None:
+        try:
+            files = self._list_repo_files()  # the slow part, without the lock
+            with self._lock:
+                self._store_listing(files)
+        finally:
+            self._refreshing = False
 
     def _list_repo_files(self) -> list[str]:
         from .hub import cached_repo_files, list_repo_files

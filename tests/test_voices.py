@@ -123,3 +123,31 @@ def test_voice_names_in_any_script_are_valid_but_a_trailing_newline_is_not():
     for name in ["vctk/p225_023.wav\n.1e68beda@240.safetensors", "vctk\n/p225_023.wav", "a\nb"]:
         with pytest.raises(VoiceError):  # a newline inside the name does not
             validate_voice_name(name)
+
+
+def test_a_stale_repo_listing_is_served_while_it_refreshes_in_the_background(monkeypatch):
+    """Only the first listing of a hub voice repo is waited for: later refreshes never block."""
+    import threading
+
+    catalog = VoiceCatalog([], voice_repo="org/voices", suffix=".1e68beda@240.safetensors")
+    release = threading.Event()
+    calls = []
+
+    def list_repo_files():
+        calls.append(1)
+        if len(calls) > 1:
+            assert release.wait(30)  # the refresh hangs until released (a slow hub)
+            return ["new/voice.wav.1e68beda@240.safetensors"]
+        return ["old/voice.wav.1e68beda@240.safetensors"]
+
+    monkeypatch.setattr(catalog, "_list_repo_files", list_repo_files)
+    assert [v.id for v in catalog.list_voices()] == ["old/voice.wav"]
+    catalog._repo_listed_at -= catalog.REPO_LISTING_TTL_S + 1  # make it stale
+    assert [v.id for v in catalog.list_voices()] == ["old/voice.wav"]  # answered at once, stale
+    release.set()
+    for _ in range(300):
+        if [v.id for v in catalog.list_voices()] == ["new/voice.wav"]:
+            break
+        threading.Event().wait(0.05)
+    assert [v.id for v in catalog.list_voices()] == ["new/voice.wav"]
+    assert len(calls) == 2  # one refresh, not one per call
