@@ -31,6 +31,10 @@ class Word:
     def to_dict(self) -> dict:
         return {"word": self.word, "start_s": round(self.start_s, 3), "end_s": round(self.end_s, 3)}
 
+    def scaled(self, speed: float) -> "Word":
+        """The same word in audio time-stretched by `speed` (2.0: twice as fast)."""
+        return Word(self.word, self.start_s / speed, self.end_s / speed)
+
 
 @dataclass
 class AudioChunk:

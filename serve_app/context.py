@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -28,19 +29,16 @@ class VoiceIndex:
     def __init__(self, catalog: VoiceCatalog):
         self.catalog = catalog
         self.ids: frozenset[str] = frozenset()
-        self._stop = threading.Event()
+        # A daemon thread: it lives as long as the ingress replica's process.
         threading.Thread(target=self._refresh_forever, name="voice-index", daemon=True).start()
 
     def _refresh_forever(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 self.ids = frozenset(v.id for v in self.catalog.list_voices())
             except Exception:  # keep the last good index; the next round tries again
                 log.exception("listing voices failed")
-            self._stop.wait(self.REFRESH_S)
-
-    def close(self) -> None:
-        self._stop.set()
+            time.sleep(self.REFRESH_S)
 
 
 @dataclass

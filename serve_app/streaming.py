@@ -22,7 +22,7 @@ from typing import AsyncIterator, Callable
 from ray.serve.exceptions import BackPressureError
 from starlette.responses import StreamingResponse
 
-from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, Word, WordSpoken
+from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, WordSpoken
 
 from . import audio
 from .context import IngressContext
@@ -129,11 +129,6 @@ def sse_error(exc: Exception) -> bytes:
     return sse({"type": "error", **error_body(500, f"generation failed: {exc}", code="generation_failed")})
 
 
-def scaled_word(word: Word, tempo_speed: float) -> dict:
-    return {"word": word.word, "start_s": round(word.start_s / tempo_speed, 3),
-            "end_s": round(word.end_s / tempo_speed, 3)}
-
-
 async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type: str,
                      word_type: str | None, done: Callable[[SynthesisDone, list[dict], int], dict]
                      ) -> AsyncIterator[bytes]:
@@ -149,7 +144,7 @@ async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type
     def on_event(event) -> None:
         nonlocal frames
         if isinstance(event, WordSpoken):
-            word = scaled_word(event.word, speed)
+            word = event.word.scaled(speed).to_dict()
             words.append(word)
             if word_type:
                 pending.append(sse({"type": word_type, **word}))

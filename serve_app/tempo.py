@@ -50,10 +50,6 @@ class Tempo:
             graph.configure()
             self._graph = graph
 
-    def scale_time(self, seconds: float) -> float:
-        """Where a moment of the original audio lands in the stretched audio."""
-        return seconds / self.speed
-
     def _drain(self) -> np.ndarray:
         out = []
         while True:

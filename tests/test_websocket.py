@@ -35,12 +35,14 @@ async def receive(ws) -> dict:
     return msgpack.unpackb(await asyncio.wait_for(ws.recv(), RECEIVE_GUARD_S))
 
 
-async def receive_all(ws) -> list:
+async def receive_all(ws, closed_by=websockets.ConnectionClosedOK) -> list:
+    """Every message until the server closes; only a close of the `closed_by` kind is expected
+    (a normal close by default, any close for error cases)."""
     messages = []
     try:
         while True:
             messages.append(await asyncio.wait_for(ws.recv(), RECEIVE_GUARD_S))
-    except websockets.ConnectionClosedOK:
+    except closed_by:
         return messages
 
 
@@ -102,22 +104,13 @@ def test_whole_text_then_eos_in_raw_and_ogg_formats(base_url):
 def test_unknown_voice_gets_an_error_message_then_the_socket_closes(base_url):
     async def session():
         async with websockets.connect(ws_url(base_url, voice="nobody/none.wav")) as ws:
-            messages = [msgpack.unpackb(m) for m in await receive_all_or_error(ws)]
+            messages = [msgpack.unpackb(m) for m in await receive_all(ws, closed_by=websockets.ConnectionClosed)]
             return messages, ws.close_code
 
     messages, close_code = asyncio.run(session())
     assert len(messages) == 1 and messages[0]["type"] == "Error"
     assert "nobody/none.wav" in messages[0]["message"]
     assert close_code == 1008
-
-
-async def receive_all_or_error(ws) -> list:
-    messages = []
-    try:
-        while True:
-            messages.append(await asyncio.wait_for(ws.recv(), RECEIVE_GUARD_S))
-    except websockets.ConnectionClosed:
-        return messages
 
 
 @pytest.mark.parametrize("bad", [msgpack.packb({"type": "Bogus"}), b"\x93not msgpack",
@@ -127,7 +120,7 @@ def test_bad_messages_get_an_error_message(base_url, bad):
         async with websockets.connect(ws_url(base_url)) as ws:
             assert await receive(ws) == {"type": "Ready"}
             await ws.send(bad)
-            return [msgpack.unpackb(m) for m in await receive_all_or_error(ws)]
+            return [msgpack.unpackb(m) for m in await receive_all(ws, closed_by=websockets.ConnectionClosed)]
 
     messages = asyncio.run(session())
     assert messages[-1]["type"] == "Error" and messages[-1]["message"]
@@ -136,7 +129,7 @@ def test_bad_messages_get_an_error_message(base_url, bad):
 def test_bad_query_is_refused(base_url):
     async def connect(**query):
         async with websockets.connect(ws_url(base_url, **query)) as ws:
-            return await receive_all_or_error(ws)
+            return await receive_all(ws, closed_by=websockets.ConnectionClosed)
 
     for query in ({"format": "Mp3"}, {"cfg_alpha": "7"}):
         with pytest.raises((websockets.InvalidStatus, websockets.ConnectionClosedError)):
@@ -172,7 +165,7 @@ def test_a_session_over_the_text_limit_gets_an_error_and_the_service_goes_on(bas
             for _ in range(count):
                 await ws.send(msgpack.packb({"type": "Text", "text": message}))
             await ws.send(msgpack.packb({"type": "Eos"}))
-            return [msgpack.unpackb(m) for m in await receive_all_or_error(ws)], ws.close_code
+            return [msgpack.unpackb(m) for m in await receive_all(ws, closed_by=websockets.ConnectionClosed)], ws.close_code
 
     messages, close_code = asyncio.run(over_limit())
     assert messages[-1]["type"] == "Error", messages[-1]

@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from deployments.synthesis import SAMPLE_RATE, Word
+from deployments.synthesis import SAMPLE_RATE
 
 from .. import audio, captions, speech, streaming
 from ..context import IngressContext, get_ctx
@@ -75,7 +75,7 @@ def _stretched(result: speech.Speech, speed: float) -> speech.Speech:
     pcm = np.concatenate([tempo.process(result.pcm), tempo.flush()])
     done = dataclasses.replace(
         result.done, duration_s=round(pcm.shape[0] / SAMPLE_RATE, 3),
-        words=[Word(w.word, tempo.scale_time(w.start_s), tempo.scale_time(w.end_s)) for w in result.done.words])
+        words=[w.scaled(speed) for w in result.done.words])
     return speech.Speech(pcm, done)
 
 
