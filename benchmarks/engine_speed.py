@@ -1,52 +1,103 @@
-"""Synthesis speed of TTSEngine: real-time factor (audio seconds per wall second) at batch 1 and 4.
+"""Speed of the slot engine, side by side in one run: newcomer latency, throughput, cost of slots.
 
     .venv/bin/python benchmarks/engine_speed.py                       # tiny model, CPU, 1 thread
-    .venv/bin/python benchmarks/engine_speed.py --size full --device cuda --n-q 32
+    .venv/bin/python benchmarks/engine_speed.py --size full --device cuda   # production: n_q 24, CUDA graphs
 
-Builds (or reuses) a random-weight checkpoint of the given size, loads it through the engine, and
-runs the same ~20-word sentence alone and as a batch of 4, best of N runs each, after a warm-up.
-The random model stretches every word to moshi's maximum padding, so its audio is longer per word
-than a real model's: compare RTFs, not durations, with the real model.
+Builds (or reuses) a random-weight checkpoint, loads it through the engine exactly as a worker
+does (on CUDA with moshi's CUDA graphs and torch.compile left on, as in production), and prints:
+1. a newcomer's time to first audio while N other slots stream, against an idle engine, for
+   several numbers of catch-up text-only steps per tick (the engine's CATCH_UP_STEPS);
+2. aggregate real-time factor (audio seconds per wall second) with 1, 4, 8, 16 busy slots;
+3. the cost of one step with 1 busy slot out of `--slots`, against a 1-slot engine.
+The random model stretches every word to moshi's maximum padding: compare ratios, not durations.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("NO_TORCH_COMPILE", "1")
-os.environ.setdefault("NO_CUDA_GRAPH", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 SENTENCE = ("The little train climbed the hill slowly, carrying twenty sleepy passengers "
             "and a cat who refused to buy a ticket.")
+LONG = " ".join([SENTENCE] * 20)
 
 
-def timed_run(engine, batch: int) -> dict:
-    """One generation of `batch` copies of SENTENCE: wall time, audio produced, first audio."""
+def sync(engine) -> None:
+    if engine.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def admit(engine, text: str, events: list | None = None):
     from deployments.synthesis import AudioChunk, SynthesisRequest
 
-    first_audio: list[float] = []
-
     def sink(event):
-        if isinstance(event, AudioChunk) and not first_audio:
-            first_audio.append(time.perf_counter())
+        if events is not None and isinstance(event, AudioChunk):
+            events.append(time.perf_counter())
 
+    job = engine.prepare(SynthesisRequest(text), sink)
+    assert engine.admit(job)
+    return job
+
+
+def drain(engine) -> None:
+    while engine.busy_rows:
+        engine.tick()
+
+
+def newcomer(engine, streaming: int, repeats: int) -> tuple[float, float]:
+    """(median seconds, median ticks) from admission to a short request's first audio while
+    `streaming` long requests speak in other slots."""
+    seconds, ticks = [], []
+    for _ in range(repeats):
+        for _ in range(streaming):
+            admit(engine, LONG)
+        for _ in range(30):  # the others are well into their speech
+            engine.tick()
+        first: list[float] = []
+        started = time.perf_counter()
+        job = admit(engine, SENTENCE, first)
+        while not first:
+            engine.tick()
+        sync(engine)
+        seconds.append(first[0] - started)
+        ticks.append(job.first_audio_tick - job.admitted_tick)
+        for other in list(engine._jobs.values()):
+            other.is_cancelled = lambda: True
+        drain(engine)
+    return statistics.median(seconds), statistics.median(ticks)
+
+
+def throughput(engine, busy: int) -> float:
+    """Audio seconds per wall second with `busy` slots speaking SENTENCE at once."""
+    jobs = [admit(engine, SENTENCE) for _ in range(busy)]
     started = time.perf_counter()
-    jobs = [engine.prepare(SynthesisRequest(SENTENCE), sink) for _ in range(batch)]
-    while not all(job.finished for job in jobs):
-        engine.run_round(jobs)
-    wall = time.perf_counter() - started
-    audio = sum(job.seconds_out for job in jobs)
-    return {"wall_s": wall, "audio_s": audio, "first_audio_s": first_audio[0] - started,
-            "rtf": audio / wall}
+    drain(engine)
+    sync(engine)
+    return sum(job.seconds_out for job in jobs) / (time.perf_counter() - started)
 
 
-def best_of(engine, batch: int, repeats: int) -> dict:
-    runs = [timed_run(engine, batch) for _ in range(repeats)]
-    return max(runs, key=lambda run: run["rtf"])
+def step_cost(engine, steps: int = 60) -> float:
+    """Seconds per full step with one busy slot (past its audio delay)."""
+    job = admit(engine, LONG)
+    while job.steps <= engine.slots.first_audio_step + 2:
+        engine.tick()
+    sync(engine)
+    started = time.perf_counter()
+    for _ in range(steps):
+        engine.tick()
+    sync(engine)
+    elapsed = (time.perf_counter() - started) / steps
+    job.is_cancelled = lambda: True
+    drain(engine)
+    return elapsed
 
 
 def main() -> None:
@@ -55,31 +106,57 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (built there when missing)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--n-q", type=int, default=8)
+    parser.add_argument("--n-q", type=int, help="codebooks (default: 24 for full, as production; 8 for tiny)")
+    parser.add_argument("--slots", type=int, default=16, help="max_batch_size of the engine")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.device == "cpu":  # as the worker does (loading.pick_device); CUDA keeps graphs on
+        import os
 
+        os.environ.setdefault("NO_TORCH_COMPILE", "1")
+        os.environ.setdefault("NO_CUDA_GRAPH", "1")
+
+    from deployments import engine as engine_module
     from deployments.checkpoint import build_checkpoint
     from deployments.engine import TTSEngine
     from deployments.settings import EngineSettings
 
+    n_q = args.n_q or (24 if args.size == "full" else 8)
     folder = args.checkpoint or Path(tempfile.gettempdir()) / f"kyutai-tts-bench-{args.size}"
     build_checkpoint(folder, size=args.size)
-    settings = EngineSettings(model_path=str(folder), device=args.device, cpu_threads=args.threads,
-                              n_q=args.n_q)
+    settings = EngineSettings(model_path=str(folder), device=args.device, cpu_threads=args.threads, n_q=n_q)
     started = time.perf_counter()
     engine = TTSEngine(settings, args.device)
     load_s = time.perf_counter() - started
-    timed_run(engine, 1)  # warm-up: first-call allocations
+    started = time.perf_counter()
+    engine.ensure_slots(args.slots)
+    warm_s = time.perf_counter() - started
+    throughput(engine, 1)  # first-call allocations
+    print(f"model {args.size}, device {args.device}, cpu threads {args.threads}, n_q {n_q}, {args.slots} slots; "
+          f"load {load_s:.2f}s, streaming state + warm-up {warm_s:.2f}s; medians of {args.repeats}")
 
-    print(f"model {args.size}, device {args.device}, cpu threads {args.threads}, n_q {args.n_q}, "
-          f"load {load_s:.2f}s; sentence of {len(SENTENCE.split())} words; best of {args.repeats}")
-    results = {batch: best_of(engine, batch, args.repeats) for batch in (1, 4)}
-    print(f"{'batch':>5} {'audio s':>8} {'wall s':>7} {'first audio s':>13} {'RTF':>6} {'RTF/stream':>10}")
-    for batch, r in results.items():
-        print(f"{batch:>5} {r['audio_s']:>8.2f} {r['wall_s']:>7.2f} {r['first_audio_s']:>13.3f} "
-              f"{r['rtf']:>6.1f} {r['rtf'] / batch:>10.1f}")
-    print(f"batch 4 vs batch 1: {results[4]['rtf'] / results[1]['rtf']:.2f}x the audio per wall second")
+    print("\n1. newcomer: admission -> first audio (seconds / ticks), while N slots stream")
+    streams = [0, 1, 4, 8]
+    print(f"{'catch-up':>8} " + " ".join(f"{f'N={n}':>15}" for n in streams) + f" {'N=8 vs idle':>12}")
+    default = engine_module.CATCH_UP_STEPS
+    for catch_up in (0, 1, 2, 4):
+        engine_module.CATCH_UP_STEPS = catch_up
+        row = [newcomer(engine, n, args.repeats) for n in streams]
+        print(f"{catch_up:>8} " + " ".join(f"{s:>8.3f}s {t:>4.0f}t" for s, t in row)
+              + f" {row[-1][0] / row[0][0]:>11.2f}x" + ("   <- default" if catch_up == default else ""))
+    engine_module.CATCH_UP_STEPS = default
+
+    print("\n2. aggregate real-time factor (audio s per wall s), one sentence per busy slot")
+    rtfs = {busy: throughput(engine, busy) for busy in (1, 4, 8, 16) if busy <= args.slots}
+    print("  ".join(f"{busy:>2} busy: {rtf:6.1f}x" for busy, rtf in rtfs.items())
+          + f"   ({max(rtfs)} vs 1: {rtfs[max(rtfs)] / rtfs[1]:.2f}x)")
+
+    print(f"\n3. one full step with 1 busy slot ({args.slots} slots vs a 1-slot engine)")
+    wide = statistics.median(step_cost(engine) for _ in range(args.repeats))
+    engine.ensure_slots(1)
+    narrow = statistics.median(step_cost(engine) for _ in range(args.repeats))
+    print(f"{args.slots} slots: {wide * 1000:.2f} ms/step   1 slot: {narrow * 1000:.2f} ms/step   "
+          f"ratio {wide / narrow:.2f}x   (real time: 80 ms/step)")
 
 
 if __name__ == "__main__":

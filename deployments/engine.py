@@ -1,13 +1,18 @@
-"""The TTS engine: moshi's TTSModel, fed batches of requests, streaming audio frame by frame.
+"""The TTS engine: moshi's TTSModel driven as a slot machine, many requests streaming at once.
 
-`TTSEngine.prepare()` validates a request and turns it into a `SynthesisJob` (text split in pieces,
-voice resolved, conditioning built). `TTSEngine.run_round(jobs)` generates the next piece of every
-job in ONE batched `tts.generate` call and pushes 80 ms frames and word timestamps to each job's
-sink as they are produced. `synthesize()` runs whole requests to the end for simple callers.
+`TTSEngine.prepare()` validates a request and turns it into a `SynthesisJob` (words tokenized,
+voice resolved and loaded: everything that may touch the disk or the hub, off the generation
+thread). `admit(job)` puts a job in a free row of the persistent `SlotBatch`; from then on every
+`tick()` advances all rows that can speak by one step, and each job's sink receives its 80 ms
+frames and word timestamps as they are made. A job joins at the next tick, whatever the others are
+saying; rows still inside their 16-step audio delay get extra cheap text-only steps so that they
+start speaking after a few ticks (`CATCH_UP_STEPS`).
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
 import numbers
 import threading
@@ -19,15 +24,26 @@ import numpy as np
 
 from . import loading
 from .settings import EngineSettings
+from .slots import SlotBatch, Voice
 from .synthesis import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisEvent,
-                        SynthesisRequest, Word, WordSpoken)
-from .text_chunks import normalize_breaks, split_text
-from .voices import VoiceCatalog, VoiceError
+                        SynthesisFailed, SynthesisRequest, Word, WordSpoken)
+from .text_chunks import normalize_breaks
+from .voices import VoiceCatalog, VoiceError, validate_voice_embedding
 
 log = logging.getLogger(__name__)
 
 # moshi's own decoding drops the first two decoded frames ("a little click at the beginning").
-_SKIPPED_FRAMES = 2
+SKIPPED_FRAMES = 2
+# Text-only steps given, per tick, to rows still inside their audio delay. They skip the depformer
+# (most of a step's cost), so a newcomer reaches its first audio in about 16 / (1 + N) + 5 ticks
+# instead of 21, while the rows already speaking wait N cheap steps per tick
+# (benchmarks/engine_speed.py measures both sides).
+CATCH_UP_STEPS = 2
+# Resolved voices kept: name -> file (no hub call per request), file -> embedding (host), and
+# embedding -> cross-attention K/V on the device (~80 MB each for the real model in bf16).
+VOICE_PATHS_CACHED = 1024
+VOICE_EMBEDDINGS_CACHED = 256
+VOICE_KV_CACHED = 8
 
 
 class InvalidRequest(ValueError):
@@ -37,66 +53,6 @@ class InvalidRequest(ValueError):
     def __init__(self, message: str, param: str = "text"):
         super().__init__(message)
         self.param = param
-
-
-class _GenerationAborted(Exception):
-    """Raised from the frame callback when every job of the batch was cancelled."""
-
-
-@dataclass
-class SynthesisJob:
-    request: SynthesisRequest
-    voice: str
-    pieces: list[list]  # moshi `Entry` lists, one per text piece
-    attributes: object  # moshi ConditionAttributes
-    sink: Callable[[SynthesisEvent], None]
-    is_cancelled: Callable[[], bool] = lambda: False
-    next_piece: int = 0
-    samples_out: int = 0
-    words: list[Word] = field(default_factory=list)
-    _pending_word: tuple[str, float] | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.next_piece >= len(self.pieces)
-
-    @property
-    def seconds_out(self) -> float:
-        return self.samples_out / SAMPLE_RATE
-
-    def word_started(self, text: str, start_s: float) -> None:
-        self._close_pending_word(start_s)
-        self._pending_word = (text, start_s)
-
-    def _close_pending_word(self, end_s: float) -> None:
-        if self._pending_word is not None:
-            text, start_s = self._pending_word
-            word = Word(text, start_s, max(start_s, end_s))
-            self.words.append(word)
-            self.sink(WordSpoken(word))
-            self._pending_word = None
-
-    def piece_finished(self) -> None:
-        self._close_pending_word(self.seconds_out)
-        self.next_piece += 1
-
-
-def _recording_state_machine(machine):
-    """A copy of moshi's StateMachine that remembers the states of the current generation, so
-    words can be time-stamped while it runs (moshi only returns them at the end)."""
-    base = type(machine)
-
-    class RecordingStateMachine(base):
-        def new_state(self, entries):
-            state = super().new_state(entries)
-            self.recorded_states.append(state)
-            return state
-
-    recording = RecordingStateMachine(
-        token_ids=machine.token_ids, second_stream_ahead=machine.second_stream_ahead,
-        max_padding=machine.max_padding, initial_padding=machine.initial_padding)
-    recording.recorded_states = []
-    return recording
 
 
 def clean_text(text: object, max_chars: int) -> str:
@@ -116,9 +72,97 @@ def clean_text(text: object, max_chars: int) -> str:
         raise InvalidRequest(str(exc)) from None
 
 
+def voice_from_embedding(values: object, shape: object) -> Voice:
+    """A client-sent speaker embedding (WebSocket `Voice` message), validated."""
+    import torch
+
+    array = validate_voice_embedding(values, shape)
+    key = "embedding:" + hashlib.sha256(array.tobytes()).hexdigest()[:16]
+    return Voice(key, torch.from_numpy(array))
+
+
+@dataclass
+class SynthesisJob:
+    """One request: its words, voice and conditioning, and (once admitted) its row's progress."""
+
+    request: SynthesisRequest
+    voice_name: str
+    voice: Voice
+    cfg_coef: float | None
+    entries: list  # moshi `Entry`s known when prepared
+    sink: Callable[[SynthesisEvent], None]
+    is_cancelled: Callable[[], bool] = lambda: False
+    text_complete: bool = True  # False while a streamed text may still grow
+    text_chars: int = 0
+    has_words: bool = False
+    min_steps: int = 0          # a lower bound on the steps the text needs (for max_audio_s)
+    max_steps: int = 0          # a runaway guard: no text needs more steps than this
+    # Words streamed in while the job runs (thread-safe through `_lock`).
+    _incoming: list = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Progress in its row.
+    row: int | None = None
+    state: object = None        # moshi tts.State: the row's text state machine
+    steps: int = 0              # model steps this row executed
+    frames_decoded: int = 0
+    frames_out: int = 0
+    words: list[Word] = field(default_factory=list)
+    _words_seen: int = 0
+    _pending_word: tuple[str, float] | None = None
+    admitted_tick: int | None = None
+    first_audio_tick: int | None = None
+
+    @property
+    def seconds_out(self) -> float:
+        return self.frames_out * FRAME_SAMPLES / SAMPLE_RATE
+
+    def word_started(self, text: str, start_s: float) -> None:
+        self._close_pending_word(start_s)
+        self._pending_word = (text, start_s)
+
+    def _close_pending_word(self, end_s: float) -> None:
+        if self._pending_word is not None:
+            text, start_s = self._pending_word
+            word = Word(text, start_s, max(start_s, end_s))
+            self.words.append(word)
+            self.sink(WordSpoken(word))
+            self._pending_word = None
+
+    def finish(self) -> None:
+        self._close_pending_word(self.seconds_out)
+        self.sink(SynthesisDone(request_id=self.request.request_id, voice=self.voice_name,
+                                duration_s=round(self.seconds_out, 3), words=list(self.words)))
+
+    # ---- words streamed in (from any thread) -------------------------------------------------
+    def feed(self, entries: list, complete: bool = False) -> None:
+        with self._lock:
+            self._incoming.extend(entries)
+            self.text_complete = self.text_complete or complete
+
+    def take_incoming(self) -> tuple[list, bool]:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            return incoming, self.text_complete
+
+
+class _LRU(collections.OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or_make(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
 class TTSEngine:
-    """One loaded model on one device. Not thread-safe: one generation at a time (the worker's
-    scheduler thread owns it)."""
+    """One loaded model on one device. `prepare` may run on any thread; everything else runs on
+    the one generation thread that owns the engine."""
 
     def __init__(self, settings: EngineSettings, device: str):
         self.settings = settings
@@ -128,143 +172,311 @@ class TTSEngine:
 
             torch.set_num_threads(settings.cpu_threads)
         self.tts = loading.load_tts_model(settings, device)
-        self.tts.machine = _recording_state_machine(self.tts.machine)
         self.voices = VoiceCatalog(loading.local_voice_dirs(settings), loading.voice_repo(settings),
                                    suffix=self.tts.voice_suffix, hub_timeout_s=settings.hub_timeout_s)
         self.frame_rate = float(self.tts.mimi.frame_rate)
-        self._lock = threading.Lock()
+        self._voice_paths = _LRU(VOICE_PATHS_CACHED)
+        self._embeddings = _LRU(VOICE_EMBEDDINGS_CACHED)
+        self._host_lock = threading.Lock()  # the two caches above, shared by preparing threads
+        self._conditioning = _LRU(VOICE_KV_CACHED)
+        self.slots: SlotBatch | None = None
+        self._jobs: dict[int, SynthesisJob] = {}
+        self._synthesize_lock = threading.Lock()
+        # Counters, for status pages and tests: ticks, model steps, requests admitted to a row.
+        self.ticks = 0
+        self.steps = 0
+        self.admissions = 0
 
     # ---- placement -----------------------------------------------------------------------
     def move_to(self, device: str) -> None:
-        """Moves the weights (LM and codec) to `device`; used to offload to host RAM and back."""
+        """Moves the weights (LM and codec) to `device`; used to offload to host RAM and back.
+        The streaming state and cached K/V live on the old device: they are dropped (and CUDA
+        graphs with them), and rebuilt, warm, by the next `ensure_slots`."""
         import torch
 
-        with self._lock:
-            self.tts.lm.to(device)
-            self.tts.mimi.to(device)
-            provider = self.tts.lm.condition_provider
-            if provider is not None:
-                provider.device = device
-                for conditioner in provider.conditioners.values():
-                    conditioner.device = device
-            if device == "cpu" and torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        if self._jobs:
+            raise RuntimeError("cannot move the model while rows are speaking")
+        self.close_slots()
+        self._conditioning.clear()
+        self.tts.lm.to(device)
+        self.tts.mimi.to(device)
+        provider = self.tts.lm.condition_provider
+        if provider is not None:
+            provider.device = device
+            for conditioner in provider.conditioners.values():
+                conditioner.device = device
+        if device == "cpu" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
-    # ---- requests ------------------------------------------------------------------------
+    def ensure_slots(self, batch_size: int) -> None:
+        """Builds (and warms up) the streaming state with `batch_size` rows; a different size
+        is applied once no row is speaking."""
+        import torch
+
+        if self.slots is not None and (self.slots.batch_size == batch_size or self._jobs):
+            return
+        self.close_slots()
+        with torch.no_grad():
+            self.slots = SlotBatch(self.tts, batch_size, self._on_text)
+
+    def close_slots(self) -> None:
+        if self.slots is not None:
+            self.slots.close()
+            self.slots = None
+
+    # ---- requests (any thread) -------------------------------------------------------------
     @property
     def valid_cfg_coefs(self) -> list[float]:
         return sorted(self.tts.valid_cfg_conditionings)
 
-    def prepare(self, request: SynthesisRequest, sink: Callable[[SynthesisEvent], None],
-                is_cancelled: Callable[[], bool] = lambda: False) -> SynthesisJob:
-        """Validates the request and builds its job. Raises InvalidRequest / VoiceError."""
-        text = clean_text(request.text, self.settings.max_text_chars)
-        voice = request.voice or self.settings.default_voice
-        voice_path = self.voices.resolve(voice)
+    def _cfg_coef(self, request: SynthesisRequest) -> float | None:
         cfg_coef = self.settings.default_cfg_coef if request.cfg_coef is None else request.cfg_coef
         valid = self.valid_cfg_coefs
-        # bool is an int to Python, and a string would fail deep inside the scheduler: refuse both.
+        # bool is an int to Python, and a string would fail deep inside the model: refuse both.
         if isinstance(cfg_coef, bool) or not isinstance(cfg_coef, numbers.Real) or (
                 valid and float(cfg_coef) not in valid):
             raise InvalidRequest(f"cfg_coef must be one of {', '.join(f'{v:g}' for v in valid)}"
                                  if valid else "cfg_coef must be a number", param="cfg_coef")
-        cfg_coef = float(cfg_coef)
-        pieces = [self.tts.prepare_script([piece], padding_between=self.settings.padding_between)
-                  for piece in split_text(text, self.settings.chunk_max_chars)]
-        pieces = [entries for entries in pieces if entries]
-        if not pieces:
-            raise InvalidRequest("text has no words to speak")
-        attributes = self.tts.make_condition_attributes(
-            [voice_path], cfg_coef=cfg_coef if valid else None)
-        return SynthesisJob(request=request, voice=voice, pieces=pieces, attributes=attributes,
-                            sink=sink, is_cancelled=is_cancelled)
+        return float(cfg_coef) if valid else None
 
-    def _step_budget(self, entries: list) -> int:
-        """Steps after which moshi's state machine has surely consumed every word (it forces a
-        new word after `max_padding` pads), plus the audio delay: generation never cuts a text."""
+    def _voice(self, request: SynthesisRequest) -> tuple[str, Voice]:
+        if request.voice_embedding is not None:
+            return "custom", voice_from_embedding(request.voice_embedding, request.voice_shape)
+        name = request.voice or self.settings.default_voice
+        with self._host_lock:
+            path = self._voice_paths.get(name)
+        if path is None:
+            path = self.voices.resolve(name)  # may download: never on the generation thread
+        with self._host_lock:
+            self._voice_paths.get_or_make(name, lambda: path)
+            return name, self._embeddings.get_or_make(str(path), lambda: _load_voice(path))
+
+    def entries_for(self, text: str, first: bool = True) -> list:
+        """moshi entries for `text`. A continuation (`first=False`) gets no speaker token."""
+        from moshi.models.tts import script_to_entries
+
+        tts = self.tts
+        return script_to_entries(tts.tokenizer, tts.machine.token_ids, tts.mimi.frame_rate, [text],
+                                 multi_speaker=tts.multi_speaker and first,
+                                 padding_between=self.settings.padding_between)
+
+    def _step_bounds(self, entries: list) -> tuple[int, int]:
+        """(at least, at most) the steps these entries take. A word of n tokens takes at least
+        max(n, its padding) steps; moshi forces a new word after `max_padding` pads."""
         machine = self.tts.machine
-        per_words = sum(len(e.tokens) + e.padding + machine.max_padding + 2 for e in entries)
-        return (machine.initial_padding + per_words + self.tts.delay_steps
-                + self.tts.final_padding + _SKIPPED_FRAMES + 8)
+        least = sum(max(len(e.tokens), e.padding, 1) for e in entries)
+        most = sum(len(e.tokens) + e.padding + machine.max_padding + 2 for e in entries)
+        return least, most
 
-    # ---- generation ----------------------------------------------------------------------
-    def run_round(self, jobs: list[SynthesisJob]) -> None:
-        """Generates the next text piece of every job, as one batch."""
+    def _budget(self, job: SynthesisJob, entries: list) -> None:
+        least, most = self._step_bounds(entries)
+        job.min_steps += least
+        job.max_steps += most
+        seconds = job.min_steps / self.frame_rate
+        if seconds > self.settings.max_audio_s:
+            raise InvalidRequest(
+                f"text asks for at least {seconds:.0f} s of audio (words and <break> pauses); "
+                f"the limit is {self.settings.max_audio_s:g} s (max_audio_s)", param="text")
+
+    def prepare(self, request: SynthesisRequest, sink: Callable[[SynthesisEvent], None],
+                is_cancelled: Callable[[], bool] = lambda: False) -> SynthesisJob:
+        """Validates the request and builds its job. Raises InvalidRequest / VoiceError."""
+        streamed = request.stream_text
+        # A streamed text may start empty: its words come later (`extend`).
+        empty_start = streamed and isinstance(request.text, str) and not request.text.strip()
+        text = "" if empty_start else clean_text(request.text, self.settings.max_text_chars)
+        cfg_coef = self._cfg_coef(request)
+        voice_name, voice = self._voice(request)
+        entries = self.entries_for(text) if text else []
+        if not entries and not streamed:
+            raise InvalidRequest("text has no words to speak")
+        machine = self.tts.machine
+        job = SynthesisJob(request=request, voice_name=voice_name, voice=voice, cfg_coef=cfg_coef,
+                           entries=entries, sink=sink, is_cancelled=is_cancelled, text_complete=not streamed,
+                           text_chars=len(text), has_words=bool(entries),
+                           max_steps=machine.initial_padding + self.tts.delay_steps + self.tts.final_padding
+                           + SKIPPED_FRAMES + 8)
+        self._budget(job, entries)
+        return job
+
+    def extend(self, job: SynthesisJob, text: str | None, complete: bool = False) -> None:
+        """More words for a streamed job (any thread). Raises InvalidRequest for a text that is
+        not acceptable or that makes the whole too long."""
+        entries = []
+        if text is not None and text.strip():
+            with job._lock:
+                job.text_chars += len(text)
+                first, job.has_words = not job.has_words, True
+            if job.text_chars > self.settings.max_text_chars:
+                raise InvalidRequest(f"the text of one session is limited to {self.settings.max_text_chars} "
+                                     f"characters (max_text_chars)")
+            entries = self.entries_for(clean_text(text, self.settings.max_text_chars), first=first)
+            self._budget(job, entries)
+        job.feed(entries, complete)
+
+    # ---- the generation thread ---------------------------------------------------------------
+    @property
+    def busy_rows(self) -> int:
+        return len(self._jobs)
+
+    @property
+    def free_rows(self) -> int:
+        return 0 if self.slots is None else self.slots.batch_size - len(self._jobs)
+
+    def _conditioning_for(self, job: SynthesisJob):
+        return self._conditioning.get_or_make(
+            (job.voice.key, job.cfg_coef),
+            lambda: self.slots.conditioning(job.voice, job.cfg_coef))
+
+    def admit(self, job: SynthesisJob) -> bool:
+        """Puts the job in a free row (it speaks from the next tick); False when none is free."""
         import torch
 
-        jobs = [job for job in jobs if not job.finished]
-        if not jobs:
+        if self.slots is None or not self.free_rows:
+            return False
+        row = next(r for r in range(self.slots.batch_size) if r not in self._jobs)
+        with torch.no_grad():
+            cond_sum, kv = self._conditioning_for(job)
+            self.slots.start_row(row, cond_sum, kv)
+        job.state = self.tts.machine.new_state(job.entries)
+        job.row, job.admitted_tick = row, self.ticks
+        self._jobs[row] = job
+        self.admissions += 1
+        return True
+
+    def _release(self, job: SynthesisJob) -> None:
+        self._jobs.pop(job.row, None)
+
+    def fail_all(self, message: str) -> None:
+        """Tells every speaking job that generation failed, and frees their rows."""
+        for job in list(self._jobs.values()):
+            job.sink(SynthesisFailed(message))
+        self._jobs.clear()
+
+    def _can_step(self, job: SynthesisJob) -> bool:
+        """A row steps when its text is complete, or when moshi cannot need a word it lacks:
+        it is still feeding a word's tokens or forced pauses, or has its look-ahead words queued."""
+        if job.text_complete:
+            return True
+        state = job.state
+        if state.queued or state.forced_padding > 0:
+            return True
+        ahead = self.tts.machine.second_stream_ahead
+        return sum(1 for entry in state.entries if entry.tokens) > ahead
+
+    def _take_words(self, job: SynthesisJob) -> None:
+        incoming, complete = job.take_incoming()
+        job.state.entries.extend(incoming)
+        job.entries.extend(incoming)
+        job.text_complete = complete
+
+    def tick(self) -> bool:
+        """Advances every row that can speak by one step (plus catch-up steps for newcomers).
+        Returns False when no row could step (all free, or waiting for words)."""
+        import torch
+
+        for job in list(self._jobs.values()):
+            if job.is_cancelled():
+                self._release(job)
+            elif job.request.stream_text:
+                self._take_words(job)
+        ready = [row for row, job in self._jobs.items() if self._can_step(job)]
+        if not ready:
+            return False
+        self.ticks += 1
+        delay = self.slots.audio_delay_steps
+        with torch.no_grad():
+            catching_up = [row for row in ready if self._jobs[row].steps < delay]
+            self._step(ready, text_only=len(catching_up) == len(ready))
+            for _ in range(CATCH_UP_STEPS):
+                catching_up = [row for row in catching_up
+                               if row in self._jobs and self._jobs[row].steps < delay and self._can_step(self._jobs[row])]
+                if not catching_up:
+                    break
+                self._step(catching_up, text_only=True)
+        return True
+
+    def _on_text(self, rows: list[int], tokens: list[int]) -> list[int]:
+        """The sampled text tokens of `rows` go through each row's state machine."""
+        machine = self.tts.machine
+        for row in rows:
+            job = self._jobs[row]
+            tokens[row], _ = machine.process(job.steps, job.state, tokens[row])
+            transcript = job.state.transcript
+            for text, step in transcript[job._words_seen:]:
+                job.word_started(text, max(0, step - SKIPPED_FRAMES) / self.frame_rate)
+            job._words_seen = len(transcript)
+        return tokens
+
+    def _step(self, rows: list[int], text_only: bool) -> None:
+        frame = self.slots.step(rows, text_only)
+        self.steps += 1
+        for row in rows:
+            self._jobs[row].steps += 1
+        if text_only:
             return
-        with self._lock, torch.no_grad():
-            self._generate_batch(jobs)
-        for job in jobs:
-            job.piece_finished()
-            if job.finished:
-                job.sink(SynthesisDone(request_id=job.request.request_id, voice=job.voice,
-                                       duration_s=round(job.seconds_out, 3), words=list(job.words),
-                                       text_chunks=len(job.pieces)))
+        speaking = [row for row in rows if self._jobs[row].steps > self.slots.first_audio_step]
+        if not speaking:
+            return
+        pcm = self.slots.decode(frame, speaking).numpy()
+        for index, row in enumerate(speaking):
+            self._emit(self._jobs[row], pcm[index])
 
-    def _generate_batch(self, jobs: list[SynthesisJob]) -> None:
-        tts = self.tts
-        batch = len(jobs)
-        entries = [job.pieces[job.next_piece] for job in jobs]
-        tts.max_gen_length = max(self._step_budget(e) for e in entries)
-        tts.machine.recorded_states = []
-        states = tts.machine.recorded_states
-        words_seen = [0] * batch
-        frames_out = [0] * batch
-        decoded = 0
-        offsets = [job.seconds_out for job in jobs]
+    def _emit(self, job: SynthesisJob, pcm: np.ndarray) -> None:
+        job.frames_decoded += 1
+        end_step = job.state.end_step
+        if job.frames_decoded > SKIPPED_FRAMES and (end_step is None or job.frames_out < end_step):
+            job.frames_out += 1
+            if job.first_audio_tick is None:
+                job.first_audio_tick = self.ticks
+            job.sink(AudioChunk(pcm.copy()))
+        if (end_step is not None and job.frames_out >= end_step) or job.steps >= job.max_steps:
+            if end_step is None:
+                log.warning("request %s stopped at its step limit (%d)", job.request.request_id, job.max_steps)
+            self._release(job)
+            job.finish()
 
-        def on_frame(frame):
-            nonlocal decoded
-            if all(job.is_cancelled() for job in jobs):
-                raise _GenerationAborted()
-            for b, state in enumerate(states):
-                for text, step in state.transcript[words_seen[b]:]:
-                    start = offsets[b] + max(0, step - _SKIPPED_FRAMES) / self.frame_rate
-                    jobs[b].word_started(text, start)
-                words_seen[b] = len(state.transcript)
-            if (frame == -1).any():
-                return  # audio not started yet (text runs `delay_steps` ahead)
-            pcm = tts.mimi.decode(frame[:, 1:]).clamp(-1, 1)
-            decoded += 1
-            if decoded <= _SKIPPED_FRAMES:
-                return
-            pcm = pcm[:, 0].float().cpu().numpy()
-            for b, job in enumerate(jobs):
-                end_step = states[b].end_step
-                if job.is_cancelled() or (end_step is not None and frames_out[b] >= end_step):
-                    continue
-                frames_out[b] += 1
-                job.samples_out += FRAME_SAMPLES
-                job.sink(AudioChunk(pcm[b].copy()))
+    # ---- whole requests, for simple callers (tests, benchmarks) -------------------------------
+    def synthesize(self, requests: list[SynthesisRequest], batch_size: int | None = None) -> list[dict]:
+        """Runs whole requests (sharing the slots) and returns {audio, words, duration_s, voice}.
+        Callers on several threads take turns."""
+        with self._synthesize_lock:
+            return self._synthesize(requests, batch_size)
 
-        try:
-            with tts.mimi.streaming(batch):
-                tts.generate(entries, [job.attributes for job in jobs], on_frame=on_frame)
-        except _GenerationAborted:
-            log.info("generation aborted: every request of the batch was cancelled")
-
-    def synthesize(self, requests: list[SynthesisRequest]) -> list[dict]:
-        """Runs whole requests (batched) and returns {audio, words, duration_s, voice} for each."""
-        results = [{"audio": [], "words": [], "done": None} for _ in requests]
+    def _synthesize(self, requests: list[SynthesisRequest], batch_size: int | None) -> list[dict]:
+        results = [{"audio": [], "done": None} for _ in requests]
 
         def sink_for(result):
             def sink(event):
                 if isinstance(event, AudioChunk):
                     result["audio"].append(event.pcm)
-                elif isinstance(event, SynthesisDone):
+                elif isinstance(event, (SynthesisDone, SynthesisFailed)):
                     result["done"] = event
             return sink
 
-        jobs = [self.prepare(r, sink_for(res)) for r, res in zip(requests, results)]
-        while not all(job.finished for job in jobs):
-            self.run_round(jobs)
+        waiting = [self.prepare(r, sink_for(res)) for r, res in zip(requests, results)]
+        if batch_size or self.slots is None:
+            self.ensure_slots(batch_size or len(requests))
+        while waiting or self._jobs:
+            while waiting and self.admit(waiting[0]):
+                waiting.pop(0)
+            self.tick()
+        for result in results:
+            if isinstance(result["done"], SynthesisFailed):
+                raise RuntimeError(result["done"].message)
         return [{
             "audio": np.concatenate(res["audio"]) if res["audio"] else np.zeros(0, np.float32),
             "words": res["done"].words, "duration_s": res["done"].duration_s, "voice": res["done"].voice,
         } for res in results]
 
 
-__all__ = ["TTSEngine", "SynthesisJob", "InvalidRequest", "VoiceError", "clean_text"]
+def _load_voice(path) -> Voice:
+    from safetensors.torch import load_file
+
+    embedding = load_file(str(path), device="cpu")["speaker_wavs"].float()
+    if embedding.dim() != 3:
+        raise VoiceError(f"voice file {path.name} does not hold a speaker embedding")
+    return Voice(str(path), embedding)
+
+
+__all__ = ["TTSEngine", "SynthesisJob", "InvalidRequest", "VoiceError", "clean_text", "voice_from_embedding"]

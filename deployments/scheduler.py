@@ -1,26 +1,33 @@
-"""Batching generations on one model: requests that arrive while the model is busy join the next
-round. A round generates the next text piece of every admitted request in one batched call, so a
-long text does not hold newcomers back for more than one piece.
+"""Feeding the slot engine: requests are prepared off the generation thread, join a free row at
+the next tick, and wait in order when every row is busy.
 
-The scheduler owns a thread: the model never runs on the replica's event loop.
+Two kinds of threads: a small pool prepares requests (text, voice files, possibly a hub download:
+nothing of that may pause the model), and one generation thread owns the engine and ticks it for
+as long as a row speaks. The model never runs on the replica's event loop.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .engine import InvalidRequest
+from .engine import InvalidRequest, SynthesisJob
 from .hub import ModelUnavailableError
 from .model_manager import ModelManager
 from .synthesis import SynthesisEvent, SynthesisFailed, SynthesisRequest
 from .voices import VoiceError
 
 log = logging.getLogger(__name__)
+
+PREPARE_THREADS = 2
+# How long the generation thread sleeps when every speaking row waits for words that a client
+# has not sent yet (it is woken at once when words or a request arrive).
+IDLE_WAIT_S = 0.05
 
 
 @dataclass
@@ -29,29 +36,76 @@ class Submission:
     sink: Callable[[SynthesisEvent], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.monotonic)
+    job: SynthesisJob | None = None  # set once prepared
+    prepared: threading.Event = field(default_factory=threading.Event)
 
 
-class BatchScheduler:
+def failure_for(exc: Exception, request_id: str) -> SynthesisFailed:
+    """What to tell the caller of a request that could not be prepared."""
+    if isinstance(exc, InvalidRequest):
+        return SynthesisFailed(str(exc), kind="invalid", param=exc.param)
+    if isinstance(exc, VoiceError):
+        return SynthesisFailed(str(exc), kind="invalid", param="voice")
+    if isinstance(exc, ModelUnavailableError):
+        return SynthesisFailed(str(exc), kind="unavailable")
+    log.error("preparing request %s failed", request_id, exc_info=exc)
+    return SynthesisFailed(f"cannot prepare the request: {exc.__class__.__name__}: {exc}")
+
+
+class SlotScheduler:
     def __init__(self, manager: ModelManager, max_batch_size: int = 8):
         self.manager = manager
         self.max_batch_size = max_batch_size
-        self._queue: collections.deque[Submission] = collections.deque()
         self._cond = threading.Condition()
+        self._submitted: collections.deque[Submission] = collections.deque()  # not yet prepared
+        self._preparing = 0
+        self._ready: collections.deque[Submission] = collections.deque()  # prepared, waiting for a row
         self._closed = False
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=100)
-        self.rounds = 0
-        self.active = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="tts-prepare")
+        self.busy_samples: collections.deque[int] = collections.deque(maxlen=100)
+        self.engine = None  # the engine while the generation thread holds it
         self._thread = threading.Thread(target=self._run, name="tts-generation", daemon=True)
         self._thread.start()
 
+    # ---- callers -------------------------------------------------------------------------
     def submit(self, submission: Submission) -> None:
         with self._cond:
-            self._queue.append(submission)
-            self._cond.notify()
+            self._submitted.append(submission)
+            self._cond.notify_all()
+
+    def extend(self, submission: Submission, text: str | None, complete: bool = False) -> None:
+        """More words for a streamed request (`complete`: its last). Blocks until the request is
+        prepared; a refused text fails the request."""
+        while not submission.prepared.wait(0.5):
+            if submission.cancelled.is_set():  # failed or gone before it was prepared
+                return
+        engine = self.manager.engine
+        if submission.job is None or engine is None or submission.cancelled.is_set():
+            return
+        try:
+            engine.extend(submission.job, text, complete)
+        except Exception as exc:
+            submission.cancelled.set()  # frees its row at the next tick
+            submission.sink(failure_for(exc, submission.request.request_id))
+        with self._cond:
+            self._cond.notify_all()
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Requests not speaking yet (being prepared or waiting for a free row)."""
+        return len(self._submitted) + self._preparing + len(self._ready)
+
+    @property
+    def active(self) -> int:
+        engine = self.engine
+        return engine.busy_rows if engine is not None else 0
+
+    def counters(self) -> dict:
+        """Model steps and requests admitted to a row so far, and the last busy-row counts (one
+        sample per change)."""
+        engine = self.engine or self.manager.engine
+        return {"steps": getattr(engine, "steps", 0), "admissions": getattr(engine, "admissions", 0),
+                "recent_busy_slots": list(self.busy_samples)[-20:]}
 
     @property
     def alive(self) -> bool:
@@ -61,20 +115,46 @@ class BatchScheduler:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _take(self, limit: int) -> list[Submission]:
-        taken = []
+    # ---- preparing (pool threads) ------------------------------------------------------------
+    def _prepare(self, engine, submission: Submission) -> None:
+        try:
+            submission.job = engine.prepare(submission.request, submission.sink, submission.cancelled.is_set)
+        except Exception as exc:  # this request alone fails
+            submission.sink(failure_for(exc, submission.request.request_id))
+        finally:
+            submission.prepared.set()
+            with self._cond:
+                self._preparing -= 1
+                if submission.job is not None and not submission.cancelled.is_set():
+                    self._ready.append(submission)
+                self._cond.notify_all()
+
+    def _dispatch(self, engine) -> None:
         with self._cond:
-            while self._queue and len(taken) < limit:
-                submission = self._queue.popleft()
+            while self._submitted:
+                submission = self._submitted.popleft()
+                if submission.cancelled.is_set():
+                    continue
+                self._preparing += 1
+                self._pool.submit(self._prepare, engine, submission)
+
+    def _admit(self, engine) -> None:
+        with self._cond:
+            while self._ready and engine.free_rows:
+                submission = self._ready.popleft()
                 if not submission.cancelled.is_set():
-                    taken.append(submission)
-        return taken
+                    engine.admit(submission.job)
+
+    # ---- the generation thread ---------------------------------------------------------------
+    def _has_work(self) -> bool:
+        return bool(self._submitted or self._preparing or self._ready)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while not self._has_work() and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
@@ -83,47 +163,39 @@ class BatchScheduler:
                     self._serve_until_idle(engine)
             except ModelUnavailableError as exc:
                 # Everyone waiting would only hit the same failure: tell them now.
-                for submission in self._take(len(self._queue)):
-                    submission.sink(SynthesisFailed(str(exc), kind="unavailable"))
-            except Exception:  # a bug or a CUDA error: the batch was failed, the queue goes on
+                self._fail_waiting(SynthesisFailed(str(exc), kind="unavailable"))
+            except Exception:  # a bug or a CUDA error: the rows were failed, the queue goes on
                 log.exception("generation failed")
                 time.sleep(1.0)  # never spin on an error that repeats
 
-    @staticmethod
-    def _prepare(engine, submission: Submission):
-        """The request's job, or None after telling its caller why it cannot run. A failure here
-        concerns this request alone (bad input, a voice file that cannot be fetched)."""
-        try:
-            return engine.prepare(submission.request, submission.sink, submission.cancelled.is_set)
-        except InvalidRequest as exc:
-            submission.sink(SynthesisFailed(str(exc), kind="invalid", param=exc.param))
-        except VoiceError as exc:
-            submission.sink(SynthesisFailed(str(exc), kind="invalid", param="voice"))
-        except ModelUnavailableError as exc:
-            submission.sink(SynthesisFailed(str(exc), kind="unavailable"))
-        except Exception as exc:
-            log.exception("preparing request %s failed", submission.request.request_id)
-            submission.sink(SynthesisFailed(f"cannot prepare the request: {exc.__class__.__name__}: {exc}"))
-        return None
+    def _fail_waiting(self, failure: SynthesisFailed) -> None:
+        with self._cond:
+            waiting = list(self._submitted) + list(self._ready)
+            self._submitted.clear()
+            self._ready.clear()
+        for submission in waiting:
+            submission.sink(failure)
 
     def _serve_until_idle(self, engine) -> None:
-        jobs = []
+        self.engine = engine
         try:
+            engine.ensure_slots(self.max_batch_size)
             while True:
-                for submission in self._take(self.max_batch_size - len(jobs)):
-                    job = self._prepare(engine, submission)
-                    if job is not None:
-                        jobs.append(job)
-                if not jobs:
-                    return
-                self.active = len(jobs)
-                self.batch_sizes.append(len(jobs))
-                self.rounds += 1
-                engine.run_round(jobs)
-                jobs = [job for job in jobs if not job.finished and not job.is_cancelled()]
+                self._dispatch(engine)
+                self._admit(engine)
+                stepped = engine.tick()
+                if not self.busy_samples or self.busy_samples[-1] != engine.busy_rows:
+                    self.busy_samples.append(engine.busy_rows)
+                if stepped:
+                    continue
+                with self._cond:
+                    if not engine.busy_rows and not self._has_work():
+                        return  # idle: the manager may offload the model now
+                    if not self._submitted and not (self._ready and engine.free_rows):
+                        self._cond.wait(IDLE_WAIT_S)
         except Exception as exc:
-            for job in jobs:
-                job.sink(SynthesisFailed(f"generation failed: {exc.__class__.__name__}: {exc}"))
+            engine.fail_all(f"generation failed: {exc.__class__.__name__}: {exc}")
+            engine.close_slots()  # rebuilt from scratch by the next request
             raise
         finally:
-            self.active = 0
+            self.engine = None

@@ -38,9 +38,12 @@ class EngineSettings(BaseModel):
     padding_between: int = Field(1, ge=0, le=10)
 
     max_text_chars: int = Field(20_000, ge=1)
-    # Longer texts are split at sentence boundaries into pieces of at most this many characters,
-    # generated one after the other, to stay well inside the model's 500-step attention context.
-    chunk_max_chars: int = Field(400, ge=20)
+    # The audio one request may ask for, words and <break> pauses together (a lower bound is
+    # checked when it is prepared): a few characters of breaks could otherwise hold a slot for hours.
+    max_audio_s: float = Field(1800.0, gt=0)
+    # No longer used: a text of any length speaks in one slot (the model's attention is a ring
+    # cache). Accepted so that older configs still deploy.
+    chunk_max_chars: int | None = Field(None, ge=20)
     # Seconds to wait for the hub before failing a model or voice download.
     hub_timeout_s: float = Field(20.0, gt=0)
 

@@ -19,6 +19,11 @@ class SynthesisRequest:
     text: str
     voice: str | None = None
     cfg_coef: float | None = None
+    # True: `text` is only the start; more words come while it speaks (the WebSocket).
+    stream_text: bool = False
+    # A speaker embedding sent by the client instead of a named voice (flat list + its shape).
+    voice_embedding: list[float] | None = None
+    voice_shape: list[int] | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
 
@@ -53,7 +58,6 @@ class SynthesisDone:
     voice: str
     duration_s: float
     words: list[Word]
-    text_chunks: int
     # Filled in by the worker: where it ran.
     served_by: dict = field(default_factory=dict)
 
@@ -65,4 +69,12 @@ class SynthesisFailed:
     param: str | None = None  # with "invalid": the request field at fault
 
 
-SynthesisEvent = AudioChunk | WordSpoken | SynthesisDone | SynthesisFailed
+@dataclass
+class TextFeedOpened:
+    """First event of a `stream_text` request: where to send the rest of its words
+    (`inbox.put.remote(session, text, end)`, see deployments/text_inbox.py)."""
+    inbox: object  # a Ray actor handle
+    session: str
+
+
+SynthesisEvent = TextFeedOpened | AudioChunk | WordSpoken | SynthesisDone | SynthesisFailed

@@ -1,20 +1,15 @@
-"""Splitting long text into pieces the model generates one after the other.
+"""Text conventions shared by the engine and the captions: `<break time="..."/>` tags written the
+one way moshi reads them (`normalize_breaks`), and where a sentence ends (caption cues).
 
-Pieces end at sentence boundaries when possible (so the seam is a natural pause), then at clause
-punctuation, then between words. `<break time="..."/>` tags are kept whole, and written the one
-way moshi reads them (`normalize_breaks`).
+Text is no longer cut into pieces: a text of any length speaks in one slot (deployments/engine.py).
 """
 
 from __future__ import annotations
 
 import re
 
-# A unit is a break tag or a run of non-space characters; a tag glued to a word ("word<break .../>")
-# is a unit of its own, so a cut can never fall inside it.
-_UNIT_RE = re.compile(r'<break\s+time="[^"]*"\s*/?>|(?:(?!<break\s)\S)+')
-# Shared with the WebSocket's piece cutting and the captions' cue cutting.
+# Where the captions cut their cues.
 SENTENCE_END_RE = re.compile(r'([.!?…。！？]["\')\]»”]*|<break\s[^>]*>)$')
-CLAUSE_END_RE = re.compile(r"[,;:，、；：—]$")
 
 
 # moshi understands `<break time="1.5s"/>` only; anything else starting with `<break` would be
@@ -38,55 +33,3 @@ def normalize_breaks(text: str) -> str:
         return f'<break time="{seconds:.3f}s"/>'
 
     return _ANY_BREAK_RE.sub(rewrite, text)
-
-
-def _fits(units: list[str], max_chars: int) -> bool:
-    return len(" ".join(units)) <= max_chars
-
-
-def _split_long(units: list[str], max_chars: int) -> list[list[str]]:
-    """Splits one over-long sentence, preferring to cut after clause punctuation."""
-    pieces: list[list[str]] = []
-    current: list[str] = []
-    for unit in units:
-        if current and not _fits(current + [unit], max_chars):
-            cut = max((i for i, kept in enumerate(current) if CLAUSE_END_RE.search(kept)), default=None)
-            # Cut after the last clause end only when what follows it still fits with the new unit.
-            if cut is not None and _fits(current[cut + 1:] + [unit], max_chars):
-                pieces.append(current[: cut + 1])
-                current = current[cut + 1:]
-            else:
-                pieces.append(current)
-                current = []
-        current.append(unit)
-    if current:
-        pieces.append(current)
-    return pieces
-
-
-def split_text(text: str, max_chars: int) -> list[str]:
-    """Pieces of `text`, each at most `max_chars` long (a single longer word stays whole)."""
-    sentences: list[list[str]] = [[]]
-    for unit in _UNIT_RE.findall(text):
-        sentences[-1].append(unit)
-        if SENTENCE_END_RE.search(unit):
-            sentences.append([])
-    chunks: list[str] = []
-    current = ""
-    for sentence in sentences:
-        if not sentence:
-            continue
-        sentence_text = " ".join(sentence)
-        if len(sentence_text) > max_chars:
-            if current:
-                chunks.append(current)
-                current = ""
-            chunks.extend(" ".join(piece) for piece in _split_long(sentence, max_chars))
-        elif current and len(current) + 1 + len(sentence_text) > max_chars:
-            chunks.append(current)
-            current = sentence_text
-        else:
-            current = f"{current} {sentence_text}" if current else sentence_text
-    if current:
-        chunks.append(current)
-    return chunks

@@ -18,9 +18,10 @@ from ray import serve
 from .metrics import RequestTimer, WorkerMetrics
 from .model_manager import ModelManager
 from .registry import RegistryReporter
-from .scheduler import BatchScheduler, Submission
+from .scheduler import SlotScheduler, Submission
 from .settings import EngineSettings
-from .synthesis import AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest
+from .synthesis import AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from .text_inbox import TextInbox
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,12 @@ class TTSWorker:
         self.app_name, self.replica = _replica_context()
         self.node = socket.gethostname()
         self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index)
-        self.scheduler = BatchScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"])
+        self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"])
         threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
         self.metrics = WorkerMetrics()
         self.reporter = RegistryReporter(self.app_name, self.replica, self._status, self._run_command)
+        # Words for WebSocket sessions speaking here (started now: the first session must not wait).
+        self.inbox = TextInbox.remote()
         log.info("TTSWorker %s on GPU %s (CUDA_VISIBLE_DEVICES=%s)", self.replica, self.gpu_index,
                  os.environ.get("CUDA_VISIBLE_DEVICES"))
 
@@ -91,15 +94,22 @@ class TTSWorker:
 
     async def synthesize_stream(self, request: dict) -> AsyncIterator[list]:
         """Yields lists of events (AudioChunk, WordSpoken, then SynthesisDone or SynthesisFailed)
-        as the model produces them. Closing the stream cancels the request."""
+        as the model produces them. Closing the stream cancels the request. With `stream_text`,
+        the first event is a TextFeedOpened: the rest of the text comes through this replica's
+        inbox while the request speaks."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         submission = Submission(SynthesisRequest(**request),
                                 sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
         timer = RequestTimer(self.metrics)
         outcome = "cancelled"
+        session = submission.request.request_id
+        words = None
         self.scheduler.submit(submission)
         try:
+            if submission.request.stream_text:
+                words = asyncio.create_task(self._take_words(submission))
+                yield [TextFeedOpened(inbox=self.inbox, session=session)]
             while True:
                 events = await self._next_events(queue, first=timer.first_audio_at is None)
                 if any(isinstance(event, AudioChunk) for event in events):
@@ -117,8 +127,20 @@ class TTSWorker:
                     return
         finally:
             submission.cancelled.set()
+            if words is not None:
+                words.cancel()
+                self.inbox.close.remote(session)
             if outcome == "cancelled":
                 timer.finished(outcome)
+
+    async def _take_words(self, submission: Submission) -> None:
+        """Moves a streamed request's words from the inbox into its job, until its last."""
+        session = submission.request.request_id
+        while not submission.cancelled.is_set():
+            for text, end in await self.inbox.take.remote(session):
+                await asyncio.to_thread(self.scheduler.extend, submission, text, end)
+                if end:
+                    return
 
     @staticmethod
     async def _next_events(queue: asyncio.Queue, first: bool) -> list:
@@ -140,9 +162,9 @@ class TTSWorker:
             "model": self.manager.status(),
             "queued": self.scheduler.queued,
             "active": self.scheduler.active,
-            "rounds": self.scheduler.rounds,
             "max_batch_size": self.scheduler.max_batch_size,
-            "recent_batch_sizes": list(self.scheduler.batch_sizes)[-20:],
+            "free_slots": self.scheduler.max_batch_size - self.scheduler.active,
+            **self.scheduler.counters(),
         }
 
     def _run_command(self, command: dict) -> dict:

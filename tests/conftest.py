@@ -36,7 +36,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def engine_settings(tiny_checkpoint):
     from deployments.settings import EngineSettings
 
-    return EngineSettings(model_path=str(tiny_checkpoint), n_q=8, cpu_threads=1, chunk_max_chars=80,
+    return EngineSettings(model_path=str(tiny_checkpoint), n_q=8, cpu_threads=1, max_audio_s=300,
                           max_text_chars=2000, device="cpu")
 
 
@@ -71,7 +71,7 @@ class ServeCluster:
         app = copy.deepcopy(self.base_config["applications"][0])
         app.update(name=name, route_prefix=route_prefix)
         app["args"].update({"model_path": str(self.checkpoint), "outputs_dir": str(self.outputs),
-                            "max_text_chars": 2000, "chunk_max_chars": 80}, **(args or {}))
+                            "max_text_chars": 2000, "max_audio_s": 300}, **(args or {}))
         app["args"].pop("build_test_checkpoint", None)
         for deployment in app["deployments"]:
             if deployment["name"] == "TTSWorker":

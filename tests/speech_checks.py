@@ -18,9 +18,10 @@ DECODED_RATES = {"mp3": 24_000, "opus": 48_000, "aac": 24_000, "flac": 24_000, "
 # Encoder priming/padding: MP3 and AAC add up to a frame or two of samples.
 CODEC_SLACK_S = 0.15
 
-# A text the test app (chunk_max_chars 80) splits into 12 pieces, generated one round each.
+# A long text: 12 sentences, 132 words. Every word takes at least one model step, so a
+# generation that stopped after fewer steps than LONG_TEXT_WORDS was cut short.
 LONG_TEXT = " ".join(f"This is sentence number {i} of a long text that we stream." for i in range(12))
-LONG_TEXT_PIECES = 12
+LONG_TEXT_WORDS = len(LONG_TEXT.split())
 
 
 def decode(data: bytes) -> tuple[int, float]:
@@ -81,5 +82,11 @@ def wait_idle(app: str = "tts", timeout_s: float = 120) -> list[dict]:
     raise AssertionError("the workers did not become idle")
 
 
-def total_rounds(reports: list[dict]) -> int:
-    return sum(r["rounds"] for r in reports)
+def total_steps(reports: list[dict]) -> int:
+    """Model steps the reporting workers ran so far."""
+    return sum(r["steps"] for r in reports)
+
+
+def total_admissions(reports: list[dict]) -> int:
+    """Requests the reporting workers started in a slot so far (one generation each)."""
+    return sum(r["admissions"] for r in reports)

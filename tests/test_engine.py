@@ -1,7 +1,8 @@
 """TTSEngine on moshi's real code path with the tiny random-weight checkpoint, in process, on CPU.
 
 The tiny model speaks noise, but moshi's state machine still consumes every word of the text, so
-durations, word timestamps, streaming order, chunking and validation are all real.
+durations, word timestamps, streaming order, slots, admission and validation are all real.
+Latency is asserted in engine ticks (one model step for every speaking row), never in seconds.
 """
 
 import math
@@ -10,29 +11,32 @@ import numpy as np
 import pytest
 
 from deployments.checkpoint import VOICE_NAMES, VOICE_SUFFIX
-from deployments.engine import InvalidRequest, TTSEngine
+from deployments.engine import CATCH_UP_STEPS, InvalidRequest, TTSEngine
 from deployments.synthesis import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone,
                                    SynthesisRequest, WordSpoken)
-from deployments.text_chunks import split_text
 from deployments.voices import VoiceError
 
 SHORT = "Good morning."
 MEDIUM = "The quick brown fox jumps over the lazy dog, twice."
 LONG = ("It was a bright cold day in April, and the clocks were striking thirteen; "
         "nobody in the quiet town seemed to notice it at all.")
+CFG_VALUES = [1.0 + 0.5 * i for i in range(7)]
 
 
 @pytest.fixture(scope="module")
 def engine(engine_settings):
-    return TTSEngine(engine_settings, "cpu")
+    engine = TTSEngine(engine_settings, "cpu")
+    engine.ensure_slots(4)
+    return engine
 
 
 def run_to_end(engine, request, is_cancelled=lambda: False):
     """Every event the sink receives for `request`, in order."""
     events = []
     job = engine.prepare(request, events.append, is_cancelled)
-    while not job.finished:
-        engine.run_round([job])
+    assert engine.admit(job)
+    while job.row in engine._jobs and engine._jobs[job.row] is job:
+        engine.tick()
     return events
 
 
@@ -98,7 +102,6 @@ def test_duration_grows_with_the_text_alone(engine):
 def test_frames_stream_one_by_one_with_words_before_the_end(engine):
     events = run_to_end(engine, SynthesisRequest(MEDIUM))
     done = done_of(events)
-    assert done.text_chunks == 1
     chunks = [i for i, e in enumerate(events) if isinstance(e, AudioChunk)]
     words = [i for i, e in enumerate(events) if isinstance(e, WordSpoken)]
     # 80 ms frames, one event each: the audio streams out as it is generated.
@@ -113,17 +116,6 @@ def test_frames_stream_one_by_one_with_words_before_the_end(engine):
     check_words(done.words, MEDIUM, done.duration_s)
 
 
-def test_long_text_is_chunked_with_continuous_timestamps(engine, engine_settings):
-    text = " ".join([MEDIUM, LONG, MEDIUM, SHORT])
-    assert len(text) > 3 * engine_settings.chunk_max_chars
-    events = run_to_end(engine, SynthesisRequest(text))
-    done = done_of(events)
-    assert done.text_chunks == len(split_text(text, engine_settings.chunk_max_chars)) >= 3
-    # Every word, in order, on one clock across the pieces (no piece restarts at zero).
-    check_words(done.words, text, done.duration_s)
-    assert len(audio_of(events)) == round(done.duration_s * SAMPLE_RATE)
-
-
 def test_break_tags_pass_through_as_pauses(engine):
     plain, paused = engine.synthesize([
         SynthesisRequest("Hello there, world."),
@@ -134,30 +126,6 @@ def test_break_tags_pass_through_as_pauses(engine):
     # moshi forces round(1 s * 12.5) pad steps between "there," and "world.".
     gap = paused["words"][2].start_s - paused["words"][1].start_s
     assert gap >= round(1.0 * engine.frame_rate) / engine.frame_rate
-
-
-def test_cancelling_stops_the_audio_and_spares_the_rest_of_the_batch(engine):
-    cancelled = {"flag": False}
-    stopped, kept = [], []
-
-    def stopping_sink(event):
-        stopped.append(event)
-        if sum(isinstance(e, AudioChunk) for e in stopped) == 3:
-            cancelled["flag"] = True
-
-    jobs = [engine.prepare(SynthesisRequest(LONG), stopping_sink, lambda: cancelled["flag"]),
-            engine.prepare(SynthesisRequest(MEDIUM), kept.append)]
-    engine.run_round(jobs)
-    assert sum(isinstance(e, AudioChunk) for e in stopped) == 3
-    check_words(done_of(kept).words, MEDIUM, done_of(kept).duration_s)
-    # Alone, a cancelled request aborts the generation at the next frame.
-    cancelled["flag"], stopped[:] = False, []
-    job = engine.prepare(SynthesisRequest(LONG), stopping_sink, lambda: cancelled["flag"])
-    engine.run_round([job])
-    assert sum(isinstance(e, AudioChunk) for e in stopped) == 3
-    # The aborted generation left nothing behind: the next one is whole.
-    [after] = engine.synthesize([SynthesisRequest(MEDIUM)])
-    check_words(after["words"], MEDIUM, after["duration_s"])
 
 
 def test_text_over_the_limit_is_refused_clearly(engine, engine_settings):
@@ -195,11 +163,150 @@ def test_cfg_coef_must_be_a_supported_value(engine, engine_settings):
 
 def test_voices_are_resolved_through_the_catalog(engine, engine_settings):
     job = engine.prepare(SynthesisRequest(SHORT), lambda e: None)
-    assert job.voice == engine_settings.default_voice
+    assert job.voice_name == engine_settings.default_voice
     for name in VOICE_NAMES:
-        assert engine.prepare(SynthesisRequest(SHORT, voice=name), lambda e: None).voice == name
+        assert engine.prepare(SynthesisRequest(SHORT, voice=name), lambda e: None).voice_name == name
     # The file name with the model's suffix names the same voice.
     assert engine.prepare(SynthesisRequest(SHORT, voice=VOICE_NAMES[1] + VOICE_SUFFIX), lambda e: None)
     for bad in ("nobody/unknown.wav", "../voices/vctk/p225_023.wav", "/etc/passwd", "vctk\\p225_023.wav"):
         with pytest.raises(VoiceError):
             engine.prepare(SynthesisRequest(SHORT, voice=bad), lambda e: None)
+
+
+# ---- slots: joining, many at once, long texts, cancellation, bounds --------------------------
+
+def collect(engine, request, events):
+    job = engine.prepare(request, events.append)
+    assert engine.admit(job)
+    return job
+
+
+def tick_until(engine, condition, limit=5000):
+    for _ in range(limit):
+        if condition():
+            return
+        engine.tick()
+    raise AssertionError("condition not reached")
+
+
+def test_a_newcomer_speaks_within_a_few_ticks_while_another_row_streams(engine):
+    long_events, short_events = [], []
+    long_job = collect(engine, SynthesisRequest(" ".join([LONG] * 3)), long_events)
+    tick_until(engine, lambda: long_job.first_audio_tick is not None)
+    for _ in range(10):  # well into the long text
+        engine.tick()
+    short_job = collect(engine, SynthesisRequest(SHORT), short_events)
+    tick_until(engine, lambda: short_job.first_audio_tick is not None)
+    waited = short_job.first_audio_tick - short_job.admitted_tick
+    # 16 steps of audio delay, run 1 + CATCH_UP_STEPS per tick, then the codec's 2 + 1 steps
+    # and moshi's 2 skipped frames: the same as when the replica is idle.
+    expected = math.ceil(engine.slots.audio_delay_steps / (1 + CATCH_UP_STEPS)) + engine.slots.max_delay + 1 + 2
+    assert waited <= expected + 1
+    idle_events = []
+    tick_until(engine, lambda: not engine._jobs)
+    idle_job = collect(engine, SynthesisRequest(SHORT), idle_events)
+    tick_until(engine, lambda: idle_job.first_audio_tick is not None)
+    assert waited <= idle_job.first_audio_tick - idle_job.admitted_tick + 1
+    tick_until(engine, lambda: not engine._jobs)
+    for events, text in ((long_events, " ".join([LONG] * 3)), (short_events, SHORT), (idle_events, SHORT)):
+        check_words(done_of(events).words, text, done_of(events).duration_s)
+
+
+def test_sixteen_requests_with_different_voices_and_cfg_share_the_slots(engine_settings):
+    engine = TTSEngine(engine_settings, "cpu")
+    texts = [SHORT, MEDIUM, LONG, "One two three four five."]
+    requests = [SynthesisRequest(texts[i % 4], voice=VOICE_NAMES[i % len(VOICE_NAMES)], cfg_coef=CFG_VALUES[i % 7])
+                for i in range(16)]
+    results = engine.synthesize(requests, batch_size=16)
+    assert engine.admissions == 16 and engine.slots.batch_size == 16
+    for request, result in zip(requests, results):
+        assert result["voice"] == request.voice
+        assert len(result["audio"]) == round(result["duration_s"] * SAMPLE_RATE) > 0
+        check_words(result["words"], request.text, result["duration_s"])
+
+
+def test_a_text_longer_than_the_attention_context_speaks_in_one_row(engine):
+    context = engine.tts.lm.transformer.layers[0].self_attn.context
+    text = " ".join([LONG] * 6)
+    admissions = engine.admissions
+    events = run_to_end(engine, SynthesisRequest(text))
+    done = done_of(events)
+    assert done.duration_s * engine.frame_rate > 2 * context  # far past the ring cache's size
+    assert engine.admissions == admissions + 1  # one generation, never restarted
+    check_words(done.words, text, done.duration_s)
+    assert len(audio_of(events)) == round(done.duration_s * SAMPLE_RATE)
+
+
+def test_a_cancelled_request_frees_its_row_at_the_next_tick(engine):
+    cancelled = {"flag": False}
+    stopped, kept = [], []
+
+    def stopping_sink(event):
+        stopped.append(event)
+        if sum(isinstance(e, AudioChunk) for e in stopped) == 3:
+            cancelled["flag"] = True
+
+    job = engine.prepare(SynthesisRequest(LONG), stopping_sink, lambda: cancelled["flag"])
+    other = collect(engine, SynthesisRequest(MEDIUM), kept)
+    assert engine.admit(job)
+    tick_until(engine, lambda: cancelled["flag"])
+    engine.tick()
+    assert job.row not in engine._jobs or engine._jobs[job.row] is not job
+    assert sum(isinstance(e, AudioChunk) for e in stopped) == 3
+    tick_until(engine, lambda: other.row not in engine._jobs)
+    check_words(done_of(kept).words, MEDIUM, done_of(kept).duration_s)
+    # The freed row serves the next request whole.
+    after = done_of(run_to_end(engine, SynthesisRequest(SHORT)))
+    check_words(after.words, SHORT, after.duration_s)
+
+
+def test_words_fed_while_speaking_make_one_continuous_generation(engine):
+    words = LONG.split()
+    events = []
+    job = engine.prepare(SynthesisRequest(" ".join(words[:2]), stream_text=True), events.append)
+    admissions = engine.admissions
+    assert engine.admit(job)
+    for _ in range(5):
+        engine.tick()
+    # It steps through moshi's forced initial pauses, then waits: two words are not enough
+    # look-ahead to start the first one.
+    assert job.steps == engine.tts.machine.initial_padding and not job.state.transcript
+    for word in words[2:]:
+        engine.extend(job, word)
+        for _ in range(3):
+            engine.tick()
+    assert any(isinstance(e, AudioChunk) for e in events)  # speaking before the text is complete
+    engine.extend(job, None, complete=True)
+    tick_until(engine, lambda: job.row not in engine._jobs)
+    assert engine.admissions == admissions + 1
+    check_words(done_of(events).words, LONG, done_of(events).duration_s)
+
+
+def test_a_break_heavy_text_is_refused_naming_the_limit(engine, engine_settings):
+    text = ('Wait <break time="10s"/> ' * 40).strip()  # 400 s of pauses
+    assert len(text) < engine_settings.max_text_chars
+    with pytest.raises(InvalidRequest) as info:
+        engine.prepare(SynthesisRequest(text), lambda e: None)
+    assert info.value.param == "text" and "max_audio_s" in str(info.value)
+    engine.prepare(SynthesisRequest('Wait <break time="10s"/> then go.'), lambda e: None)
+
+
+def test_a_voice_is_resolved_once_then_cached(engine, monkeypatch):
+    calls = []
+    engine._voice_paths.clear()
+    resolve = engine.voices.resolve
+    monkeypatch.setattr(engine.voices, "resolve", lambda name: calls.append(name) or resolve(name))
+    for _ in range(5):
+        engine.prepare(SynthesisRequest(SHORT, voice=VOICE_NAMES[3]), lambda e: None)
+    assert calls == [VOICE_NAMES[3]]
+
+
+def test_a_client_sent_voice_embedding_is_validated(engine):
+    good = np.random.default_rng(0).normal(size=512 * 125).astype(np.float32).tolist()
+    result = engine.synthesize([SynthesisRequest(SHORT, voice_embedding=good, voice_shape=[1, 512, 125])])[0]
+    assert result["voice"] == "custom" and result["duration_s"] > 0
+    bad = [(good, [1, 125, 512]), (good[:-1], [1, 512, 125]), (good[:-1] + [float("nan")], [1, 512, 125]),
+           (["x"] * len(good), [1, 512, 125]), ("abc", [1, 512, 125])]
+    for values, shape in bad:
+        with pytest.raises(VoiceError, match="voice embedding"):
+            engine.prepare(SynthesisRequest(SHORT, voice_embedding=values, voice_shape=shape), lambda e: None)

@@ -116,12 +116,12 @@ def test_offload_is_never_done_under_a_generation(make_manager, engine_settings)
 
     def generate():
         with manager.acquire() as engine:
-            job = engine.prepare(SynthesisRequest(TEXT), sink)
-            rounds = 0
-            while not job.finished:
-                engine.run_round([job])
-                rounds += 1
-            return rounds
+            steps_before = engine.steps
+            engine.ensure_slots(2)
+            assert engine.admit(engine.prepare(SynthesisRequest(TEXT), sink))
+            while engine.busy_rows:
+                engine.tick()
+            return engine.steps - steps_before
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         generation = pool.submit(generate)
@@ -135,9 +135,9 @@ def test_offload_is_never_done_under_a_generation(make_manager, engine_settings)
         assert manager.state == ModelState.READY  # not under a running generation
         assert manager.status()["offloads"] == 0
         go_on.set()
-        rounds = generation.result(timeout=300)
+        steps = generation.result(timeout=300)
 
-    assert rounds > 1  # the generation spanned several text pieces, none cut by the offload
+    assert steps > 16  # the generation went on past the offload request, and was not cut by it
     assert manager.state == ModelState.OFFLOADED and manager.status()["offloads"] == 1
     done = events[-1]
     assert isinstance(done, SynthesisDone) and [w.word for w in done.words] == TEXT.split()
@@ -315,11 +315,11 @@ class EngineWhoseFirstReloadFails(TTSEngine):
 
 
 def test_a_failed_reload_fails_the_request_and_the_next_one_loads_afresh(engine_settings):
-    from deployments.scheduler import BatchScheduler, Submission
+    from deployments.scheduler import SlotScheduler, Submission
     from deployments.synthesis import SynthesisFailed
 
     manager = ModelManager(engine_settings, offload_after_s=None, engine_factory=EngineWhoseFirstReloadFails)
-    scheduler = BatchScheduler(manager, max_batch_size=4)
+    scheduler = SlotScheduler(manager, max_batch_size=4)
 
     def run(text: str):
         events, finished = [], threading.Event()

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from serve_app import captions
-from speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, LONG_TEXT, LONG_TEXT_PIECES, decode,
-                           pcm_seconds, reports_after, sse_events, total_rounds, wait_idle)
+from speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, LONG_TEXT, LONG_TEXT_WORDS, decode,
+                           pcm_seconds, reports_after, sse_events, total_admissions, total_steps, wait_idle)
 
 TEXT = "Streaming makes the first words audible early. Then the rest follows."
 
@@ -150,16 +150,17 @@ def test_first_audio_leaves_while_the_generation_is_still_running(client):
 
 
 def test_a_client_that_disconnects_stops_its_generation_and_frees_the_worker(base_url):
-    rounds_before = total_rounds(wait_idle())
+    before = wait_idle()
     with httpx.Client(base_url=base_url, timeout=120) as client:
         with client.stream("POST", "/api/tts", json={"text": LONG_TEXT, "format": "mp3", "stream": True}) as response:
             assert response.status_code == 200
             assert next(response.iter_raw())
         # Leaving the block closed the connection after the first chunk.
     reports = wait_idle()
-    rounds = total_rounds(reports) - rounds_before
-    # Left alone, the text takes one round per piece; cancelled, it stopped in its first round(s).
-    assert 1 <= rounds < LONG_TEXT_PIECES, reports
+    steps = total_steps(reports) - total_steps(before)
+    # One generation, stopped early: the whole text would take at least a step per word.
+    assert total_admissions(reports) - total_admissions(before) == 1, reports
+    assert 1 <= steps < LONG_TEXT_WORDS, reports
     # The freed worker serves the next request.
     response = httpx.post(f"{base_url}/api/tts", json={"text": "Still here.", "format": "wav"}, timeout=120)
     assert response.status_code == 200 and decode(response.content)[1] > 0

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import websockets
 
-from serve_app.routes.websocket import PIECES_AHEAD, KyutaiSession
-from speech_checks import LONG_TEXT, LONG_TEXT_PIECES, SAMPLE_RATE, decode, total_rounds, wait_idle
+from speech_checks import (LONG_TEXT, LONG_TEXT_WORDS, SAMPLE_RATE, decode, total_admissions, total_steps,
+                           wait_idle)
 
 FIRST = "Hello there, my friend, how are you doing today?"
 SECOND = "I am fine. Thanks for asking, and goodbye."
@@ -137,7 +137,7 @@ def test_bad_query_is_refused(base_url):
 
 
 def test_a_client_that_leaves_stops_its_generation(base_url):
-    rounds_before = total_rounds(wait_idle())
+    before = wait_idle()
 
     async def session():
         async with websockets.connect(ws_url(base_url)) as ws:
@@ -150,8 +150,9 @@ def test_a_client_that_leaves_stops_its_generation(base_url):
 
     asyncio.run(session())
     reports = wait_idle()
-    # The text is cut into at least LONG_TEXT_PIECES pieces, one round each if left to run.
-    assert 1 <= total_rounds(reports) - rounds_before < LONG_TEXT_PIECES, reports
+    # One generation, stopped early: the whole text would take at least a step per word.
+    assert total_admissions(reports) - total_admissions(before) == 1, reports
+    assert 1 <= total_steps(reports) - total_steps(before) < LONG_TEXT_WORDS, reports
 
 
 def test_a_session_over_the_text_limit_gets_an_error_and_the_service_goes_on(base_url):
@@ -184,81 +185,49 @@ def test_a_session_over_the_text_limit_gets_an_error_and_the_service_goes_on(bas
     assert [norm(m["text"]) for m in messages if m["type"] == "Text"] == [norm(w) for w in FIRST.split()]
 
 
-class StalledClient:
-    """The client's end of the socket, as the session sees it (the only stand-in in this test): it
-    sends its messages, then stays connected and silent; it stops reading after Ready (its sends
-    block) until `resume()`. Each send records how many pieces the session has started and not yet
-    sent."""
+def test_words_sent_one_by_one_are_one_continuous_generation(base_url):
+    """As Unmute sends an LLM's words: one Text message per word, the slot speaking meanwhile."""
+    words = LONG_TEXT.split()[:40]
+    before = wait_idle()
 
-    def __init__(self, messages: list[bytes]):
-        self.incoming: asyncio.Queue = asyncio.Queue()
-        for data in messages:
-            self.incoming.put_nowait({"type": "websocket.receive", "bytes": data})
-        self.reading = asyncio.Event()
-        self.stalled = asyncio.Event()
-        self.sent: list[bytes] = []
-        self.pieces_in_flight: list[int] = []
-        self.session: KyutaiSession | None = None
+    async def session():
+        async with websockets.connect(ws_url(base_url)) as ws:
+            assert await receive(ws) == {"type": "Ready"}
+            for word in words:
+                await ws.send(msgpack.packb({"type": "Text", "text": word}))
+            await ws.send(msgpack.packb({"type": "Eos"}))
+            return [msgpack.unpackb(m) for m in await receive_all(ws)]
 
-    async def receive(self) -> dict:
-        return await self.incoming.get()
-
-    async def send_bytes(self, data: bytes) -> None:
-        self.pieces_in_flight.append(len(self.session.started))
-        if self.sent:  # Ready got through; audio waits for the client
-            self.stalled.set()
-            await self.reading.wait()
-        self.sent.append(data)
-
-    def resume(self) -> None:
-        self.reading.set()
+    messages = asyncio.run(session())
+    reports = wait_idle()
+    assert total_admissions(reports) - total_admissions(before) == 1, reports  # no second generation
+    spoken = [m for m in messages if m["type"] == "Text"]
+    assert [norm(m["text"]) for m in spoken] == [norm(w) for w in words]
+    # One timeline from the first word to the last: no restart at zero, no overlap.
+    for previous, word in zip(spoken, spoken[1:]):
+        assert previous["stop_s"] <= word["start_s"] + 1e-6
+    seconds = sum(len(m["pcm"]) for m in messages if m["type"] == "Audio") / SAMPLE_RATE
+    assert spoken[-1]["stop_s"] == pytest.approx(seconds, abs=0.01)
 
 
-async def until(condition, what: str) -> None:
-    """Waits (bounded: a guard against hangs, not a timing assertion) until condition() holds."""
-    for _ in range(RECEIVE_GUARD_S * 20):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"gave up waiting: {what}")
+def test_a_voice_message_gives_the_session_its_own_voice(base_url):
+    embedding = np.random.default_rng(1).normal(size=512 * 125).astype(np.float32).tolist()
 
+    async def session(voice_message: dict):
+        async with websockets.connect(ws_url(base_url)) as ws:
+            assert await receive(ws) == {"type": "Ready"}
+            await ws.send(msgpack.packb(voice_message, use_single_float=True))
+            await ws.send(msgpack.packb({"type": "Text", "text": FIRST}))
+            await ws.send(msgpack.packb({"type": "Eos"}))
+            return [msgpack.unpackb(m) for m in await receive_all(ws, closed_by=websockets.ConnectionClosed)]
 
-def test_a_client_that_stops_reading_holds_the_workers_at_pieces_ahead(serve_cluster, base_url):
-    """The session's real code against the real workers of the test app (through a Serve handle,
-    as the ingress calls them), with a client whose sends block: no piece beyond the one being
-    sent and PIECES_AHEAD more is generated until the client reads again."""
-    from ray import serve
-
-    from serve_app.context import IngressContext
-    from serve_app.settings import load_settings
-
-    rounds_before = total_rounds(wait_idle())
-
-    async def scenario():
-        settings = load_settings(serve_cluster.apps["tts"]["args"], environ={}, dotenv_path=None)
-        ctx = IngressContext.create(settings, serve.get_deployment_handle("TTSWorker", app_name="tts"), "tts")
-        client = StalledClient([msgpack.packb({"type": "Text", "text": LONG_TEXT}), msgpack.packb({"type": "Eos"})])
-        session = client.session = KyutaiSession(ctx, client, "PcmMessagePack", settings.default_voice, None)
-        running = asyncio.create_task(session.run())
-        await asyncio.wait_for(client.stalled.wait(), RECEIVE_GUARD_S)
-        # The pieces started so far finish generating, and then the workers stay idle: nothing more
-        # is asked of them while the client reads nothing (nothing has been sent, so every piece
-        # launched is still in session.started).
-        await until(lambda: all(run.task.done() for run in session.started), "the started pieces to finish")
-        reports = await asyncio.to_thread(wait_idle)
-        launched = len(session.started)
-        client.resume()
-        await asyncio.wait_for(running, RECEIVE_GUARD_S * 3)
-        return launched, total_rounds(reports) - rounds_before, client
-
-    launched, rounds_while_stalled, client = asyncio.run(scenario())
-    assert launched == PIECES_AHEAD + 1
-    assert 1 <= rounds_while_stalled <= PIECES_AHEAD + 1  # concurrent pieces may share a round
-    # Once the client reads again, the whole text is said, in order, never running further ahead.
-    assert max(client.pieces_in_flight) == PIECES_AHEAD + 1
-    messages = [msgpack.unpackb(m) for m in client.sent]
-    assert messages[0] == {"type": "Ready"}
-    assert [norm(m["text"]) for m in messages if m["type"] == "Text"] == [norm(w) for w in LONG_TEXT.split()]
+    spoken = asyncio.run(session({"type": "Voice", "embeddings": embedding, "shape": [1, 512, 125]}))
+    assert [norm(m["text"]) for m in spoken if m["type"] == "Text"] == [norm(w) for w in FIRST.split()]
+    assert any(m["type"] == "Audio" for m in spoken)
+    refused = asyncio.run(session({"type": "Voice", "embeddings": embedding[:-1] + [float("inf")],
+                                   "shape": [1, 512, 125]}))
+    assert refused[-1]["type"] == "Error" and "voice embedding" in refused[-1]["message"]
+    assert not any(m["type"] == "Audio" for m in refused)
 
 
 # ---- API keys -------------------------------------------------------------------------------------

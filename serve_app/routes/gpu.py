@@ -26,9 +26,11 @@ async def gpu_status(ctx: IngressContext) -> dict:
             "vram": r["model"].get("gpu"), "torch_allocated_mib": r["model"].get("torch_allocated_mib"),
             "loads": r["model"].get("loads"), "offloads": r["model"].get("offloads"),
             "reloads": r["model"].get("reloads"), "load_seconds": r["model"].get("load_seconds"),
-            "active": r.get("active"), "queued": r.get("queued"), "rounds": r.get("rounds"),
-            "max_batch_size": r.get("max_batch_size"),
-            "recent_batch_sizes": r.get("recent_batch_sizes"), "reported_s_ago": r.get("reported_s_ago"),
+            "reload_seconds": r["model"].get("reload_seconds"),
+            # Slots: rows of the replica's streaming batch; busy ones speak, free ones wait.
+            "active": r.get("active"), "queued": r.get("queued"), "max_batch_size": r.get("max_batch_size"),
+            "free_slots": r.get("free_slots"), "steps": r.get("steps"), "admissions": r.get("admissions"),
+            "recent_busy_slots": r.get("recent_busy_slots"), "reported_s_ago": r.get("reported_s_ago"),
         } for r in replicas],
     }
 

@@ -16,23 +16,13 @@ Protocol (MessagePack, as moshi-server speaks it):
   `{"type": "Error", "message"}` on any failure; then the server closes the socket. The raw formats
   (Pcm, OggOpus) carry audio only, as in moshi-server; their errors are in the close reason.
 
-How text arriving word by word becomes speech (and what it costs in latency): the workers take a whole
-text per request, and Kyutai's model reads ahead of what it says, so words are buffered here and sent
-to the workers in pieces, each a separate generation, whose audio is forwarded in order as it comes.
-A piece is cut at a sentence end, at a comma after a few words, after `FIRST_PIECE_MAX_WORDS` words for
-the first piece (to start talking early) and `PIECE_MAX_WORDS` later, when no text came for
-`IDLE_FLUSH_S`, or at Eos. So the first audio waits for the first few words (or a short pause from the
-client) plus the model's own start-up (its 2-word look-ahead and audio delay), instead of the whole
-text. Short pieces start sooner but each seam is a fresh generation, with its own start and end
-silence and intonation; sentence-sized pieces sound natural, hence the rules above. Up to
-`PIECES_AHEAD` pieces are generated ahead of the one being sent, so seams do not wait for a worker:
-a piece's slot frees only once its last message has been sent, so while a send blocks no further
-piece starts. (Behind Ray Serve a send returns once the replica has queued the message for the
-proxy, which applies no back-pressure: a client that stops reading does not block it, and its audio
-waits in Serve's queues.) Whatever the client does, one session's text totals at most
-`max_text_chars` (`Error` beyond), which bounds the work one socket can ask for.
-True word-by-word input (feeding words into a running generation) would need per-slot streaming in
-moshi's LMGen on the workers.
+One session is one continuous generation on one worker slot, whatever the pace of the text: the
+first Text message starts it (a `Voice` message with a custom speaker embedding may come before,
+as Unmute sends it), and later words go straight into that running slot through the worker's text
+inbox (deployments/text_inbox.py). The model speaks a word once it has two more words of look-ahead
+or the text is complete (Eos), so audio starts after the first three words, with no seams.
+Whatever the client does, one session's text totals at most `max_text_chars` (`Error` beyond),
+which bounds the work one socket can ask for.
 """
 
 from __future__ import annotations
@@ -40,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 
 import msgpack
 import numpy as np
@@ -48,8 +37,8 @@ from fastapi import APIRouter, WebSocket
 from ray.serve.exceptions import BackPressureError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from deployments.synthesis import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, WordSpoken
-from deployments.text_chunks import CLAUSE_END_RE, SENTENCE_END_RE
+from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, TextFeedOpened, WordSpoken
+from deployments.voices import EMBEDDING_SHAPE, EMBEDDING_SIZE, VoiceError, validate_voice_embedding
 
 from .. import audio, openai_voices
 from ..api_keys import is_allowed, presented_key
@@ -63,50 +52,15 @@ router = APIRouter()
 
 FORMATS = ("PcmMessagePack", "Pcm", "OggOpus", "OggOpusMessagePack")
 DEFAULT_FORMAT = "PcmMessagePack"
-FIRST_PIECE_MAX_WORDS = 8
-PIECE_MAX_WORDS = 30
-CLAUSE_MIN_WORDS = 4  # a comma cuts a piece only after this many words
-IDLE_FLUSH_S = 0.3
-PIECES_AHEAD = 2
 RECEIVE_TIMEOUT_S = 60.0  # no message for this long before Eos ends the session (moshi-server: 30 s)
 
-# Words, keeping `<break time="..."/>` tags whole.
-_WORD_RE = re.compile(r'<break\s+time="[^"]*"\s*/?>|\S+')
+# MessagePack limits: a Voice message holds 64,000 numbers; nothing else needs more than a few
+# keys, and text longer than a session may send is refused before it is decoded.
+_UNPACK_LIMITS = {"max_array_len": EMBEDDING_SIZE, "max_map_len": 16, "max_ext_len": 0, "max_bin_len": 0}
 
 
 class SessionError(Exception):
     """Ends the session with an Error message carrying this text."""
-
-
-class TextSegmenter:
-    """Collects words as they arrive and cuts them into the pieces sent to the workers."""
-
-    def __init__(self):
-        self.words: list[str] = []
-        self.pieces_cut = 0
-
-    def _limit(self) -> int:
-        return FIRST_PIECE_MAX_WORDS if self.pieces_cut == 0 else PIECE_MAX_WORDS
-
-    def _cut(self, count: int) -> str:
-        piece, self.words = " ".join(self.words[:count]), self.words[count:]
-        self.pieces_cut += 1
-        return piece
-
-    def add(self, text: str) -> list[str]:
-        """Adds words; returns the pieces now complete."""
-        ready = []
-        for word in _WORD_RE.findall(text):
-            self.words.append(word)
-            count = len(self.words)
-            if (SENTENCE_END_RE.search(word) or count >= self._limit()
-                    or (count >= CLAUSE_MIN_WORDS and CLAUSE_END_RE.search(word))):
-                ready.append(self._cut(count))
-        return ready
-
-    def flush(self) -> str | None:
-        """Whatever is buffered, as a piece (at an idle gap or at the end)."""
-        return self._cut(len(self.words)) if self.words else None
 
 
 class OutputEncoder:
@@ -138,30 +92,6 @@ class OutputEncoder:
         return pcm.astype("<f4").tobytes()
 
 
-class PieceRun:
-    """One piece generating on a worker; its events are queued until the sender reaches it."""
-
-    _END = object()
-
-    def __init__(self, ctx: IngressContext, request: dict):
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.task = asyncio.create_task(self._pump(ctx, request))
-
-    async def _pump(self, ctx: IngressContext, request: dict) -> None:
-        try:
-            async for event in ctx.workers.stream(request):
-                self.events.put_nowait(event)
-        except Exception as exc:  # noqa: BLE001 - WorkerError, BackPressureError...: the sender raises it
-            self.events.put_nowait(exc)
-        finally:  # a cancelled task closed the worker stream above: the worker dropped the request
-            self.events.put_nowait(self._END)
-
-    async def drain(self):
-        """The piece's events (or the exception that ended it), as they come."""
-        while (event := await self.events.get()) is not self._END:
-            yield event
-
-
 def _reason(message: str) -> str:
     """A close reason fits in 123 bytes of UTF-8."""
     return message.encode()[:120].decode(errors="ignore")
@@ -191,14 +121,12 @@ class KyutaiSession:
     def __init__(self, ctx: IngressContext, websocket: WebSocket, fmt: str, voice: str, cfg_coef: float | None):
         self.ctx, self.websocket = ctx, websocket
         self.voice, self.cfg_coef = voice, cfg_coef
+        self.voice_embedding: list | None = None
         self.output = OutputEncoder(fmt)
-        self.inbox: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
-        self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        self.runs: asyncio.Queue[PieceRun | None] = asyncio.Queue()
-        # The piece being sent and PIECES_AHEAD more; `forward` frees a slot once a piece is sent.
-        self.slots = asyncio.Semaphore(PIECES_AHEAD + 1)
-        self.started: set[PieceRun] = set()
-        self.samples_sent = 0
+        self.inbox: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        self.generation: asyncio.Task | None = None  # the worker request, once the first words came
+        self.feed: TextFeedOpened | None = None  # where the session's next words go
+        self.feed_open = asyncio.Event()
         self.text_chars = 0
 
     async def _send(self, data: bytes | None) -> None:
@@ -208,9 +136,9 @@ class KyutaiSession:
             except (RuntimeError, OSError) as exc:  # the socket is closed or closing
                 raise WebSocketDisconnect(1006) from exc
 
-    # ---- client -> pieces --------------------------------------------------------------------
-    async def _read(self) -> tuple[str, str | None]:
-        """The next client message as ("text", words) or ("eos", None)."""
+    # ---- client -> words -----------------------------------------------------------------------
+    async def _read(self) -> tuple[str, object]:
+        """The next client message as ("text", words), ("voice", embedding) or ("eos", None)."""
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
@@ -220,106 +148,104 @@ class KyutaiSession:
         if data == b"\0":
             return "eos", None
         try:
-            decoded = msgpack.unpackb(data)
+            decoded = msgpack.unpackb(data, max_str_len=4 * self.ctx.settings.max_text_chars, **_UNPACK_LIMITS)
         except Exception:
-            raise SessionError("invalid message: expected MessagePack {\"type\": \"Text\" | \"Eos\", ...}") from None
+            raise SessionError("invalid message: expected MessagePack {\"type\": \"Text\" | \"Eos\" | \"Voice\", ...}") from None
         kind = decoded.get("type") if isinstance(decoded, dict) else None
         if kind == "Text" and isinstance(decoded.get("text"), str):
             return "text", decoded["text"]
         if kind == "Eos":
             return "eos", None
         if kind == "Voice":
-            raise SessionError("Voice messages (custom voice embeddings) are not supported: "
-                               "choose a voice with the voice query parameter")
-        raise SessionError(f"invalid message type {kind!r}: expected Text or Eos")
+            try:
+                validate_voice_embedding(decoded.get("embeddings"), decoded.get("shape"))
+            except VoiceError as exc:
+                raise SessionError(f"invalid Voice message: {exc}") from None
+            return "voice", decoded["embeddings"]
+        raise SessionError(f"invalid message type {kind!r}: expected Text, Eos or Voice")
 
     async def read_messages(self) -> None:
         """Reads every client message into `self.inbox`. It keeps reading after Eos (ignoring what
-        comes) so that a client leaving is noticed at once and cancels the generation. All reads
-        happen in this task: the idle-gap timer below never cancels a read midway."""
+        comes) so that a client leaving is noticed at once and cancels the generation."""
         eos = False
         while True:
-            kind, text = await self._read()
+            kind, payload = await self._read()
             if not eos:
-                self.inbox.put_nowait((kind, text))
+                self.inbox.put_nowait((kind, payload))
                 eos = kind == "eos"
 
     async def receive_text(self) -> None:
-        segmenter = TextSegmenter()
+        """Starts the generation with the first words, then sends it every later word, in order."""
         while True:
-            # While words wait in the buffer, a pause from the client sends them on.
-            wait = IDLE_FLUSH_S if segmenter.words else RECEIVE_TIMEOUT_S
             try:
-                kind, text = await asyncio.wait_for(self.inbox.get(), timeout=wait)
+                kind, payload = await asyncio.wait_for(self.inbox.get(), timeout=RECEIVE_TIMEOUT_S)
             except asyncio.TimeoutError:
-                if not segmenter.words:
-                    raise SessionError(f"no message for {RECEIVE_TIMEOUT_S:g} s before Eos") from None
-                await self.pieces.put(segmenter.flush())
+                raise SessionError(f"no message for {RECEIVE_TIMEOUT_S:g} s before Eos") from None
+            if kind == "voice":
+                if self.generation is not None:
+                    raise SessionError("a Voice message must come before the first Text")
+                self.voice_embedding = payload
                 continue
             if kind == "eos":
-                rest = segmenter.flush()
-                if rest:
-                    await self.pieces.put(rest)
-                await self.pieces.put(None)
+                if self.generation is not None:
+                    await self._feed(None, end=True)
                 return
-            self.text_chars += len(text)
+            if not payload.strip():
+                continue  # nothing to say
+            self.text_chars += len(payload)
             limit = self.ctx.settings.max_text_chars
             if self.text_chars > limit:
                 raise SessionError(f"the text of one session is limited to {limit} characters "
                                    f"(max_text_chars); this one sent {self.text_chars}")
-            for piece in segmenter.add(text):
-                await self.pieces.put(piece)
+            if self.generation is None:
+                self.generation = asyncio.create_task(self.forward(payload))
+            else:
+                await self._feed(payload)
 
-    # ---- pieces -> worker requests, a few ahead ------------------------------------------------
-    async def launch(self) -> None:
-        while (piece := await self.pieces.get()) is not None:
-            request = {"text": self.ctx.check_text(piece), "voice": self.voice, "cfg_coef": self.cfg_coef}
-            await self.slots.acquire()  # released by `forward` once the piece has been sent
-            run = PieceRun(self.ctx, request)
-            self.started.add(run)
-            await self.runs.put(run)
-        await self.runs.put(None)
+    async def _feed(self, text: str | None, end: bool = False) -> None:
+        await self.feed_open.wait()
+        await self.feed.inbox.put.remote(self.feed.session, text, end)
 
-    # ---- worker events -> client, in order -----------------------------------------------------
-    async def forward(self) -> None:
-        while (run := await self.runs.get()) is not None:
-            offset_s = self.samples_sent / SAMPLE_RATE
-            async for event in run.drain():
-                if isinstance(event, BaseException):
-                    raise event
-                if isinstance(event, AudioChunk):
-                    self.samples_sent += event.pcm.shape[0]
-                    for start in range(0, event.pcm.shape[0], FRAME_SAMPLES):  # one message per frame
-                        await self._send(self.output.audio(event.pcm[start:start + FRAME_SAMPLES]))
-                elif isinstance(event, WordSpoken):
-                    await self._send(self.output.message({
-                        "type": "Text", "text": event.word.word, "start_s": round(offset_s + event.word.start_s, 3),
-                        "stop_s": round(offset_s + event.word.end_s, 3)}))
-                elif isinstance(event, SynthesisDone):
-                    break
-            self.started.discard(run)
-            self.slots.release()  # this piece is out: one more may start generating
-        await self._send(self.output.audio(np.zeros(0, np.float32), final=True))
+    # ---- worker events -> client ---------------------------------------------------------------
+    async def forward(self, first_words: str) -> None:
+        request = {"text": first_words, "voice": self.voice, "cfg_coef": self.cfg_coef, "stream_text": True}
+        if self.voice_embedding is not None:
+            request.update(voice_embedding=self.voice_embedding, voice_shape=list(EMBEDDING_SHAPE))
+        async for event in self.ctx.workers.stream(request):
+            if isinstance(event, TextFeedOpened):
+                self.feed = event
+                self.feed_open.set()
+            elif isinstance(event, AudioChunk):
+                for start in range(0, event.pcm.shape[0], FRAME_SAMPLES):  # one message per frame
+                    await self._send(self.output.audio(event.pcm[start:start + FRAME_SAMPLES]))
+            elif isinstance(event, WordSpoken):
+                await self._send(self.output.message({
+                    "type": "Text", "text": event.word.word, "start_s": round(event.word.start_s, 3),
+                    "stop_s": round(event.word.end_s, 3)}))
+            elif isinstance(event, SynthesisDone):
+                break
 
     async def run(self) -> None:
         await self._send(self.output.message({"type": "Ready"}))
-        work = [asyncio.create_task(coro) for coro in (self.receive_text(), self.launch(), self.forward())]
+        receiving = asyncio.create_task(self.receive_text())
         reader = asyncio.create_task(self.read_messages())
         try:
-            # Done when the last piece is sent; stopped by the first failure of any task (a client
-            # gone, a bad message, a worker error).
-            pending = {*work, reader}
-            while not all(task.done() for task in work):
+            # Done when the text is complete and its audio sent; stopped by the first failure (a
+            # client gone, a bad message, a worker error).
+            pending = {receiving, reader}
+            while not (receiving.done() and (self.generation is None or self.generation.done())):
+                if self.generation is not None:
+                    pending.add(self.generation)
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task.exception() is not None:
                         raise task.exception()
+            await self._send(self.output.audio(np.zeros(0, np.float32), final=True))
         finally:
-            for task in (*work, reader):
-                task.cancel()
-            for run in list(self.started):
-                run.task.cancel()  # closes its worker stream: the worker drops the request
-            await asyncio.gather(*work, reader, *(run.task for run in self.started), return_exceptions=True)
+            tasks = [receiving, reader] + ([self.generation] if self.generation else [])
+            for task in tasks:
+                task.cancel()  # a cancelled generation closes its worker stream: the slot is freed
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def fail(self, exc: BaseException) -> None:
         """Tells the client why the session ends (if it is still there), then closes."""
