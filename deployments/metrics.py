@@ -9,6 +9,8 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 
 _SECONDS = [0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60]
 _RATIOS = [0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20]
+# One engine tick: a model step for every speaking slot (plus catch-up steps); 80 ms is real time.
+_STEP_SECONDS = [0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5]
 
 
 class WorkerMetrics:
@@ -19,8 +21,12 @@ class WorkerMetrics:
                                      description="From the request reaching the worker to its first audio frame.")
         self.real_time_factor = Histogram("tts_real_time_factor", boundaries=_RATIOS,
                                           description="Seconds of audio per second of wall time, per request.")
-        self.queue_depth = Gauge("tts_queue_depth", description="Requests waiting for a generation round.")
-        self.active = Gauge("tts_active_requests", description="Requests in the current generation batch.")
+        self.queue_depth = Gauge("tts_queue_depth", description="Requests waiting for a free slot.")
+        self.active = Gauge("tts_active_requests", description="Busy slots: requests speaking now.")
+        self.free_slots = Gauge("tts_free_slots", description="Slots free for a new request.")
+        self.tick_seconds = Histogram("tts_step_seconds", boundaries=_STEP_SECONDS,
+                                      description="Wall time of one engine tick (all speaking slots "
+                                                  "advance one 80 ms step); above 0.08 s is slower than real time.")
 
 
 class RequestTimer:

@@ -53,8 +53,10 @@ def failure_for(exc: Exception, request_id: str) -> SynthesisFailed:
 
 
 class SlotScheduler:
-    def __init__(self, manager: ModelManager, max_batch_size: int = 8):
+    def __init__(self, manager: ModelManager, max_batch_size: int = 8,
+                 on_tick: Callable[[float], None] | None = None):
         self.manager = manager
+        self._on_tick = on_tick  # gets the seconds of each tick that stepped (metrics)
         self.max_batch_size = max_batch_size
         self._cond = threading.Condition()
         self._submitted: collections.deque[Submission] = collections.deque()  # not yet prepared
@@ -183,7 +185,10 @@ class SlotScheduler:
             while True:
                 self._dispatch(engine)
                 self._admit(engine)
+                started = time.perf_counter()
                 stepped = engine.tick()
+                if stepped and self._on_tick is not None:
+                    self._on_tick(time.perf_counter() - started)
                 if not self.busy_samples or self.busy_samples[-1] != engine.busy_rows:
                     self.busy_samples.append(engine.busy_rows)
                 if stepped:

@@ -72,9 +72,10 @@ class TTSWorker:
         self.app_name, self.replica = _replica_context()
         self.node = socket.gethostname()
         self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index)
-        self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"])
-        threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
         self.metrics = WorkerMetrics()
+        self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"],
+                                       on_tick=self.metrics.tick_seconds.observe)
+        threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
         self.reporter = RegistryReporter(self.app_name, self.replica, self._status, self._run_command)
         # Words for WebSocket sessions speaking here (started now: the first session must not wait).
         self.inbox = TextInbox.remote()
@@ -156,6 +157,7 @@ class TTSWorker:
     def _status(self) -> dict:
         self.metrics.queue_depth.set(self.scheduler.queued)
         self.metrics.active.set(self.scheduler.active)
+        self.metrics.free_slots.set(self.scheduler.max_batch_size - self.scheduler.active)
         return {
             **self.served_by,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),

@@ -347,3 +347,45 @@ def test_a_failed_reload_fails_the_request_and_the_next_one_loads_afresh(engine_
     finally:
         scheduler.close()
         manager.close()
+
+
+def test_offload_and_reload_during_a_stream_of_requests_lose_none(engine_settings):
+    """Requests keep coming while offload is asked for again and again: each one is either
+    deferred (rows speaking) or done between requests, the next request brings the weights back
+    and rebuilds the slots, and every request ends with its whole text."""
+    from deployments.scheduler import SlotScheduler, Submission
+    from deployments.synthesis import SynthesisFailed
+
+    manager = ModelManager(engine_settings, offload_after_s=None, engine_factory=TTSEngine)
+    scheduler = SlotScheduler(manager, max_batch_size=3)
+    texts = [f"Request number {i} is spoken whole, offload or not." for i in range(12)]
+    results: dict[int, list] = {i: [] for i in range(len(texts))}
+    finished = threading.Semaphore(0)
+
+    def sink_for(i):
+        def sink(event):
+            results[i].append(event)
+            if isinstance(event, (SynthesisDone, SynthesisFailed)):
+                finished.release()
+        return sink
+
+    answers = []
+    try:
+        for i, text in enumerate(texts):
+            scheduler.submit(Submission(SynthesisRequest(text), sink_for(i)))
+            if i % 3 == 2:  # after every third request, ask for an offload
+                answers.append(manager.offload())
+                for _ in range(3):
+                    assert finished.acquire(timeout=120)
+        for i, text in enumerate(texts):
+            done = results[i][-1]
+            assert isinstance(done, SynthesisDone), done
+            assert [w.word for w in done.words] == text.split()
+            audio = sum(len(e.pcm) for e in results[i] if isinstance(e, AudioChunk))
+            assert audio == round(done.duration_s * SAMPLE_RATE) > 0
+        status = manager.status()
+        assert status["offloads"] >= 1 and status["reloads"] >= 1 and status["loads"] == 1
+        assert set(answers) <= {"offloaded", "deferred", "unloaded"} and len(answers) == 4
+    finally:
+        scheduler.close()
+        manager.close()

@@ -184,6 +184,8 @@ def test_scale_to_zero_while_status_is_polled_then_cold_request(scale_url):
     ({}, 422, "text"),
     ({"text": "\x01\x02\x03"}, 422, "text"),  # refused by the worker: the field survives the trip
     ({"text": 'hi <break voice="1"/> there'}, 422, "text"),
+    # 40 pauses of 10 s: over the test app's max_audio_s (300), refused before it takes a slot.
+    ({"text": 'Wait <break time="10s"/> ' * 40}, 422, "text"),
     ({"text": "hi", "voice": "no/such/voice.wav"}, 400, "voice"),
     ({"text": "hi", "voice": "../../etc/passwd"}, 400, "voice"),
     ({"text": "hi", "voice": "/etc/passwd"}, 400, "voice"),
