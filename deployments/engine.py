@@ -198,8 +198,11 @@ class TTSEngine:
             raise RuntimeError("cannot move the model while rows are speaking")
         self.close_slots()
         self._conditioning.clear()
-        self.tts.lm.to(device)
-        self.tts.mimi.to(device)
+        to_host = device == "cpu" and torch.cuda.is_available()
+        for module in (self.tts.lm, self.tts.mimi):
+            module.to(device, non_blocking=not to_host)
+            if to_host:
+                _pin(module)  # page-locked host copies: the way back runs at full PCIe speed
         provider = self.tts.lm.condition_provider
         if provider is not None:
             provider.device = device
@@ -468,6 +471,12 @@ class TTSEngine:
             "audio": np.concatenate(res["audio"]) if res["audio"] else np.zeros(0, np.float32),
             "words": res["done"].words, "duration_s": res["done"].duration_s, "voice": res["done"].voice,
         } for res in results]
+
+
+def _pin(module) -> None:
+    """Moves a module's host tensors into pinned memory (only meaningful with a GPU)."""
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        tensor.data = tensor.data.pin_memory()
 
 
 def _load_voice(path) -> Voice:
