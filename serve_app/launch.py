@@ -1,23 +1,24 @@
 """Starting the application from a Serve config file on a Ray cluster (local or remote).
 
 `deploy(config)` does what `serve run CONFIG` does (start Serve with the config's http_options,
-then deploy its applications through the controller), with three adjustments for one machine:
-relative paths in `args` become absolute, `PORT` overrides the port, and the TTSWorker's GPU needs
-are fitted to the GPUs this cluster really has (none: CPU replicas, with a loud warning).
+then deploy its applications through the controller), with adjustments for one machine: relative
+paths in `args` become absolute, `PORT` overrides the port, and on a local cluster each deployment's
+GPU and CPU reservations are fitted to what the cluster really has (no GPU: one CPU replica, with a
+loud warning; too few cores: smaller CPU reservations, said in one line).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
+import math
+import threading
 import time
 from pathlib import Path
 
 import yaml
 
 log = logging.getLogger(__name__)
-WORKER = "TTSWorker"
 PATH_ARGS = ("model_path", "outputs_dir")
 
 
@@ -35,43 +36,93 @@ def _absolute_paths(args: dict, base: Path) -> None:
         args["voice_dirs"] = [str((base / Path(d).expanduser()).resolve()) for d in dirs]
 
 
-def fit_to_cluster(config: dict, cluster_gpus: float, base: Path | None = None) -> tuple[dict, list[str]]:
-    """A copy of `config` adjusted to this cluster, and the warnings to show."""
+def fit_to_cluster(config: dict, cluster: dict[str, float] | None, base: Path | None = None,
+                   port: int | str | None = None) -> tuple[dict, list[str]]:
+    """A copy of `config` adjusted to this cluster, and the warnings to show (one line each).
+
+    `cluster` is the local Ray cluster's resources (`ray.cluster_resources()`): each deployment's
+    GPU and CPU reservations are fitted to it, since Serve would wait forever for a replica the
+    cluster cannot place. None for a cluster we joined (RAY_ADDRESS): its autoscaler adds the nodes
+    the config asks for, so reservations and replica counts stay as written.
+    """
     config = copy.deepcopy(config)
     warnings = []
-    if os.environ.get("PORT"):
-        config.setdefault("http_options", {})["port"] = int(os.environ["PORT"])
+    if port:
+        config.setdefault("http_options", {})["port"] = int(port)
+    deployments = []
     for app in config.get("applications", []):
         _absolute_paths(app.setdefault("args", {}), base or Path.cwd())
-        for deployment in app.get("deployments", []):
-            if deployment.get("name") != WORKER:
-                continue
-            actor = deployment.setdefault("ray_actor_options", {})
-            autoscaling = deployment.get("autoscaling_config")
-            if actor.get("num_gpus", 0) > 0 and cluster_gpus < 1:
-                actor["num_gpus"] = 0
-                if autoscaling:
-                    autoscaling["max_replicas"] = 1
-                    autoscaling["initial_replicas"] = min(autoscaling.get("initial_replicas") or 0, 1)
-                warnings.append(
-                    "NO GPU in this Ray cluster: running ONE TTSWorker replica on CPU instead of waiting "
-                    "for a GPU forever. The real model is far slower than real time on CPU.")
-            elif actor.get("num_gpus", 0) > 0 and autoscaling:
-                per_gpu = int(cluster_gpus // actor["num_gpus"])
-                autoscaling["max_replicas"] = per_gpu  # one replica per GPU
-                for key in ("min_replicas", "initial_replicas"):
-                    if autoscaling.get(key) is not None:
-                        autoscaling[key] = min(autoscaling[key], per_gpu)
+        deployments += app.get("deployments", [])
+    if cluster is not None:
+        for deployment in deployments:
+            warnings += _fit_gpus(deployment, cluster.get("GPU", 0.0))
+        warnings += _fit_cpus(deployments, cluster.get("CPU", 0.0))
     return config, warnings
 
 
-def deploy(config: dict, wait_s: float = 300.0) -> dict:
-    """Starts Serve and deploys the config's applications; waits until they are RUNNING."""
+def _fit_gpus(deployment: dict, cluster_gpus: float) -> list[str]:
+    """One replica per GPU; on a cluster without GPUs one replica on CPU."""
+    actor = deployment.get("ray_actor_options", {})
+    need = actor.get("num_gpus", 0)
+    if need <= 0:
+        return []
+    if cluster_gpus < need:
+        actor["num_gpus"] = 0
+        _set_max_replicas(deployment, 1)
+        return [f"NO GPU in this Ray cluster: running ONE {deployment['name']} replica on CPU instead of "
+                f"waiting for a GPU forever. The real model is far slower than real time on CPU."]
+    _set_max_replicas(deployment, int(cluster_gpus // need))
+    return []
+
+
+def _set_max_replicas(deployment: dict, count: int) -> None:
+    autoscaling = deployment.get("autoscaling_config")
+    if autoscaling:
+        autoscaling["max_replicas"] = count
+        for key in ("min_replicas", "initial_replicas"):
+            if autoscaling.get(key) is not None:
+                autoscaling[key] = min(autoscaling[key], count)
+    elif isinstance(deployment.get("num_replicas", 1), int):
+        deployment["num_replicas"] = min(deployment.get("num_replicas", 1), count)
+
+
+def _max_replicas(deployment: dict) -> int:
+    autoscaling = deployment.get("autoscaling_config")
+    if autoscaling:
+        return autoscaling.get("max_replicas", 1)
+    replicas = deployment.get("num_replicas", 1)
+    return replicas if isinstance(replicas, int) else 1
+
+
+def _fit_cpus(deployments: list[dict], cluster_cpus: float) -> list[str]:
+    """Scales every CPU reservation by one factor when all the replicas that may run at once
+    (max_replicas of each) would reserve more CPUs than the cluster has, e.g. production's 2 + 1
+    on a 2-core machine. Serve's controller and proxies reserve no CPU, so no room is kept for them.
+    A deployment without num_cpus counts Serve's default, 1."""
+    wanted = [d.get("ray_actor_options", {}).get("num_cpus", 1) for d in deployments]
+    total = sum(cpus * _max_replicas(d) for cpus, d in zip(wanted, deployments))
+    if total <= cluster_cpus:
+        return []
+    scale = cluster_cpus / total
+    changes = []
+    for old, deployment in zip(wanted, deployments):
+        # Rounded down (Ray counts CPUs in 1/10000ths): the sum stays within the cluster.
+        new = max(math.floor(old * scale * 100) / 100, 0.01) if old else 0
+        deployment.setdefault("ray_actor_options", {})["num_cpus"] = new
+        changes.append(f"{deployment['name']} {old:g} -> {new:g}")
+    return [f"This Ray cluster has {cluster_cpus:g} CPUs and the config reserves {total:g}: "
+            f"CPU reservations scaled to fit ({', '.join(changes)})."]
+
+
+def deploy(config: dict, wait_s: float = 300.0, stop: threading.Event | None = None) -> dict | None:
+    """Starts Serve and deploys the config's applications; waits until they are RUNNING
+    (returns None when `stop` is set before that)."""
     from ray.serve._private import api as serve_private_api  # what `serve run CONFIG` uses
     from ray.serve.schema import ServeDeploySchema
 
     from ray import serve
 
+    stop = stop or threading.Event()
     schema = ServeDeploySchema(**config)
     http_options = {**schema.http_options.dict(), "location": "EveryNode"}
     client = serve_private_api.serve_start(http_options=http_options)
@@ -89,4 +140,5 @@ def deploy(config: dict, wait_s: float = 300.0) -> dict:
         if time.monotonic() > deadline:
             raise TimeoutError(f"applications not running after {wait_s:.0f}s: "
                                f"{ {n: (s.status, s.message) if s else None for n, s in states.items()} }")
-        time.sleep(0.5)
+        if stop.wait(0.5):
+            return None

@@ -1,8 +1,9 @@
 """`python -m serve_app.run CONFIG`: what `make serve` and `make demo` run.
 
-Starts (or joins, with RAY_ADDRESS) a Ray cluster, deploys the config, prints the URL and stays up
-until Ctrl-C, then shuts Serve down. RAY_NUM_GPUS=N starts a local Ray with N logical GPUs (to see
-one replica per GPU on a machine without them).
+Starts a local Ray cluster (or joins one, with RAY_ADDRESS), deploys the config (fitted to a local
+cluster's GPUs and CPUs), prints the URL and stays up until Ctrl-C, then shuts Serve and Ray down.
+RAY_NUM_GPUS=N starts a local Ray with N logical GPUs (to see one replica per GPU on a machine
+without them).
 """
 
 from __future__ import annotations
@@ -30,28 +31,37 @@ def main(argv: list[str] | None = None) -> int:
     # .env settings (PORT, HF_REPO, ...) reach this process and, through it, every local Ray
     # worker; the environment still wins over the file.
     load_dotenv(".env", override=False)
-    init = {"address": os.environ["RAY_ADDRESS"]} if os.environ.get("RAY_ADDRESS") else {}
-    if not init and os.environ.get("RAY_NUM_GPUS"):
+    joined = bool(os.environ.get("RAY_ADDRESS"))
+    # Without RAY_ADDRESS: always a new local Ray of our own ("local" never joins one found on
+    # this machine), whose reservations are then fitted to this machine. On a cluster we joined,
+    # its autoscaler provides what the config asks for: nothing is fitted.
+    init = {"address": os.environ["RAY_ADDRESS"] if joined else "local"}
+    if not joined and os.environ.get("RAY_NUM_GPUS"):
         init["num_gpus"] = int(os.environ["RAY_NUM_GPUS"])
-    ray.init(namespace="serve", **init)
-    gpus = ray.cluster_resources().get("GPU", 0.0)
-    config, warnings = fit_to_cluster(read_config(options.config), gpus)
+    context = ray.init(namespace="serve", **init)
+    config, warnings = fit_to_cluster(read_config(options.config), None if joined else ray.cluster_resources(),
+                                      port=os.environ.get("PORT"))
     for warning in warnings:
         print(f"\n\033[1;33m!!! WARNING: {warning}\033[0m\n", file=sys.stderr, flush=True)
-    address = deploy(config)
-    host = "127.0.0.1" if address["host"] in ("0.0.0.0", "::") else address["host"]
-    print(f"\nKyutai TTS is up: http://{host}:{address['port']}/   (API docs: /docs, MCP: /mcp)\n"
-          f"Ray dashboard: http://127.0.0.1:8265   Stop with Ctrl-C.\n", flush=True)
 
     stop = threading.Event()
-    # Handled explicitly: a shell that started us in the background may have told us to ignore SIGINT.
+    # Handled explicitly: a shell that started us in the background may have told us to ignore
+    # SIGINT. Installed before deploying, so that Ctrl-C during start-up stops cleanly too.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        pass
-    print("Shutting down Serve...", flush=True)
-    serve.shutdown()
-    ray.shutdown()
+    try:
+        address = deploy(config, stop=stop)
+        if address:
+            host = "127.0.0.1" if address["host"] in ("0.0.0.0", "::") else address["host"]
+            dashboard = f"http://{context.dashboard_url}" if context.dashboard_url else "not running"
+            print(f"\nKyutai TTS is up: http://{host}:{address['port']}/   (API docs: /docs, MCP: /mcp)\n"
+                  f"Ray dashboard: {dashboard}   Stop with Ctrl-C.\n", flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        print("Shutting down Serve...", flush=True)
+        serve.shutdown()
+        ray.shutdown()
     return 0
 
 

@@ -32,6 +32,7 @@ class WorkerClient:
         self.handle = handle
         self.app_name = app_name
         self.last_model_error: str | None = None
+        self._outcome_at = float("-inf")  # time.monotonic() of the last synthesis outcome
 
     # ---- synthesis -----------------------------------------------------------------------
     async def stream(self, request: dict) -> AsyncIterator:
@@ -45,11 +46,11 @@ class WorkerClient:
                     if isinstance(event, SynthesisFailed):
                         finished = True
                         if event.kind == "unavailable":
-                            self.last_model_error = event.message
+                            self.note_outcome(event.message)
                         raise WorkerError(event.message, event.kind, event.param)
                     if isinstance(event, SynthesisDone):
                         finished = True
-                        self.last_model_error = None
+                        self.note_outcome(None)
                     yield event
         finally:
             if not finished:
@@ -68,6 +69,23 @@ class WorkerClient:
     # ---- status and control (never through the handle) ------------------------------------
     async def replicas(self) -> list[dict]:
         return await get_registry(self.app_name).snapshot.remote()
+
+    def model_error(self, replicas: list[dict]) -> str | None:
+        """Why a TTS request cannot succeed now, or None: the last load failed and no replica has
+        the model. Replicas report every REPORT_PERIOD_S, so right after a synthesis a report may
+        not know its outcome yet ("loading" after a failure, "failed" after a success): only reports
+        made since the last outcome seen here count, and where none says more, that outcome."""
+        since_outcome = time.monotonic() - self._outcome_at
+        models = [r.get("model", {}) for r in replicas if r.get("reported_s_ago", 0) <= since_outcome]
+        if any(m.get("state") in ("ready", "offloaded") for m in models):
+            self.last_model_error = None  # a replica has loaded it since: that error is history
+            return None
+        failed = next((m.get("error") for m in models if m.get("state") == "failed"), None)
+        return failed or self.last_model_error
+
+    def note_outcome(self, model_error: str | None) -> None:
+        """Records how the last synthesis went: None when the model spoke, else why it could not load."""
+        self.last_model_error, self._outcome_at = model_error, time.monotonic()
 
     async def deployment_state(self) -> dict:
         """Serve's own view of the TTSWorker deployment (replica counts by state)."""

@@ -1,5 +1,5 @@
 """Configuration: the config files parse in Serve's schema, environment/.env override the args,
-and the launcher fits the worker to the GPUs the cluster really has."""
+and the launcher fits the deployments to the GPUs and CPUs a local cluster really has."""
 
 from __future__ import annotations
 
@@ -54,25 +54,72 @@ def test_unknown_or_invalid_args_are_refused():
         load_settings({"n_q": 99}, environ={}, dotenv_path=None)
 
 
-def test_no_gpu_cluster_runs_one_cpu_replica_with_a_warning(monkeypatch):
-    monkeypatch.delenv("PORT", raising=False)
-    config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), cluster_gpus=0)
-    worker = config["applications"][0]["deployments"][0]
-    assert worker["ray_actor_options"]["num_gpus"] == 0
+def _deployments(config: dict) -> dict[str, dict]:
+    return {d["name"]: d for d in config["applications"][0]["deployments"]}
+
+
+def _reserved_cpus(config: dict) -> float:
+    """CPUs reserved when every deployment runs its most replicas."""
+    return sum(d["ray_actor_options"].get("num_cpus", 1)
+               * d.get("autoscaling_config", {}).get("max_replicas", d.get("num_replicas", 1))
+               for d in _deployments(config).values())
+
+
+def test_no_gpu_cluster_runs_one_cpu_replica_with_a_warning():
+    config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 16.0})
+    worker = _deployments(config)["TTSWorker"]
+    assert worker["ray_actor_options"] == {"num_gpus": 0, "num_cpus": 2}  # 16 CPUs hold 2 + 1
     assert worker["autoscaling_config"]["max_replicas"] == 1
-    assert warnings and "NO GPU" in warnings[0]
+    assert len(warnings) == 1 and "NO GPU" in warnings[0]
     ServeDeploySchema(**config)
 
 
-def test_gpu_cluster_gets_one_replica_per_gpu_and_port_from_environment(monkeypatch):
-    monkeypatch.setenv("PORT", "8999")
-    config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), cluster_gpus=4)
-    worker = next(d for d in config["applications"][0]["deployments"] if d["name"] == "TTSWorker")
+def test_gpu_cluster_gets_one_replica_per_gpu_and_the_port_asked_for():
+    config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 8.0, "GPU": 4.0},
+                                      port="8999")
+    worker = _deployments(config)["TTSWorker"]
     assert worker["ray_actor_options"]["num_gpus"] == 1
     assert worker["autoscaling_config"]["max_replicas"] == 4
-    config, _ = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), cluster_gpus=1)
-    autoscaling = next(d for d in config["applications"][0]["deployments"] if d["name"] == "TTSWorker")["autoscaling_config"]
-    assert autoscaling["max_replicas"] == autoscaling["initial_replicas"] == 1
-    ServeDeploySchema(**config)
     assert config["http_options"]["port"] == 8999 and not warnings
     assert Path(config["applications"][0]["args"]["model_path"]).is_absolute()
+    config, _ = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 8.0, "GPU": 1.0})
+    autoscaling = _deployments(config)["TTSWorker"]["autoscaling_config"]
+    assert autoscaling["max_replicas"] == autoscaling["initial_replicas"] == 1
+    ServeDeploySchema(**config)
+
+
+def test_production_config_fits_a_two_core_machine_without_gpu():
+    """`make serve` on 2 cores: 2 CPUs for the worker and 1 for the ingress never fit, and Serve
+    would wait forever. Every reservation shrinks by one factor, and one line says so."""
+    original = read_config(REPO / "serve_config.yaml")
+    config, warnings = fit_to_cluster(original, {"CPU": 2.0})
+    deployments = _deployments(config)
+    assert 0 < _reserved_cpus(config) <= 2
+    cpus = {name: d["ray_actor_options"]["num_cpus"] for name, d in deployments.items()}
+    assert cpus["TTSWorker"] == pytest.approx(2 * cpus["Ingress"], abs=0.02)  # proportions kept
+    assert deployments["Ingress"]["ray_actor_options"]["runtime_env"]  # the rest of the options stay
+    (cpu_line,) = [w for w in warnings if "CPU" in w and "NO GPU" not in w]
+    assert "2 CPUs" in cpu_line and "TTSWorker 2 -> 1.33" in cpu_line and "Ingress 1 -> 0.66" in cpu_line
+    assert _deployments(original)["TTSWorker"]["ray_actor_options"]["num_cpus"] == 2  # a copy was fitted
+    ServeDeploySchema(**config)
+
+
+def test_every_replica_of_a_multi_gpu_node_fits_its_cpus():
+    # 8 GPUs but 16 cores: 8 workers x 2 CPUs + the ingress's 1 = 17 would leave one GPU idle.
+    config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 16.0, "GPU": 8.0})
+    worker = _deployments(config)["TTSWorker"]
+    assert worker["autoscaling_config"]["max_replicas"] == 8 and worker["ray_actor_options"]["num_gpus"] == 1
+    assert _reserved_cpus(config) <= 16 and len(warnings) == 1 and "16 CPUs" in warnings[0]
+    # The demo fits a 2-core machine as written: nothing to say.
+    config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 2.0})
+    assert _deployments(config)["TTSWorker"]["ray_actor_options"]["num_cpus"] == 0.5
+    assert _deployments(config)["Ingress"]["ray_actor_options"]["num_cpus"] == 0.25
+    assert len(warnings) == 1 and "NO GPU" in warnings[0]
+
+
+def test_a_joined_cluster_keeps_the_config_as_written():
+    """With RAY_ADDRESS the cluster's autoscaler brings the GPUs and CPUs: nothing is fitted."""
+    original = read_config(REPO / "serve_config.yaml")
+    config, warnings = fit_to_cluster(original, None, port=9000)
+    assert not warnings and config["http_options"]["port"] == 9000
+    assert _deployments(config) == _deployments(original)

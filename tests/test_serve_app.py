@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import shutil
 import threading
 import time
 import wave
@@ -13,6 +14,7 @@ import pytest
 from ray import serve
 
 from conftest import wait_for_replicas
+from serve_app.workers import WorkerClient
 
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 6)
 
@@ -242,6 +244,8 @@ def test_unreachable_model_repo_gives_503_while_other_routes_work(broken_url):
     assert "model_path" in error["message"] and "HF_HUB_OFFLINE" in error["message"]
     assert response.headers.get("retry-after")
     assert httpx.get(f"{broken_url}/health").status_code == 200
+    ready = httpx.get(f"{broken_url}/ready", timeout=30)  # at once, before the replica's next report
+    assert ready.status_code == 503 and "nonexistent-org/nonexistent-model" in ready.json()["reason"]
     deadline = time.monotonic() + 30  # replicas report every second: wait for the next report
     while [r["state"] for r in httpx.get(f"{broken_url}/api/gpu/status", timeout=30).json()["replicas"]] != ["failed"]:
         assert time.monotonic() < deadline, "the replica never reported the failed load"
@@ -250,6 +254,45 @@ def test_unreachable_model_repo_gives_503_while_other_routes_work(broken_url):
     assert ready.status_code == 503 and "nonexistent-org/nonexistent-model" in ready.json()["reason"]
     voices = httpx.get(f"{broken_url}/api/voices", timeout=60)
     assert voices.status_code == 200 and "unreachable" in voices.json()["warning"]
+
+
+def test_ready_says_why_until_a_replica_has_loaded_the_model(serve_cluster, base_url, tiny_checkpoint, tmp_path):
+    """The model cannot load (its checkpoint is not there yet): /ready is 503 with the reason from the
+    first failed request on, retries included, and 200 once a replica has loaded it."""
+    checkpoint = tmp_path / "arrives-later"
+    url = serve_cluster.deploy(
+        "recovering", "/recovering", args={"model_path": str(checkpoint)},
+        worker={"ray_actor_options": {"num_gpus": 0},
+                "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
+    wait_for_replicas(url, 1)
+    assert httpx.get(f"{url}/ready", timeout=30).status_code == 200  # nothing failed yet
+    tts = httpx.post(f"{url}/api/tts", json={"text": "Not yet."}, timeout=120)
+    assert tts.status_code == 503 and str(checkpoint) in tts.json()["error"]["message"]
+    ready = httpx.get(f"{url}/ready", timeout=30)
+    assert ready.status_code == 503 and str(checkpoint) in ready.json()["reason"]
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    assert httpx.get(f"{url}/ready", timeout=30).status_code == 503  # no replica has loaded it yet
+    assert httpx.post(f"{url}/api/tts", json={"text": "Now it speaks."}, timeout=120).status_code == 200
+    ready = httpx.get(f"{url}/ready", timeout=30)
+    assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["reason"] is None
+
+
+def test_ready_trusts_only_reports_made_since_the_last_outcome_seen():
+    """Replicas report every second: a report from before a request's outcome must not override it."""
+    workers = WorkerClient(handle=None, app_name="unit")
+    unloaded = {"reported_s_ago": 0.5, "model": {"state": "unloaded", "error": None}}
+    assert workers.model_error([unloaded]) is None  # never failed: a request would load it
+    workers.note_outcome("cannot fetch 'org/model'")
+    assert workers.model_error([unloaded]) == "cannot fetch 'org/model'"  # the report predates it
+    assert workers.model_error([]) == "cannot fetch 'org/model'"  # scaled to zero: still true
+    failed = {"reported_s_ago": 0.0, "model": {"state": "failed", "error": "disk full"}}
+    assert workers.model_error([failed]) == "disk full"  # a report since: it knows best
+    workers.note_outcome(None)
+    stale_failed = {"reported_s_ago": 0.5, "model": {"state": "failed", "error": "disk full"}}
+    assert workers.model_error([stale_failed]) is None  # it spoke since that report
+    workers.note_outcome("cannot fetch 'org/model'")
+    loaded = {"reported_s_ago": 0.0, "model": {"state": "offloaded", "error": None}}
+    assert workers.model_error([failed, loaded]) is None and workers.last_model_error is None
 
 
 def test_health_ready_docs(client):

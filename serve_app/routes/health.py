@@ -17,13 +17,11 @@ async def health() -> dict:
 async def ready(ctx: IngressContext = Depends(get_ctx)):
     deployment = await ctx.workers.deployment_state()
     replicas = await ctx.workers.replicas()
-    failed = [r for r in replicas if r.get("model", {}).get("state") == "failed"]
     body = {"ready": True, "reason": None, "worker_deployment": deployment,
             "replicas": len(replicas)}
+    model_error = ctx.workers.model_error(replicas)
     if deployment["status"] in ("NOT_DEPLOYED", "DEPLOY_FAILED", "UNHEALTHY"):
         body.update(ready=False, reason=f"TTSWorker deployment is {deployment['status']}: {deployment['message']}")
-    elif failed and len(failed) == len(replicas):
-        body.update(ready=False, reason=f"model failed to load: {failed[0]['model'].get('error')}")
-    elif not replicas and ctx.workers.last_model_error:
-        body.update(ready=False, reason=f"model failed to load: {ctx.workers.last_model_error}")
+    elif model_error:
+        body.update(ready=False, reason=f"model failed to load: {model_error}")
     return JSONResponse(body, status_code=200 if body["ready"] else 503)
