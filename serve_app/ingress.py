@@ -77,6 +77,7 @@ def create_app(ctx: IngressContext) -> FastAPI:
                   docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.state.ctx = ctx
     app.state.lifespan_hooks = []
+    app.state.websocket_sessions = set()  # open Kyutai WebSocket sessions (capped per replica)
     install_error_handlers(app)
     for module in (health, tts, voices, gpu, ui, openai_routes, websocket_routes):
         app.include_router(module.router)

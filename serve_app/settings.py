@@ -32,6 +32,10 @@ class AppSettings(EngineSettings):
     # API keys for /v1/* (Authorization: Bearer) and the /api/tts_streaming WebSocket
     # (kyutai-api-key header or auth_id query). Empty: those endpoints are open.
     api_keys: list[str] = Field(default_factory=list)
+    # Kyutai WebSocket sessions one ingress replica holds at once (an Error beyond), and how long
+    # a session may go without a message that carries something (empty Text does not count).
+    max_websocket_sessions: int = Field(256, ge=1)
+    websocket_idle_timeout_s: float = Field(60.0, gt=0)
     # Seconds the ingress waits for a worker (including a cold start from zero replicas).
     worker_timeout_s: float = Field(600.0, gt=0)
 

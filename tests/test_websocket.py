@@ -238,7 +238,9 @@ KEYED_WORKER = {"ray_actor_options": {"num_gpus": 0},
 
 @pytest.fixture(scope="module")
 def keyed_url(serve_cluster, base_url) -> str:
-    return serve_cluster.deploy("keyed", "/keyed", args={"api_keys": ["secret-key"]}, worker=KEYED_WORKER)
+    # Also small WebSocket bounds: one session at a time, 2 s without text.
+    return serve_cluster.deploy("keyed", "/keyed", worker=KEYED_WORKER, args={
+        "api_keys": ["secret-key"], "max_websocket_sessions": 1, "websocket_idle_timeout_s": 2})
 
 
 def test_api_keys_guard_the_websocket_and_the_openai_routes(keyed_url, base_url):
@@ -262,3 +264,61 @@ def test_api_keys_guard_the_websocket_and_the_openai_routes(keyed_url, base_url)
     assert allowed.status_code == 200 and allowed.json()["object"] == "list"
     # Without api_keys (the main app) everything stays open.
     assert httpx.get(f"{base_url}/v1/models").status_code == 200
+
+
+# ---- hostile clients -------------------------------------------------------------------------------
+KEY = {"kyutai-api-key": "secret-key"}
+
+
+def test_an_oversized_frame_is_refused_before_it_is_decoded(base_url):
+    async def session():
+        async with websockets.connect(ws_url(base_url), max_size=None) as ws:
+            assert await receive(ws) == {"type": "Ready"}
+            await ws.send(msgpack.packb([[]] * 1_000_000))  # a million nested arrays, 1 MB
+            return [msgpack.unpackb(m) for m in await receive_all(ws, closed_by=websockets.ConnectionClosed)], ws.close_code
+
+    messages, close_code = asyncio.run(session())
+    assert messages[-1]["type"] == "Error" and "refused" in messages[-1]["message"]
+    assert close_code == 1008
+
+
+def test_sessions_beyond_the_cap_are_told_to_retry(keyed_url):
+    async def scenario():
+        async with websockets.connect(ws_url(keyed_url), additional_headers=KEY) as first:
+            assert await receive(first) == {"type": "Ready"}
+            async with websockets.connect(ws_url(keyed_url), additional_headers=KEY) as second:
+                refused = [msgpack.unpackb(m) for m in await receive_all(second, closed_by=websockets.ConnectionClosed)]
+                refused_code = second.close_code
+            await first.send(msgpack.packb({"type": "Eos"}))
+            await receive_all(first)
+        async with websockets.connect(ws_url(keyed_url), additional_headers=KEY) as third:
+            ready = await receive(third)
+            await third.send(msgpack.packb({"type": "Eos"}))
+            await receive_all(third)
+        return refused, refused_code, ready
+
+    refused, refused_code, ready = asyncio.run(scenario())
+    assert len(refused) == 1 and refused[0]["type"] == "Error" and "sessions" in refused[0]["message"]
+    assert refused_code == 1013
+    assert ready == {"type": "Ready"}  # the slot freed with the first session
+
+
+def test_empty_text_does_not_keep_a_session_alive(keyed_url):
+    async def session():
+        async with websockets.connect(ws_url(keyed_url), additional_headers=KEY) as ws:
+            assert await receive(ws) == {"type": "Ready"}
+
+            async def keep_sending_nothing():
+                while True:
+                    await ws.send(msgpack.packb({"type": "Text", "text": " "}))
+                    await asyncio.sleep(0.2)
+
+            sender = asyncio.create_task(keep_sending_nothing())
+            try:
+                return [msgpack.unpackb(m) for m in await receive_all(ws, closed_by=websockets.ConnectionClosed)]
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+
+    messages = asyncio.run(session())
+    assert messages[-1]["type"] == "Error" and "no text for 2 s" in messages[-1]["message"]

@@ -52,7 +52,10 @@ router = APIRouter()
 
 FORMATS = ("PcmMessagePack", "Pcm", "OggOpus", "OggOpusMessagePack")
 DEFAULT_FORMAT = "PcmMessagePack"
-RECEIVE_TIMEOUT_S = 60.0  # no message for this long before Eos ends the session (moshi-server: 30 s)
+# The largest valid message: a Voice message's 64,000 numbers as float64 MessagePack, or a Text
+# of the whole session's characters (4 bytes each at most in UTF-8). Larger frames are refused
+# before they are decoded.
+_VOICE_MESSAGE_BYTES = EMBEDDING_SIZE * 9 + 1024
 
 # MessagePack limits: a Voice message holds 64,000 numbers; nothing else needs more than a few
 # keys, and text longer than a session may send is refused before it is decoded.
@@ -61,6 +64,10 @@ _UNPACK_LIMITS = {"max_array_len": EMBEDDING_SIZE, "max_map_len": 16, "max_ext_l
 
 class SessionError(Exception):
     """Ends the session with an Error message carrying this text."""
+
+
+class TooManySessions(Exception):
+    """This ingress replica holds `max_websocket_sessions` already (close code 1013: try again later)."""
 
 
 class OutputEncoder:
@@ -102,7 +109,8 @@ def _close_code(exc: BaseException) -> int:
     1011 for the rest."""
     if isinstance(exc, (SessionError, APIError)) or (isinstance(exc, WorkerError) and exc.kind == "invalid"):
         return 1008
-    if isinstance(exc, BackPressureError) or (isinstance(exc, WorkerError) and exc.kind == "unavailable"):
+    if isinstance(exc, (BackPressureError, TooManySessions)) or (
+            isinstance(exc, WorkerError) and exc.kind == "unavailable"):
         return 1013
     return 1011
 
@@ -112,7 +120,7 @@ def _error_text(exc: BaseException) -> str:
         return exc.message
     if isinstance(exc, BackPressureError):
         return "all TTS workers are busy and their queues are full; retry shortly"
-    if isinstance(exc, (APIError, SessionError)):
+    if isinstance(exc, (APIError, SessionError, TooManySessions)):
         return str(exc)
     return f"internal error: {exc.__class__.__name__}"
 
@@ -142,9 +150,14 @@ class KyutaiSession:
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
-        if message.get("text") is not None:
-            return "text", message["text"]
         data = message.get("bytes") or b""
+        text = message.get("text")
+        limit = max(_VOICE_MESSAGE_BYTES, 4 * self.ctx.settings.max_text_chars + 1024)
+        size = len(data) if text is None else len(text)
+        if size > limit:
+            raise SessionError(f"message of {size} bytes refused: no valid message is larger than {limit}")
+        if text is not None:
+            return "text", text
         if data == b"\0":
             return "eos", None
         try:
@@ -175,12 +188,18 @@ class KyutaiSession:
                 eos = kind == "eos"
 
     async def receive_text(self) -> None:
-        """Starts the generation with the first words, then sends it every later word, in order."""
+        """Starts the generation with the first words, then sends it every later word, in order.
+        A session that sends nothing but empty Text for `websocket_idle_timeout_s` ends."""
+        idle_s = self.ctx.settings.websocket_idle_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + idle_s
         while True:
             try:
-                kind, payload = await asyncio.wait_for(self.inbox.get(), timeout=RECEIVE_TIMEOUT_S)
+                kind, payload = await asyncio.wait_for(self.inbox.get(), timeout=max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                raise SessionError(f"no message for {RECEIVE_TIMEOUT_S:g} s before Eos") from None
+                raise SessionError(f"no text for {idle_s:g} s before Eos") from None
+            if kind != "text" or payload.strip():
+                deadline = loop.time() + idle_s
             if kind == "voice":
                 if self.generation is not None:
                     raise SessionError("a Voice message must come before the first Text")
@@ -296,6 +315,11 @@ async def tts_streaming(websocket: WebSocket) -> None:
         return await _refuse(websocket, exc)
     await websocket.accept()
     session = KyutaiSession(ctx, websocket, fmt, ctx.settings.default_voice, cfg_coef)
+    open_sessions = websocket.app.state.websocket_sessions
+    if len(open_sessions) >= ctx.settings.max_websocket_sessions:
+        return await session.fail(TooManySessions(
+            f"this server holds {ctx.settings.max_websocket_sessions} sessions already; retry shortly"))
+    open_sessions.add(session)
     try:
         if voice_name is not None:  # the catalog may ask the hub: not on the event loop
             session.voice = await asyncio.to_thread(openai_voices.resolve_voice, ctx, voice_name)
@@ -307,5 +331,7 @@ async def tts_streaming(websocket: WebSocket) -> None:
         if not isinstance(exc, (SessionError, APIError, WorkerError, BackPressureError)):
             log.exception("tts_streaming session failed")
         return await session.fail(exc)
+    finally:
+        open_sessions.discard(session)
     if websocket.application_state == WebSocketState.CONNECTED:
         await websocket.close(code=1000)
