@@ -17,6 +17,7 @@ from ray import serve
 
 from . import mcp_server
 from .context import IngressContext
+from .cross_site import CrossSiteGuard
 from .errors import error_response, install_error_handlers
 from .routes import gpu, health, tts, ui, voices
 from .routes import openai as openai_routes, websocket as websocket_routes
@@ -92,6 +93,8 @@ def create_app(ctx: IngressContext) -> FastAPI:
 
     # Bodies are JSON with at most max_text_chars characters (4 bytes each in UTF-8) plus fields.
     app.add_middleware(BodySizeLimit, limit=ctx.settings.max_text_chars * 4 + 64 * 1024)
+    # Outermost: another site's page never reaches a route (serve_app/cross_site.py).
+    app.add_middleware(CrossSiteGuard, allowed_origins=ctx.settings.allowed_origins)
     return app
 
 

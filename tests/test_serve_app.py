@@ -328,3 +328,39 @@ def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(serve_cluster, ba
         assert refused.json()["error"]["code"] == "overloaded"
         assert refused.headers["retry-after"]
     assert httpx.post(f"{url}/api/tts", json={"text": "After the rush."}, timeout=120).status_code == 200
+
+
+def test_another_sites_page_cannot_drive_the_service(client, base_url):
+    before = [r["offloads"] for r in client.get("/api/gpu/status").json()["replicas"]]
+    # What a page on another site can send without a CORS preflight: a bodiless text/plain POST.
+    evil = client.post("/api/gpu/offload", content=b"", headers={"Origin": "http://evil.example",
+                                                                  "Content-Type": "text/plain"})
+    assert evil.status_code == 403 and evil.json()["error"]["code"] == "cross_origin"
+    evil_tts = client.post("/api/tts", json={"text": "Hello."}, headers={"Origin": "http://evil.example"})
+    assert evil_tts.status_code == 403
+    assert [r["offloads"] for r in client.get("/api/gpu/status").json()["replicas"]] == before
+    # A POST must carry JSON, whoever sends it.
+    bodiless = client.post("/api/gpu/offload")
+    assert bodiless.status_code == 415 and bodiless.json()["error"]["code"] == "json_required"
+    # The service's own page, an allowed origin, and clients that send no Origin keep working.
+    own = base_url.split("/", 3)[:3]
+    for origin in ("/".join(own), "http://localhost:3000", None):
+        headers = {"Origin": origin} if origin else {}
+        response = client.post("/api/tts", json={"text": "Hello."}, headers=headers)
+        assert response.status_code == 200, (origin, response.text)
+
+
+def test_another_sites_page_cannot_open_the_websocket(base_url):
+    import asyncio
+
+    import websockets
+
+    async def connect(origin: str):
+        url = base_url.replace("http://", "ws://") + "/api/tts_streaming"
+        async with websockets.connect(url, origin=origin) as ws:
+            return await ws.recv()
+
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(connect("http://evil.example"))
+    assert refused.value.response.status_code == 403
+    assert asyncio.run(connect("http://localhost:3000"))  # an allowed origin gets its Ready

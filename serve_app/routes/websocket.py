@@ -40,7 +40,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, TextFeedOpened, WordSpoken
 from deployments.voices import EMBEDDING_SHAPE, EMBEDDING_SIZE, VoiceError, validate_voice_embedding
 
-from .. import audio, openai_voices
+from .. import audio, cross_site, openai_voices
 from ..api_keys import is_allowed, presented_key
 from ..context import IngressContext
 from ..errors import APIError, error_response
@@ -309,6 +309,9 @@ async def tts_streaming(websocket: WebSocket) -> None:
     if not is_allowed(ctx.settings.api_keys, presented_key(websocket.headers, query)):
         return await _refuse(websocket, APIError(401, "missing or invalid API key (kyutai-api-key header)",
                                                  code="invalid_api_key"))
+    reason = cross_site.refusal(websocket.headers, ctx.settings.allowed_origins)
+    if reason is not None:
+        return await _refuse(websocket, APIError(403, reason, code="cross_origin"))
     try:
         fmt, voice_name, cfg_coef = _parse_query(query)
     except APIError as exc:
