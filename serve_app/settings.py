@@ -43,6 +43,16 @@ class AppSettings(EngineSettings):
         return EngineSettings(**{name: getattr(self, name) for name in EngineSettings.model_fields})
 
 
+def _keys_from(environ: dict) -> list[str]:
+    """API keys from TTS_API_KEYS (comma-separated) and TTS_API_KEYS_FILE (one per line, `#`
+    comments): secrets stay out of the Serve config, which the dashboard shows."""
+    keys = [k.strip() for k in (environ.get("TTS_API_KEYS") or "").split(",")]
+    if environ.get("TTS_API_KEYS_FILE"):
+        lines = Path(environ["TTS_API_KEYS_FILE"]).expanduser().read_text().splitlines()
+        keys += [line.strip() for line in lines if not line.strip().startswith("#")]
+    return [k for k in keys if k]
+
+
 def load_settings(args: dict | None, environ: dict | None = None, dotenv_path: str | None = ".env") -> AppSettings:
     """Settings from the config's args, with environment / .env overrides; paths made absolute
     (replicas do not share the driver's working directory)."""
@@ -58,6 +68,7 @@ def load_settings(args: dict | None, environ: dict | None = None, dotenv_path: s
             if setting == "model_repo":
                 values.pop("model_path", None)  # HF_REPO asks for a hub model explicitly
                 values.pop("build_test_checkpoint", None)
+    values["api_keys"] = list(values.get("api_keys") or []) + _keys_from(environ)
     settings = AppSettings(**values)
     for name in ("model_path", "outputs_dir"):
         value = getattr(settings, name)

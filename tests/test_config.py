@@ -123,3 +123,12 @@ def test_a_joined_cluster_keeps_the_config_as_written():
     config, warnings = fit_to_cluster(original, None, port=9000)
     assert not warnings and config["http_options"]["port"] == 9000
     assert _deployments(config) == _deployments(original)
+
+
+def test_api_keys_come_from_the_environment_and_a_file_too(tmp_path):
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# one key per line\nfile-key-1\n\n  file-key-2  \n")
+    settings = load_settings({"api_keys": ["config-key"]}, dotenv_path=None,
+                             environ={"TTS_API_KEYS": "env-a, env-b,", "TTS_API_KEYS_FILE": str(keys_file)})
+    assert settings.api_keys == ["config-key", "env-a", "env-b", "file-key-1", "file-key-2"]
+    assert load_settings({}, environ={}, dotenv_path=None).api_keys == []
