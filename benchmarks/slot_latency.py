@@ -14,22 +14,18 @@ With the tiny random-weight model on CPU the audio is noise: compare ratios and 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
-import os
 import statistics
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import msgpack
 import websockets
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import local_app
+
 
 SHORT = "Hello there, this is a short answer."
 LONG = " ".join(f"This is sentence number {i} of a long text that keeps the replica busy." for i in range(40))
@@ -125,27 +121,8 @@ def measure(url: str, runs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", help="a running service; default: start the demo app locally")
-    parser.add_argument("--runs", type=int, default=5)
-    options = parser.parse_args()
-    if options.url:
-        return measure(options.url.rstrip("/"), options.runs)
-    os.environ.setdefault("NO_TORCH_COMPILE", "1")
-    os.environ.setdefault("NO_CUDA_GRAPH", "1")
-    from conftest import ServeCluster, wait_for_replicas
-    from deployments.checkpoint import build_checkpoint
-
-    checkpoint = build_checkpoint(Path(tempfile.mkdtemp()) / "tiny", size="tiny")
-    cluster = ServeCluster(checkpoint, Path(tempfile.mkdtemp()))
-    # The demo config (configs/demo.yaml: 8 slots, max_text_chars 5000), one replica.
-    url = cluster.deploy("bench", "/", args={"max_text_chars": 5000, "max_audio_s": 600},
-                         worker={"autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
-    wait_for_replicas(url, 1)
-    try:
-        measure(url, options.runs)
-    finally:
-        cluster.shutdown()
+    # The demo config's limits (configs/demo.yaml: 8 slots, max_text_chars 5000), one replica.
+    local_app.run(measure, __doc__.splitlines()[0], default_runs=5, app_args={"max_text_chars": 5000, "max_audio_s": 600})
 
 
 if __name__ == "__main__":

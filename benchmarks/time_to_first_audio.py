@@ -13,21 +13,16 @@ total, not durations with a real model.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import msgpack
 import websockets
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+import local_app
+
 TEXT = " ".join(f"This is sentence number {i} of a long text that the service reads aloud." for i in range(10))
 
 
@@ -100,26 +95,7 @@ def measure(url: str, runs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", help="a running service; default: start the tiny app locally")
-    parser.add_argument("--runs", type=int, default=3)
-    options = parser.parse_args()
-    if options.url:
-        return measure(options.url.rstrip("/"), options.runs)
-    os.environ.setdefault("NO_TORCH_COMPILE", "1")
-    os.environ.setdefault("NO_CUDA_GRAPH", "1")
-    from conftest import ServeCluster, wait_for_replicas
-    from deployments.checkpoint import build_checkpoint
-
-    checkpoint = build_checkpoint(Path(tempfile.mkdtemp()) / "tiny", size="tiny")
-    cluster = ServeCluster(checkpoint, Path(tempfile.mkdtemp()))
-    url = cluster.deploy("ttfa", "/", worker={"autoscaling_config": {"min_replicas": 1, "initial_replicas": 1,
-                                                                    "max_replicas": 1}})
-    wait_for_replicas(url, 1)
-    try:
-        measure(url, options.runs)
-    finally:
-        cluster.shutdown()
+    local_app.run(measure, __doc__.splitlines()[0], default_runs=3)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class SynthesisJob:
     voice_name: str
     voice: Voice
     cfg_coef: float | None
-    entries: list  # moshi `Entry`s known when prepared
+    entries: list  # moshi `Entry`s known when prepared (later words go straight to `state`)
     sink: Callable[[SynthesisEvent], None]
     is_cancelled: Callable[[], bool] = lambda: False
     text_complete: bool = True  # False while a streamed text may still grow
@@ -208,7 +208,7 @@ class TTSEngine:
             provider.device = device
             for conditioner in provider.conditioners.values():
                 conditioner.device = device
-        if device == "cpu" and torch.cuda.is_available():
+        if to_host:
             torch.cuda.empty_cache()
 
     def ensure_slots(self, batch_size: int) -> None:
@@ -370,7 +370,6 @@ class TTSEngine:
     def _take_words(self, job: SynthesisJob) -> None:
         incoming, complete = job.take_incoming()
         job.state.entries.extend(incoming)
-        job.entries.extend(incoming)
         job.text_complete = complete
 
     def tick(self) -> bool:

@@ -50,7 +50,7 @@ def voice_attributes(tts, voice: Voice, cfg_coef: float | None):
 class SlotBatch:
     """`batch_size` rows of one streaming generation. Not thread-safe: the engine's thread only."""
 
-    def __init__(self, tts, batch_size: int, on_text: Callable[[list[int], torch.Tensor], None]):
+    def __init__(self, tts, batch_size: int, on_text: Callable[[list[int], list[int]], list[int]]):
         """`on_text(rows, tokens)` is called during each step with the rows that execute and the
         text tokens the model sampled (on the host); it returns the tokens to feed back."""
         from moshi.models.lm import LMGen
@@ -72,7 +72,10 @@ class SlotBatch:
         self._zero_input = torch.full((batch_size, lm.n_q - lm.dep_q, 1), zero, dtype=torch.long, device=self.device)
         self._no_depformer = torch.full((batch_size, lm.dep_q, 1), zero, dtype=torch.long, device=self.device)
         pinned = self.device.type == "cuda"
-        self._exec_host = torch.zeros(batch_size, dtype=torch.bool, pin_memory=pinned)
+        # One host buffer per exec mask: a pinned buffer must not be rewritten while its
+        # non-blocking copy to the GPU may still be pending.
+        self._lm_exec_host = torch.zeros(batch_size, dtype=torch.bool, pin_memory=pinned)
+        self._mimi_exec_host = torch.zeros(batch_size, dtype=torch.bool, pin_memory=pinned)
         self._tokens_host = torch.zeros(batch_size, dtype=torch.long, pin_memory=pinned)
 
         silent = Voice("silence", torch.zeros(1, VOICE_DIM, VOICE_FRAMES))
@@ -134,10 +137,10 @@ class SlotBatch:
             module._streaming_state.v_cross[row].copy_(v[0])
 
     # ---- steps -------------------------------------------------------------------------------
-    def _mask(self, rows: list[int]) -> torch.Tensor:
-        self._exec_host.zero_()
-        self._exec_host[rows] = True
-        return self._exec_host.to(self.device, non_blocking=True)
+    def _mask(self, host: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        host.zero_()
+        host[rows] = True
+        return host.to(self.device, non_blocking=True)
 
     def _text_hook(self, text_tokens: torch.Tensor) -> None:
         tokens = text_tokens.tolist()  # host sync 1: the state machines run on the host
@@ -155,7 +158,7 @@ class SlotBatch:
         only for rows that are all still inside their audio delay (their audio is silence).
         Returns the frame [B, 1 + dep_q, 1] (only rows that executed are meaningful)."""
         self._rows = rows
-        self.lm_gen.set_exec_mask(self._mask(rows))
+        self.lm_gen.set_exec_mask(self._mask(self._lm_exec_host, rows))
         frame = self.lm_gen.step(self._zero_input, depformer_replace_tokens=self._no_depformer if text_only else None)
         assert frame is not None  # support_out_of_sync: a frame every step
         return frame
@@ -163,7 +166,7 @@ class SlotBatch:
     def decode(self, frame: torch.Tensor, rows: list[int]) -> torch.Tensor:
         """PCM [len(rows), 1920] float32 on the host for `rows`, whose frames are complete."""
         mimi = self.tts.mimi
-        mimi.set_exec_mask(self._mask(rows))
+        mimi.set_exec_mask(self._mask(self._mimi_exec_host, rows))
         codes = frame[:, 1:].clamp(min=0)  # frozen rows may hold "not generated yet" markers
         pcm = mimi.decode(codes)[:, 0].clamp(-1, 1)
         index = torch.tensor(rows, device=pcm.device)

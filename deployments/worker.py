@@ -157,7 +157,8 @@ class TTSWorker:
     def _status(self) -> dict:
         self.metrics.queue_depth.set(self.scheduler.queued)
         self.metrics.active.set(self.scheduler.active)
-        self.metrics.free_slots.set(self.scheduler.max_batch_size - self.scheduler.active)
+        free_slots = self.scheduler.max_batch_size - self.scheduler.active
+        self.metrics.free_slots.set(free_slots)
         return {
             **self.served_by,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -165,7 +166,7 @@ class TTSWorker:
             "queued": self.scheduler.queued,
             "active": self.scheduler.active,
             "max_batch_size": self.scheduler.max_batch_size,
-            "free_slots": self.scheduler.max_batch_size - self.scheduler.active,
+            "free_slots": free_slots,
             **self.scheduler.counters(),
         }
 
