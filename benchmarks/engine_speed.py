@@ -100,6 +100,59 @@ def step_cost(engine, steps: int = 60) -> float:
     return elapsed
 
 
+def breakdown(engine, busy: int, ticks: int = 40) -> tuple[float, float, float]:
+    """(LM step ms, codec decode ms, everything else ms) per tick with `busy` rows speaking,
+    each part timed with a device sync around it (the syncs cost a little on their own)."""
+    slots = engine.slots
+    spent = {"step": 0.0, "decode": 0.0}
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            sync(engine)
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            sync(engine)
+            spent[name] += time.perf_counter() - started
+            return result
+        return wrapper
+
+    jobs = [admit(engine, LONG) for _ in range(busy)]
+    while min(job.steps for job in jobs) <= slots.first_audio_step + 2:
+        engine.tick()
+    step, decode = slots.step, slots.decode
+    slots.step, slots.decode = timed("step", step), timed("decode", decode)
+    try:
+        sync(engine)
+        started = time.perf_counter()
+        for _ in range(ticks):
+            engine.tick()
+        sync(engine)
+        total = time.perf_counter() - started
+    finally:
+        slots.step, slots.decode = step, decode
+    for job in jobs:
+        job.is_cancelled = lambda: True
+    drain(engine)
+    per_tick = {name: 1000 * value / ticks for name, value in spent.items()}
+    return per_tick["step"], per_tick["decode"], 1000 * total / ticks - sum(per_tick.values())
+
+
+def residency(engine, device: str, slots: int) -> tuple[float, float, float]:
+    """(offload s, reload s, rebuild + warm-up of the slots s): what a worker pays when it
+    gives its GPU memory back when idle and when the next request brings the model back."""
+    started = time.perf_counter()
+    engine.move_to("cpu")
+    offload = time.perf_counter() - started
+    started = time.perf_counter()
+    engine.move_to(device)
+    sync(engine)
+    reload = time.perf_counter() - started
+    started = time.perf_counter()
+    engine.ensure_slots(slots)
+    sync(engine)
+    return offload, reload, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "full"])
@@ -109,6 +162,8 @@ def main() -> None:
     parser.add_argument("--n-q", type=int, help="codebooks (default: 24 for full, as production; 8 for tiny)")
     parser.add_argument("--slots", type=int, default=16, help="max_batch_size of the engine")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--torch-compile", action="store_true", help="the torch_compile setting (off by default)")
+    parser.add_argument("--sections", default="1,2,3,4,5", help="which of the sections below to run")
     args = parser.parse_args()
     if args.device == "cpu":  # as the worker does (loading.pick_device); CUDA keeps graphs on
         import os
@@ -116,7 +171,6 @@ def main() -> None:
         os.environ.setdefault("NO_TORCH_COMPILE", "1")
         os.environ.setdefault("NO_CUDA_GRAPH", "1")
 
-    from deployments import engine as engine_module
     from deployments.checkpoint import build_checkpoint
     from deployments.engine import TTSEngine
     from deployments.settings import EngineSettings
@@ -124,7 +178,8 @@ def main() -> None:
     n_q = args.n_q or (24 if args.size == "full" else 8)
     folder = args.checkpoint or Path(tempfile.gettempdir()) / f"kyutai-tts-bench-{args.size}"
     build_checkpoint(folder, size=args.size)
-    settings = EngineSettings(model_path=str(folder), device=args.device, cpu_threads=args.threads, n_q=n_q)
+    settings = EngineSettings(model_path=str(folder), device=args.device, cpu_threads=args.threads, n_q=n_q,
+                              torch_compile=args.torch_compile)
     started = time.perf_counter()
     engine = TTSEngine(settings, args.device)
     load_s = time.perf_counter() - started
@@ -132,12 +187,39 @@ def main() -> None:
     engine.ensure_slots(args.slots)
     warm_s = time.perf_counter() - started
     throughput(engine, 1)  # first-call allocations
-    print(f"model {args.size}, device {args.device}, cpu threads {args.threads}, n_q {n_q}, {args.slots} slots; "
+    print(f"model {args.size}, device {args.device}, cpu threads {args.threads}, n_q {n_q}, {args.slots} slots, "
+          f"torch_compile {args.torch_compile}; "
           f"load {load_s:.2f}s, streaming state + warm-up {warm_s:.2f}s; medians of {args.repeats}")
 
+    sections = {int(part) for part in args.sections.split(",")}
+    if 1 in sections:
+        newcomers(engine, args)
+    if 2 in sections:
+        rtfs = {busy: throughput(engine, busy) for busy in (1, 4, 8, 16, 32, 64, 128) if busy <= args.slots}
+        print("\n2. aggregate real-time factor (audio s per wall s), one sentence per busy slot")
+        print("  ".join(f"{busy:>2} busy: {rtf:6.1f}x" for busy, rtf in rtfs.items())
+              + f"   ({max(rtfs)} vs 1: {rtfs[max(rtfs)] / rtfs[1]:.2f}x)")
+    if 3 in sections:
+        step_costs(engine, args)
+    if 4 in sections:
+        print(f"\n4. where a tick goes with B busy rows ({args.slots} slots; ms, each part synced)")
+        for busy in sorted({1, min(16, args.slots), args.slots}):
+            lm, codec, rest = breakdown(engine, busy)
+            print(f"{busy:>3} busy: LM step {lm:6.2f}   codec decode {codec:6.2f}   host + rest {rest:6.2f}   "
+                  f"tick {lm + codec + rest:6.2f}")
+    if 5 in sections and args.device != "cpu":
+        print("\n5. residency: offload to pinned host memory, reload, rebuild + warm-up of the slots (s)")
+        for _ in range(3):
+            offload, reload, rebuild = residency(engine, args.device, args.slots)
+            print(f"offload {offload:.2f}   reload {reload:.2f}   slots {rebuild:.2f}")
+
+
+def newcomers(engine, args) -> None:
+    from deployments import engine as engine_module
+
     print("\n1. newcomer: admission -> first audio (seconds / ticks), while N slots stream")
-    streams = [0, 1, 4, 8]
-    print(f"{'catch-up':>8} " + " ".join(f"{f'N={n}':>15}" for n in streams) + f" {'N=8 vs idle':>12}")
+    streams = sorted({n for n in (0, 1, 4, 8, args.slots - 1) if n < args.slots})
+    print(f"{'catch-up':>8} " + " ".join(f"{f'N={n}':>15}" for n in streams) + f" {f'N={streams[-1]} vs idle':>12}")
     default = engine_module.CATCH_UP_STEPS
     for catch_up in (0, 1, 2, 4):
         engine_module.CATCH_UP_STEPS = catch_up
@@ -146,15 +228,14 @@ def main() -> None:
               + f" {row[-1][0] / row[0][0]:>11.2f}x" + ("   <- default" if catch_up == default else ""))
     engine_module.CATCH_UP_STEPS = default
 
-    print("\n2. aggregate real-time factor (audio s per wall s), one sentence per busy slot")
-    rtfs = {busy: throughput(engine, busy) for busy in (1, 4, 8, 16) if busy <= args.slots}
-    print("  ".join(f"{busy:>2} busy: {rtf:6.1f}x" for busy, rtf in rtfs.items())
-          + f"   ({max(rtfs)} vs 1: {rtfs[max(rtfs)] / rtfs[1]:.2f}x)")
 
+
+def step_costs(engine, args) -> None:
     print(f"\n3. one full step with 1 busy slot ({args.slots} slots vs a 1-slot engine)")
     wide = statistics.median(step_cost(engine) for _ in range(args.repeats))
     engine.ensure_slots(1)
     narrow = statistics.median(step_cost(engine) for _ in range(args.repeats))
+    engine.ensure_slots(args.slots)
     print(f"{args.slots} slots: {wide * 1000:.2f} ms/step   1 slot: {narrow * 1000:.2f} ms/step   "
           f"ratio {wide / narrow:.2f}x   (real time: 80 ms/step)")
 

@@ -18,8 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+# The engine tests run on CPU here; TTS_TEST_DEVICE=cuda runs them on a GPU machine with CUDA
+# graphs on, as in production (the Serve tests always use logical GPUs and CPU).
+TEST_DEVICE = os.environ.get("TTS_TEST_DEVICE", "cpu")
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
-os.environ.setdefault("NO_CUDA_GRAPH", "1")
+if TEST_DEVICE == "cpu":
+    os.environ.setdefault("NO_CUDA_GRAPH", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -37,7 +41,7 @@ def engine_settings(tiny_checkpoint):
     from deployments.settings import EngineSettings
 
     return EngineSettings(model_path=str(tiny_checkpoint), n_q=8, cpu_threads=1, max_audio_s=300,
-                          max_text_chars=2000, device="cpu")
+                          max_text_chars=2000, device=TEST_DEVICE)
 
 
 def free_port() -> int:
