@@ -55,7 +55,8 @@ class IngressContext:
         voices = VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine),
                               suffix=None, hub_timeout_s=settings.hub_timeout_s)
         return cls(settings, WorkerClient(worker_handle, app_name), voices,
-                   OutputStore(settings.outputs_dir, settings.outputs_max_age_s), VoiceIndex(voices))
+                   OutputStore(settings.outputs_dir, settings.outputs_max_age_s,
+                               settings.outputs_max_bytes), VoiceIndex(voices))
 
     def check_voice(self, voice: str | None, param: str = "voice") -> str:
         """The voice id to use; 400 for a refused or unknown name. When no voice is known here yet

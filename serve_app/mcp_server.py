@@ -18,6 +18,7 @@ import base64
 import contextlib
 import inspect
 import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -38,12 +39,14 @@ from .routes.voices import filter_voices
 from .schemas import AudioFormatName
 from .settings import AppSettings
 
+log = logging.getLogger(__name__)
+
 MCP_PATHS = ("/mcp", "/mcp/")
 
 INSTRUCTIONS = """Text to speech with Kyutai TTS on a GPU cluster. Call list_voices to pick a voice,
 then text_to_speech: it returns the audio itself (base64, with its MIME type), its duration, the word
-timestamps and a URL to download the same file. get_gpu_status and offload_gpu inspect and free the
-GPUs (the model reloads by itself on the next request)."""
+timestamps and, unless called with save=false, a URL to download the same file. get_gpu_status and
+offload_gpu inspect and free the GPUs (the model reloads by itself on the next request)."""
 
 
 # ---- what the tools return (published as output schemas) ---------------------------------------
@@ -54,7 +57,8 @@ class SpokenWord(BaseModel):
 
 
 class SpeechResult(BaseModel):
-    url: str = Field(description="Where the same audio file can be downloaded (HTTP GET).")
+    url: str | None = Field(description=(
+        "Where the same audio file can be downloaded (HTTP GET); null when called with save=false."))
     format: str = Field(description="Audio format of the file.")
     mime_type: str = Field(description="MIME type of the audio content.")
     sample_rate: int = Field(description="Samples per second (the audio is mono).")
@@ -95,16 +99,25 @@ def tool_error(exc: APIError) -> ToolError:
 
 class TTSServer(FastMCP):
     async def call_tool(self, name: str, arguments: dict[str, Any]):
-        """Argument errors in one line per field ("cfg_coef: Input should be a multiple of 0.5"),
-        instead of pydantic's report with links."""
+        """Every failure as a tool error an agent can act on, and nothing internal: argument errors
+        in one line per field ("cfg_coef: Input should be a multiple of 0.5", not pydantic's report
+        with links), APIErrors with the message a REST client reads, anything unexpected as a
+        generic message (details, which may hold paths or Ray ids, only in the server log)."""
         try:
             return await super().call_tool(name, arguments)
         except ToolError as exc:
-            if not isinstance(exc.__cause__, ValidationError):
-                raise
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
-                                 for e in exc.__cause__.errors())
-            raise ToolError(f"invalid arguments for {name}: {problems}") from None
+            cause = exc.__cause__  # FastMCP wraps whatever a tool raised in a ToolError
+            if cause is None:
+                raise  # FastMCP's own (unknown tool): says nothing internal
+            if isinstance(cause, ValidationError):
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                                     for e in cause.errors())
+                raise ToolError(f"invalid arguments for {name}: {problems}") from None
+            if isinstance(cause, APIError):
+                raise tool_error(cause) from None
+            log.error("MCP tool %s failed", name, exc_info=cause)
+            raise ToolError(f"{name} failed with an internal error; it is logged on the server. "
+                            "Retry, or report it to the service's operators.") from None
 
 
 def tool(server: FastMCP, **hints):
@@ -134,17 +147,21 @@ def build_server(ctx: IngressContext) -> FastMCP:
         cfg_coef: Annotated[float | None, Field(ge=1.0, le=4.0, multiple_of=0.5, description=(
             f"How closely to follow the voice: 1.0 to 4.0 in steps of 0.5; "
             f"default {settings.default_cfg_coef:.1f}."))] = None,
+        save: Annotated[bool, Field(description=(
+            "true (default): also save the file on the server and return its download `url`, a "
+            "short link to hand to a user or another tool instead of the audio bytes. false: no "
+            "file is written and `url` is null; the audio comes only inline."))] = True,
     ) -> Annotated[CallToolResult, SpeechResult]:
         """Speak a text: returns the audio itself (base64 audio content with its MIME type) and, as
-        structured content, its duration, the voice used, word timestamps and a download URL."""
-        try:
-            result = await speech.synthesize(ctx, text, voice, cfg_coef)
-        except APIError as exc:
-            raise tool_error(exc) from None
-        data, name = await asyncio.to_thread(speech.encode_and_maybe_save, ctx, result, format, True)
+        structured content, its duration, the voice used, word timestamps and (save=true, the
+        default) a download URL, kept for a limited time. Pass the URL on rather than the base64
+        audio, which is large (about 64 kB per second of WAV). With save=false nothing is stored
+        on the server."""
+        result = await speech.synthesize(ctx, text, voice, cfg_coef)  # APIErrors: see call_tool
+        data, name = await asyncio.to_thread(speech.encode_and_maybe_save, ctx, result, format, save)
         request = mcp_context.request_context.request
         facts = SpeechResult(
-            url=str(request.url_for("get_output", name=name)), format=format,
+            url=str(request.url_for("get_output", name=name)) if name else None, format=format,
             mime_type=audio.FORMATS[format].media_type, sample_rate=SAMPLE_RATE,
             duration_s=result.done.duration_s, voice=result.done.voice,
             gpu=result.served_by.get("gpu"), replica=result.served_by.get("replica"),

@@ -23,6 +23,9 @@ class AppSettings(EngineSettings):
     outputs_dir: str = "outputs"
     # Saved files (save: true, MCP downloads) are deleted after this many seconds; None keeps them.
     outputs_max_age_s: float | None = Field(24 * 3600.0, gt=0)
+    # ...and the oldest are deleted after each save to keep them under this many bytes in all
+    # (a file larger than that alone is refused with 507); None: no cap.
+    outputs_max_bytes: int | None = Field(2_000_000_000, ge=1)
     # Host headers accepted by the MCP endpoint (DNS-rebinding protection); "*" disables the check.
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])
@@ -38,6 +41,10 @@ class AppSettings(EngineSettings):
     websocket_idle_timeout_s: float = Field(60.0, gt=0)
     # Seconds the ingress waits for a worker (including a cold start from zero replicas).
     worker_timeout_s: float = Field(600.0, gt=0)
+
+    def model_name(self) -> str:
+        """The model as clients see it: the hub repo, or `local/<folder name>`, never a local path."""
+        return f"local/{Path(self.model_path).name}" if self.model_path else self.model_repo
 
     def engine_settings(self) -> EngineSettings:
         return EngineSettings(**{name: getattr(self, name) for name in EngineSettings.model_fields})

@@ -282,3 +282,20 @@ def test_stateless_any_request_stands_alone(base_url):
     assert not result["isError"]
     voices = [v["id"] for v in result["structuredContent"]["voices"]]
     assert voices == ["expresso/ex03-ex01_happy_001_channel1_334s.wav"]
+
+
+def test_save_false_returns_the_audio_and_writes_no_file(base_url, serve_cluster):
+    async def scenario():
+        async with mcp_session(f"{base_url}/mcp") as session:
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            before = sorted(p.name for p in serve_cluster.outputs.iterdir())
+            result = await session.call_tool("text_to_speech", {"text": "Nothing saved.", "save": False})
+            return tools["text_to_speech"], before, result
+
+    tool, before, result = run(scenario)
+    save = tool.inputSchema["properties"]["save"]
+    assert save["type"] == "boolean" and save["default"] is True and "url" in save["description"]
+    _, data = audio_of(result)
+    assert decode_wav(data)[2] > 0
+    assert result.structuredContent["url"] is None and result.structuredContent["duration_s"] > 0
+    assert sorted(p.name for p in serve_cluster.outputs.iterdir()) == before

@@ -25,7 +25,6 @@ Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends
@@ -104,9 +103,7 @@ def _model_entry(model_id: str) -> dict:
 
 
 def _model_ids(ctx: IngressContext) -> list[str]:
-    settings = ctx.settings
-    served = f"local/{Path(settings.model_path).name}" if settings.model_path else settings.model_repo
-    return [served, *MODEL_ALIASES]
+    return [ctx.settings.model_name(), *MODEL_ALIASES]
 
 
 @router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)")

@@ -56,6 +56,6 @@ async def info(ctx: IngressContext = Depends(get_ctx)) -> dict:
     settings = ctx.settings
     test_model = bool(settings.build_test_checkpoint) or bool(
         settings.model_path and _checkpoint_is_test_model(settings.model_path))
-    return {"model": settings.model_path or settings.model_repo, "test_model": test_model,
+    return {"model": settings.model_name(), "test_model": test_model,
             "version": _version(), "default_voice": settings.default_voice,
             "default_cfg_coef": settings.default_cfg_coef, "max_text_chars": settings.max_text_chars}
