@@ -1,25 +1,44 @@
-"""Optional API keys (setting `api_keys`; empty = open) for the OpenAI-compatible routes and the
-Kyutai WebSocket. A key is read where each family of clients puts it: `Authorization: Bearer KEY`
-(OpenAI SDKs), the `kyutai-api-key` header (Kyutai's clients), or the `auth_id` query parameter
-(browsers cannot set WebSocket headers; Kyutai's server reads it too)."""
+"""Optional API keys (setting `api_keys`; empty = open) for everything but the open routes.
+
+With keys configured, every route that costs GPU time, changes state or describes the cluster needs
+a valid key: all of `/api/*` (the Kyutai WebSocket included), `/v1/*` and `/mcp`. Only the routes a
+load balancer or a browser needs before it can hold a key stay open (`OPEN_PATHS`, `OPEN_PREFIXES`):
+the health checks, the web page and its static files, and the API docs. The guard is one ASGI
+middleware that refuses by default, so a route added later is guarded without anyone remembering to.
+
+A key is read where each family of clients puts it: `Authorization: Bearer KEY` (OpenAI SDKs, MCP
+clients, the web page's fetches), the `kyutai-api-key` header (Kyutai's clients), or the `auth_id`
+query parameter (browsers cannot set headers on a WebSocket or an `<audio src>`; Kyutai's server
+reads it too). A refusal is a plain HTTP 401 with `WWW-Authenticate: Bearer` and the service's
+error body (code `invalid_api_key`); a WebSocket handshake is refused the same way where the server
+can send HTTP on it, else closed with 1008."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Mapping
 
-from fastapi import Request
+from starlette.datastructures import Headers, QueryParams
+from starlette.websockets import WebSocket
 
-from .errors import APIError
+from .cross_site import relative_path
+from .errors import APIError, error_response, refuse_websocket
 
 KYUTAI_HEADER = "kyutai-api-key"
+QUERY_PARAMETER = "auth_id"
+# Open with keys configured: liveness/readiness, the web page and its files, the API docs.
+OPEN_PATHS = frozenset({"", "/", "/health", "/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json",
+                        "/apidocs", "/static"})
+OPEN_PREFIXES = ("/static/", "/favicon")
+MESSAGE = (f"missing or invalid API key: send 'Authorization: Bearer <key>', a '{KYUTAI_HEADER}' header "
+           f"or an '{QUERY_PARAMETER}' query parameter")
 
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
     authorization = headers.get("authorization") or ""
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
-    return headers.get(KYUTAI_HEADER) or query.get("auth_id")
+    return headers.get(KYUTAI_HEADER) or query.get(QUERY_PARAMETER)
 
 
 def is_allowed(api_keys: list[str], key: str | None) -> bool:
@@ -29,8 +48,26 @@ def is_allowed(api_keys: list[str], key: str | None) -> bool:
     return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in api_keys)
 
 
-async def require_api_key(request: Request) -> None:
-    """FastAPI dependency: 401 unless the keys are off or the request carries a valid one."""
-    if not is_allowed(request.app.state.ctx.settings.api_keys, presented_key(request.headers, request.query_params)):
-        raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>' or a "
-                       f"'{KYUTAI_HEADER}' header", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+def needs_key(path: str) -> bool:
+    """Whether a request to `path` (relative to the application's route prefix) needs a key."""
+    return path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
+
+
+class ApiKeyGuard:
+    """ASGI middleware: with keys configured, HTTP requests and WebSocket handshakes to any path
+    but the open ones need a valid key (the request body is never read for a refusal)."""
+
+    def __init__(self, app, api_keys: list[str]):
+        self.app, self.api_keys = app, list(api_keys)
+
+    async def __call__(self, scope, receive, send):
+        if not self.api_keys or scope["type"] not in ("http", "websocket") or not needs_key(relative_path(scope)):
+            return await self.app(scope, receive, send)
+        key = presented_key(Headers(scope=scope), QueryParams(scope.get("query_string", b"")))
+        if is_allowed(self.api_keys, key):
+            return await self.app(scope, receive, send)
+        error = APIError(401, MESSAGE, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        if scope["type"] == "websocket":
+            return await refuse_websocket(WebSocket(scope, receive, send), error)
+        response = error_response(error.status, error.message, error.param, error.code, error.headers)
+        return await response(scope, receive, send)

@@ -39,7 +39,7 @@ def refusal(headers: Mapping[str, str], allowed_origins: list[str]) -> str | Non
     return f"requests from the web page at {origin[:200]!r} are not allowed (allowed_origins)"
 
 
-def _relative_path(scope) -> str:
+def relative_path(scope) -> str:
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
 
@@ -52,7 +52,7 @@ class CrossSiteGuard:
         self.app, self.allowed_origins = app, list(allowed_origins)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or _relative_path(scope).startswith("/mcp"):
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or relative_path(scope).startswith("/mcp"):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         reason = refusal(headers, self.allowed_origins)

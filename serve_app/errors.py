@@ -34,6 +34,17 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+async def refuse_websocket(websocket, error: APIError) -> None:
+    """Refuses a WebSocket handshake with `error` as an HTTP response (its status and body), as
+    moshi-server does, or closes it with 1008 (policy violation) where the server cannot send HTTP
+    there (no Websocket Denial Response extension)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(error.status, error.message, error.param, error.code,
+                                                            error.headers))
+    else:  # a close reason fits in 123 bytes of UTF-8
+        await websocket.close(code=1008, reason=error.message.encode()[:120].decode(errors="ignore"))
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {}
     location = [str(part) for part in first.get("loc", ()) if part != "body"]

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse
 from ray import serve
 
 from . import mcp_server
+from .api_keys import ApiKeyGuard
 from .context import IngressContext
 from .cross_site import CrossSiteGuard
 from .errors import error_response, install_error_handlers
@@ -93,8 +94,11 @@ def create_app(ctx: IngressContext) -> FastAPI:
 
     # Bodies are JSON with at most max_text_chars characters (4 bytes each in UTF-8) plus fields.
     app.add_middleware(BodySizeLimit, limit=ctx.settings.max_text_chars * 4 + 64 * 1024)
-    # Outermost: another site's page never reaches a route (serve_app/cross_site.py).
+    # Another site's page never reaches a route (serve_app/cross_site.py).
     app.add_middleware(CrossSiteGuard, allowed_origins=ctx.settings.allowed_origins)
+    # Outermost: with api_keys set, a client without a key learns nothing (no origin, body size or
+    # JSON rules), and its body is never read (serve_app/api_keys.py).
+    app.add_middleware(ApiKeyGuard, api_keys=ctx.settings.api_keys)
     return app
 
 

@@ -135,6 +135,20 @@ def base_url(serve_cluster) -> str:
     return url
 
 
+# An app with api_keys set (tests/test_api_keys.py, test_websocket.py, test_ui.py). Its worker may
+# scale to zero and needs no GPU: the tests using it generate nothing, or wait for a cold start.
+KEYED_WORKER = {"ray_actor_options": {"num_gpus": 0},
+                "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}}
+API_KEY = "secret-key"
+
+
+@pytest.fixture(scope="session")
+def keyed_url(serve_cluster, base_url) -> str:
+    # Also small WebSocket bounds (tests/test_websocket.py): one session at a time, 2 s without text.
+    return serve_cluster.deploy("keyed", "/keyed", worker=KEYED_WORKER, args={
+        "api_keys": [API_KEY], "max_websocket_sessions": 1, "websocket_idle_timeout_s": 2})
+
+
 def wait_for_replicas(url: str, count: int, timeout_s: float = 120) -> list[dict]:
     """Polls /api/gpu/status until `count` replicas report (without waking anything)."""
     deadline = time.monotonic() + timeout_s

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import API_KEY
 
 pytestmark = [pytest.mark.serve, pytest.mark.browser]
 
@@ -40,7 +41,7 @@ class Page:
     """A page in a fresh browser context (own storage, own locale) that records what it requested
     and any JavaScript error it raised."""
 
-    def __init__(self, browser, url: str, locale: str = "en-US"):
+    def __init__(self, browser, url: str, locale: str = "en-US", wait: bool = True):
         self.context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()
         self.page.set_default_timeout(WAIT_MS)
@@ -48,11 +49,12 @@ class Page:
         self.js_errors: list[str] = []
         self.page.on("request", lambda request: self.requests.append(request))
         self.page.on("pageerror", lambda exc: self.js_errors.append(str(exc)))
-        self.open(url)
+        self.open(url, wait)
 
-    def open(self, url: str) -> None:
+    def open(self, url: str, wait: bool = True) -> None:
         self.page.goto(url)
-        self.wait_for_voices()
+        if wait:
+            self.wait_for_voices()
 
     def wait_for_voices(self) -> None:
         self.page.wait_for_selector("#voice[data-state]", state="attached")  # loaded, or failed
@@ -68,8 +70,8 @@ class Page:
 def open_page(browser):
     pages: list[Page] = []
 
-    def opener(url: str, locale: str = "en-US") -> Page:
-        pages.append(Page(browser, url, locale))
+    def opener(url: str, locale: str = "en-US", wait: bool = True) -> Page:
+        pages.append(Page(browser, url, locale, wait))
         return pages[-1]
 
     yield opener
@@ -367,6 +369,62 @@ def test_info_says_the_demo_model_is_a_test_model(ui, client):
     assert info["test_model"] is True and info["version"]
     assert ui.page.locator("#test-model-note").is_visible()
     assert "noise" in ui.page.inner_text("#test-model-note")
+
+
+def test_a_keyed_service_asks_for_the_key_and_sends_it_everywhere(open_page, keyed_url, client):
+    ui = open_page(f"{keyed_url}/", wait=False)  # the voices wait for the key
+    prompt = ui.page.locator("#key-form")
+    prompt.wait_for(state="visible")
+    assert ui.page.get_attribute("#voice", "data-state") is None  # nothing loaded without the key
+    assert ui.page.locator("#key-error").is_hidden()
+    key_box = ui.page.get_by_label("API key", exact=True)  # the field is labelled: an accessible form
+    assert key_box.evaluate("e => e === document.activeElement")
+
+    # A wrong key: the service refuses it, the prompt comes back saying so, still nothing loads.
+    key_box.fill("wrong-key")
+    ui.page.get_by_role("button", name="Use this key").click()
+    ui.page.wait_for_selector("#key-error:not([hidden])")
+    assert ui.page.inner_text("#key-error") == "This key was refused. Please check it and try again."
+    assert prompt.is_visible() and ui.page.get_attribute("#voice", "data-state") is None
+    ui.page.select_option("#lang", "zh")  # the prompt speaks the page's language
+    assert ui.page.inner_text("#key-error") == "此密钥被拒绝。请检查后重试。"
+    assert ui.page.inner_text("#key-title") == "需要 API 密钥"
+    ui.page.select_option("#lang", "en")
+
+    # The right key: the prompt goes away and every call waiting for it is answered.
+    key_box.fill(API_KEY)
+    key_box.press("Enter")
+    ui.wait_for_voices()
+    assert ui.page.get_attribute("#voice", "data-state") == "loaded"
+    assert ui.page.locator("#voice option").count() == len(client.get("/api/voices").json()["voices"]) > 0
+    assert prompt.is_hidden()
+    ui.page.wait_for_function("() => document.getElementById('gpu-summary').textContent !== ''")
+    assert ui.page.evaluate("() => sessionStorage.getItem('tts.apiKey')") == API_KEY
+    calls = [r for r in ui.requests if "/api/" in r.url and r.resource_type == "fetch"]
+    keyed = [r for r in calls if r.all_headers().get("authorization") == f"Bearer {API_KEY}"]
+    assert {r.url.rsplit("/api/", 1)[1] for r in keyed} >= {"voices", "info", "gpu/status"}
+    assert all(r.response().status == 401 for r in calls if r not in keyed)
+
+    # A saved file plays in <audio src> with the key in its URL (saved by the main app: the apps
+    # share the outputs directory, and the keyed app serves it to key holders only).
+    saved = client.post("/api/tts", json={"text": "Audio behind a key.", "save": True})
+    assert saved.status_code == 200, saved.text
+    name = saved.json()["url"].rsplit("/", 1)[1]
+    src = ui.page.evaluate("""async name => { const {withKey} = await import('./static/api.js');
+      const audio = document.getElementById('audio'); audio.src = withKey(`api/outputs/${name}`);
+      return audio.src; }""", name)
+    assert src == f"{keyed_url}/api/outputs/{name}?auth_id={API_KEY}"
+    ui.page.wait_for_function("() => document.getElementById('audio').duration > 0")
+
+    # Reloaded in the same tab: the key is remembered, nothing is asked.
+    ui.open(f"{keyed_url}/")
+    assert ui.page.get_attribute("#voice", "data-state") == "loaded" and prompt.is_hidden()
+
+
+def test_an_open_service_never_asks_for_a_key(ui):
+    assert ui.page.get_attribute("#voice", "data-state") == "loaded"
+    assert ui.page.locator("#key-form").is_hidden()
+    assert all("authorization" not in r.all_headers() for r in ui.requests if "/api/" in r.url)
 
 
 def test_a_checkpoint_without_the_marker_is_not_called_a_test_model(tmp_path):

@@ -231,16 +231,7 @@ def test_a_voice_message_gives_the_session_its_own_voice(base_url):
 
 
 # ---- API keys -------------------------------------------------------------------------------------
-# An app with api_keys set. Its worker may scale to zero and needs no GPU: nothing here generates.
-KEYED_WORKER = {"ray_actor_options": {"num_gpus": 0},
-                "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}}
-
-
-@pytest.fixture(scope="module")
-def keyed_url(serve_cluster, base_url) -> str:
-    # Also small WebSocket bounds: one session at a time, 2 s without text.
-    return serve_cluster.deploy("keyed", "/keyed", worker=KEYED_WORKER, args={
-        "api_keys": ["secret-key"], "max_websocket_sessions": 1, "websocket_idle_timeout_s": 2})
+# `keyed_url` (tests/conftest.py): an app with api_keys set, whose worker may scale to zero.
 
 
 def test_api_keys_guard_the_websocket_and_the_openai_routes(keyed_url, base_url):

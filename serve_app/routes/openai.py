@@ -32,13 +32,12 @@ from pydantic import BaseModel, Field, StrictStr
 
 from .. import audio, openai_voices
 from ..speech import voice_header
-from ..api_keys import require_api_key
 from ..context import IngressContext, get_ctx
 from ..streaming import (SSE_MEDIA_TYPE, STREAM_HEADERS, ClosingStreamingResponse, encoded_audio, open_speech,
                          sse_speech)
 from ..tempo import MAX_SPEED, MIN_SPEED
 
-router = APIRouter(tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["openai"])
 
 MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 

@@ -6,7 +6,8 @@ Protocol (MessagePack, as moshi-server speaks it):
   defaults to `OggOpus`, and Kyutai's clients always name it), `Pcm` (raw float32 LE frames),
   `OggOpus` (raw Ogg pages), `OggOpusMessagePack` (`{"type": "OggOpus", "data": bytes}`); `cfg_alpha`
   becomes cfg_coef; `seed`, `temperature`, `top_k`, `max_seq_len`, `voices` are accepted and ignored.
-  With `api_keys` configured, the key comes in the `kyutai-api-key` header (or `auth_id` query).
+  With `api_keys` configured, the key comes in the `kyutai-api-key` header (or `auth_id` query), and
+  a handshake without a valid one is refused with HTTP 401 (serve_app/api_keys.py).
 - Client -> server: `{"type": "Text", "text": "..."}` (whole words, sent as they come: several per
   message are fine; `max_text_chars` in all), then `{"type": "Eos"}` (or the single byte 0). Plain
   text frames count as Text.
@@ -41,9 +42,8 @@ from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, Text
 from deployments.voices import EMBEDDING_SHAPE, EMBEDDING_SIZE, VoiceError, validate_voice_embedding
 
 from .. import audio, cross_site, openai_voices
-from ..api_keys import is_allowed, presented_key
 from ..context import IngressContext
-from ..errors import APIError, error_response
+from ..errors import APIError, refuse_websocket
 from ..schemas import CFG_VALUES
 from ..workers import WorkerError
 
@@ -293,29 +293,18 @@ def _parse_query(query) -> tuple[str, str | None, float | None]:
     return fmt, query.get("voice") or None, cfg_coef
 
 
-async def _refuse(websocket: WebSocket, error: APIError) -> None:
-    """Refuses the upgrade with an HTTP error, as moshi-server does (401 for a bad key, 400 for a
-    bad query), or closes with a policy-violation code where the server cannot send HTTP here."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(error_response(error.status, error.message, error.param, error.code))
-    else:
-        await websocket.close(code=1008, reason=_reason(error.message))
-
-
 @router.websocket("/api/tts_streaming")
 async def tts_streaming(websocket: WebSocket) -> None:
     ctx: IngressContext = websocket.app.state.ctx
     query = websocket.query_params
-    if not is_allowed(ctx.settings.api_keys, presented_key(websocket.headers, query)):
-        return await _refuse(websocket, APIError(401, "missing or invalid API key (kyutai-api-key header)",
-                                                 code="invalid_api_key"))
+    # With api_keys set, a handshake without a valid key never gets here (serve_app/api_keys.py).
     reason = cross_site.refusal(websocket.headers, ctx.settings.allowed_origins)
     if reason is not None:
-        return await _refuse(websocket, APIError(403, reason, code="cross_origin"))
+        return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
     try:
         fmt, voice_name, cfg_coef = _parse_query(query)
     except APIError as exc:
-        return await _refuse(websocket, exc)
+        return await refuse_websocket(websocket, exc)
     await websocket.accept()
     session = KyutaiSession(ctx, websocket, fmt, ctx.settings.default_voice, cfg_coef)
     open_sessions = websocket.app.state.websocket_sessions

@@ -1,9 +1,10 @@
 // The page: wires the form, the player, the voice picker and the GPU panel together.
 
-import { ApiError, getJSON, postJSON } from "./api.js";
+import { ApiError, getJSON, onKeyNeeded, postJSON, withKey } from "./api.js";
 import { showError } from "./dom.js";
 import { GpuPanel } from "./gpu.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
+import { KeyPrompt } from "./key.js";
 import { Player } from "./player.js";
 import { canStream, streamSpeech } from "./stream.js";
 import { VoicePicker } from "./voices.js";
@@ -28,6 +29,7 @@ const picker = new VoicePicker({ search: $("voice-search"), select: $("voice"), 
 const player = new Player({ container: $("result"), audio: $("audio"), download: $("download"), info: $("result-info"), words: $("words") });
 const gpus = new GpuPanel({ list: $("gpu-list"), summary: $("gpu-summary"), updated: $("gpu-updated"),
   error: $("gpu-error"), offloadAll: $("offload-all"), message: $("gpu-message") });
+const keyPrompt = new KeyPrompt({ form: $("key-form"), input: $("key-input"), error: $("key-error") });
 let lastResult = null;
 let lastTiming = null;
 
@@ -77,9 +79,9 @@ async function synthesize(request) {
     return done;
   }
   const saved = await postJSON("api/tts", { ...request, save: true });
-  player.start(saved.url);
+  player.start(withKey(saved.url)); // the browser loads it by itself: the key goes in the URL
   player.setWords(saved.words);
-  player.setDownload(saved.url, saved.url.split("/").pop());
+  player.setDownload(withKey(saved.url), saved.url.split("/").pop());
   return saved;
 }
 
@@ -175,12 +177,14 @@ async function loadVoices() {
 }
 
 function start() {
+  onKeyNeeded((refused) => keyPrompt.ask(refused));
   fillOptions();
   onLanguageChange(() => {
     ui.lang.value = language();
     Object.entries(errors).forEach(([place, e]) => e && showError(errorBoxes[place], t(e.key, e.vars)));
     picker.render();
     gpus.render();
+    keyPrompt.render();
     updateCharCount();
     updateFormatHint();
     describeResult();

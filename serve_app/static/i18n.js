@@ -68,6 +68,11 @@ export const MESSAGES = {
     err_voices: "The voice list could not be loaded: {detail}",
     err_gpu: "The GPU status could not be read: {detail}",
     err_playback: "The browser could not play this audio ({format}). Try another format.",
+    keyTitle: "API key needed",
+    keyHint: "This service asks for an API key. It is kept in this browser tab only.",
+    keyLabel: "API key",
+    keySubmit: "Use this key",
+    err_key_refused: "This key was refused. Please check it and try again.",
   },
   zh: {
     title: "Kyutai 语音合成",
@@ -131,6 +136,11 @@ export const MESSAGES = {
     err_voices: "无法加载音色列表：{detail}",
     err_gpu: "无法读取 GPU 状态：{detail}",
     err_playback: "浏览器无法播放此音频（{format}）。请换一种格式。",
+    keyTitle: "需要 API 密钥",
+    keyHint: "此服务需要 API 密钥。密钥只保存在当前浏览器标签页中。",
+    keyLabel: "API 密钥",
+    keySubmit: "使用此密钥",
+    err_key_refused: "此密钥被拒绝。请检查后重试。",
   },
   ja: {
     title: "Kyutai 音声合成",
@@ -194,6 +204,11 @@ export const MESSAGES = {
     err_voices: "声の一覧を読み込めませんでした：{detail}",
     err_gpu: "GPU の状態を取得できませんでした：{detail}",
     err_playback: "このブラウザではこの音声（{format}）を再生できません。別の形式をお試しください。",
+    keyTitle: "API キーが必要です",
+    keyHint: "このサービスには API キーが必要です。キーはこのブラウザのタブにだけ保存されます。",
+    keyLabel: "API キー",
+    keySubmit: "このキーを使う",
+    err_key_refused: "このキーは受け付けられませんでした。確認してもう一度お試しください。",
   },
 };
 
