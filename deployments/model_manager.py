@@ -227,6 +227,8 @@ def _torch_allocated_mib(device: str | None) -> int | None:
 
 
 def _default_engine_factory(settings: EngineSettings, device: str):
-    from .engine import TTSEngine
-
-    return TTSEngine(settings, device)
+    if settings.test_faults:
+        from .faults import FaultyEngine as engine_class
+    else:
+        from .engine import TTSEngine as engine_class
+    return engine_class(settings, device)

@@ -23,7 +23,8 @@ REPORT_PERIOD_S = 1.0
 STALE_AFTER_S = 5.0
 
 
-@ray.remote(num_cpus=0, max_concurrency=64)
+# Restarted by Ray if its process dies (its state is rebuilt by the next reports, within a second).
+@ray.remote(num_cpus=0, max_concurrency=64, max_restarts=-1)
 class WorkerRegistry:
     """Async methods only: they all run on the actor's one event loop, never two at once, so the
     dicts below need no lock (sync methods would run on a thread pool)."""

@@ -49,7 +49,7 @@ def failure_for(exc: Exception, request_id: str) -> SynthesisFailed:
     if isinstance(exc, ModelUnavailableError):
         return SynthesisFailed(str(exc), kind="unavailable")
     log.error("preparing request %s failed", request_id, exc_info=exc)
-    return SynthesisFailed(f"cannot prepare the request: {exc.__class__.__name__}: {exc}")
+    return SynthesisFailed("the worker could not prepare this request (the details are in its log)")
 
 
 class SlotScheduler:
@@ -66,6 +66,7 @@ class SlotScheduler:
         self._pool = concurrent.futures.ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="tts-prepare")
         self.busy_samples: collections.deque[int] = collections.deque(maxlen=100)
         self.engine = None  # the engine while the generation thread holds it
+        self._beat = time.monotonic()  # the generation thread's last sign of progress
         self._thread = threading.Thread(target=self._run, name="tts-generation", daemon=True)
         self._thread.start()
 
@@ -112,6 +113,15 @@ class SlotScheduler:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def stalled_s(self) -> float:
+        """Seconds the generation thread has gone without progress while holding the engine with
+        rows speaking or requests waiting; 0 when it is fine or has nothing to do. (Loading the
+        model is not counted: its hub and disk reads have their own time limits.)"""
+        engine = self.engine
+        if engine is None or not (engine.busy_rows or self._has_work()):
+            return 0.0
+        return time.monotonic() - self._beat
 
     def close(self) -> None:
         with self._cond:
@@ -179,10 +189,12 @@ class SlotScheduler:
             submission.sink(failure)
 
     def _serve_until_idle(self, engine) -> None:
+        self._beat = time.monotonic()
         self.engine = engine
         try:
             engine.ensure_slots(self.max_batch_size)
             while True:
+                self._beat = time.monotonic()
                 self._dispatch(engine)
                 self._admit(engine)
                 started = time.perf_counter()
@@ -198,8 +210,8 @@ class SlotScheduler:
                         return  # idle: the manager may offload the model now
                     if not self._submitted and not (self._ready and engine.free_rows):
                         self._cond.wait(IDLE_WAIT_S)
-        except Exception as exc:
-            engine.fail_all(f"generation failed: {exc.__class__.__name__}: {exc}")
+        except Exception:
+            engine.fail_all("generation failed on the GPU worker (the details are in its log); retry the request")
             engine.close_slots()  # rebuilt from scratch by the next request
             raise
         finally:

@@ -162,6 +162,7 @@ class TTSWorker:
         return {
             **self.served_by,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "pid": os.getpid(),
             "model": self.manager.status(),
             "queued": self.scheduler.queued,
             "active": self.scheduler.active,
@@ -182,8 +183,13 @@ class TTSWorker:
         return await asyncio.to_thread(self._run_command, {"action": "offload"})
 
     async def check_health(self) -> None:
+        """Serve replaces the replica after a few failed checks (its in-flight clients get a
+        clean error from the ingress)."""
         if not self.scheduler.alive:
             raise RuntimeError("the generation thread died")
+        stalled = self.scheduler.stalled_s()
+        if stalled > self.settings.generation_stall_s:
+            raise RuntimeError(f"the generation thread has made no progress for {stalled:.0f} s with work pending")
 
     def __del__(self):
         self.reporter.stop()

@@ -54,7 +54,7 @@ class IngressContext:
         engine = settings.engine_settings()
         voices = VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine),
                               suffix=None, hub_timeout_s=settings.hub_timeout_s)
-        return cls(settings, WorkerClient(worker_handle, app_name), voices,
+        return cls(settings, WorkerClient(worker_handle, app_name, settings.worker_timeout_s), voices,
                    OutputStore(settings.outputs_dir, settings.outputs_max_age_s,
                                settings.outputs_max_bytes), VoiceIndex(voices))
 

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 STATUS_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
                 422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
-                500: "server_error"}
+                500: "server_error", 507: "server_error"}
 
 
 class APIError(Exception):

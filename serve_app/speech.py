@@ -31,6 +31,10 @@ def api_error_for(exc: WorkerError) -> APIError:
     if exc.kind == "unavailable":
         return APIError(503, f"the TTS model is unavailable: {exc.message}", code="model_unavailable",
                         headers={"Retry-After": "30"})
+    if exc.kind == "timeout":
+        return APIError(503, exc.message, code="worker_timeout", headers={"Retry-After": "30"})
+    if exc.kind == "crashed":
+        return APIError(503, exc.message, code="worker_failed", headers={"Retry-After": RETRY_AFTER_S})
     return APIError(500, exc.message, code="generation_failed")
 
 

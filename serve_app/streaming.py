@@ -13,7 +13,6 @@ it from its batch.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -61,14 +60,11 @@ async def open_speech(ctx: IngressContext, request: dict) -> SpeechStream:
     right status for every refusal."""
     iterator = ctx.workers.stream(request)
     try:
-        first = await asyncio.wait_for(iterator.__anext__(), timeout=ctx.settings.worker_timeout_s)
+        first = await iterator.__anext__()
     except WorkerError as exc:
         raise api_error_for(exc) from None
     except BackPressureError:
         raise OVERLOADED from None
-    except asyncio.TimeoutError:
-        raise APIError(503, f"no TTS worker started this request within {ctx.settings.worker_timeout_s:g} s",
-                       code="worker_timeout", headers={"Retry-After": "30"}) from None
     except StopAsyncIteration:
         raise APIError(500, "the worker ended the stream without a result", code="generation_failed") from None
     except BaseException:
@@ -112,7 +108,9 @@ async def encoded_audio(stream: SpeechStream, fmt: str, speed: float = 1.0,
         if tail:
             yield tail
     except WorkerError as exc:
-        log.warning("synthesis failed after its response started: %s", exc.message)
+        # Chunked audio has no way to say it: the connection is cut (the client sees a broken
+        # body, never a short file taken for a whole one). SSE callers send an error event.
+        log.warning("synthesis failed after its response started (%s): %s", exc.kind, exc.message)
         raise
     finally:
         await stream.aclose()
@@ -126,7 +124,9 @@ def sse_error(exc: Exception) -> bytes:
     if isinstance(exc, WorkerError):
         error = api_error_for(exc)
         return sse({"type": "error", **error_body(error.status, error.message, error.param, error.code)})
-    return sse({"type": "error", **error_body(500, f"generation failed: {exc}", code="generation_failed")})
+    log.error("streamed synthesis failed", exc_info=exc)
+    return sse({"type": "error", **error_body(500, "generation failed (the details are in the service's log)",
+                                               code="generation_failed")})
 
 
 async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type: str,
@@ -164,7 +164,7 @@ async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type
             yield pending.pop(0)
         if final:
             yield sse(done(final[0], words, frames))
-    except WorkerError as exc:
+    except Exception as exc:  # noqa: BLE001 - a started stream ends with an error event, never cut
         yield sse_error(exc)
     finally:
         await chunks.aclose()  # at once, not when the garbage collector gets to it

@@ -6,42 +6,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import numpy as np
 import ray
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 
 from deployments.registry import REPORT_PERIOD_S, get_registry
 from deployments.synthesis import AudioChunk, SynthesisDone, SynthesisFailed
+
+from .errors import APIError
 
 log = logging.getLogger(__name__)
 WORKER_DEPLOYMENT = "TTSWorker"
 
 
 class WorkerError(Exception):
-    """A synthesis the workers refused or could not do. `kind`: invalid | unavailable | error."""
+    """A synthesis the workers refused or could not do. `kind`: invalid | unavailable | error |
+    timeout (the worker sent nothing for `timeout_s`) | crashed (its replica died or was replaced)."""
 
     def __init__(self, message: str, kind: str = "error", param: str | None = None):
         super().__init__(message)
         self.message, self.kind, self.param = message, kind, param
 
 
+REGISTRY_TIMEOUT_S = 10.0
+WORKER_CRASHED = ("the TTS worker serving this request stopped (it crashed or was replaced); "
+                  "retry the request")
+
+
 class WorkerClient:
-    def __init__(self, handle, app_name: str):
+    def __init__(self, handle, app_name: str, timeout_s: float = 600.0):
         self.handle = handle
         self.app_name = app_name
+        # The longest wait for a worker's next event: the first one (which may include a cold
+        # start from zero replicas) and every gap after it.
+        self.timeout_s = timeout_s
         self.last_model_error: str | None = None
         self._outcome_at = float("-inf")  # time.monotonic() of the last synthesis outcome
 
     # ---- synthesis -----------------------------------------------------------------------
-    async def stream(self, request: dict) -> AsyncIterator:
+    async def stream(self, request: dict, last_input: Callable[[], float] | None = None) -> AsyncIterator:
         """Events of one synthesis as the worker produces them. Closing this iterator (a client
-        that went away) cancels the request on the worker."""
+        that went away) cancels the request on the worker. Raises WorkerError when the worker
+        fails, dies or goes silent for `timeout_s`; `last_input()` (the loop time of the client's
+        last words, for streamed text) restarts that wait: a worker owes nothing until it has words."""
         responses = self.handle.synthesize_stream.options(stream=True).remote(request)
         finished = False
+        started = False
         try:
-            async for events in responses:
+            while True:
+                events = await self._next_events(responses, started, last_input)
+                if events is None:
+                    return
+                started = True
                 for event in events:
                     if isinstance(event, SynthesisFailed):
                         finished = True
@@ -56,6 +75,35 @@ class WorkerClient:
             if not finished:
                 responses.cancel()
 
+    async def _next_events(self, responses, started: bool, last_input: Callable[[], float] | None) -> list | None:
+        """The worker's next batch of events (None at the end of its stream)."""
+        loop = asyncio.get_running_loop()
+        waiting = asyncio.ensure_future(responses.__anext__())
+        since = loop.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=max(0.0, since + self.timeout_s - loop.time()))
+                if done:
+                    break
+                if last_input is not None and last_input() > since:
+                    since = last_input()
+                    continue
+                raise WorkerError(f"the TTS worker sent nothing for {self.timeout_s:g} s; the request was stopped"
+                                  if started else f"no TTS worker started this request within {self.timeout_s:g} s",
+                                  kind="timeout")
+        except BaseException:
+            waiting.cancel()
+            raise
+        try:
+            return waiting.result()
+        except StopAsyncIteration:
+            return None
+        except (WorkerError, BackPressureError):
+            raise
+        except Exception as exc:  # RayActorError and kin: the replica died under this request
+            log.warning("a TTS worker stream broke (%s: %s)", exc.__class__.__name__, str(exc)[:500])
+            raise WorkerError(WORKER_CRASHED, kind="crashed") from None
+
     async def synthesize(self, request: dict) -> tuple[np.ndarray, SynthesisDone]:
         chunks = []
         async for event in self.stream(request):
@@ -68,7 +116,14 @@ class WorkerClient:
 
     # ---- status and control (never through the handle) ------------------------------------
     async def replicas(self) -> list[dict]:
-        return await get_registry(self.app_name).snapshot.remote()
+        """Every running replica's last report. APIError 503 while the registry actor is down
+        (Ray restarts it; replicas report again within a second)."""
+        try:
+            return await asyncio.wait_for(get_registry(self.app_name).snapshot.remote(), timeout=REGISTRY_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - RayActorError, a timeout: the same answer
+            log.warning("the worker registry did not answer: %s: %s", exc.__class__.__name__, str(exc)[:300])
+            raise APIError(503, "the worker registry is not answering (it is being restarted); retry shortly",
+                           code="registry_unavailable", headers={"Retry-After": "2"}) from None
 
     def model_error(self, replicas: list[dict]) -> str | None:
         """Why a TTS request cannot succeed now, or None: the last load failed and no replica has

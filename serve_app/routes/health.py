@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from ..context import IngressContext, get_ctx
+from ..errors import APIError
 
 router = APIRouter(tags=["health"])
 
@@ -16,7 +17,11 @@ async def health() -> dict:
 @router.get("/ready", summary="Readiness: can a TTS request succeed now?")
 async def ready(ctx: IngressContext = Depends(get_ctx)):
     deployment = await ctx.workers.deployment_state()
-    replicas = await ctx.workers.replicas()
+    try:
+        replicas = await ctx.workers.replicas()
+    except APIError as exc:
+        return JSONResponse({"ready": False, "reason": exc.message, "worker_deployment": deployment,
+                             "replicas": None}, status_code=503, headers=exc.headers)
     body = {"ready": True, "reason": None, "worker_deployment": deployment,
             "replicas": len(replicas)}
     model_error = ctx.workers.model_error(replicas)

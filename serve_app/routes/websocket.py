@@ -105,12 +105,12 @@ def _reason(message: str) -> str:
 
 
 def _close_code(exc: BaseException) -> int:
-    """1008 for the client's mistakes, 1013 (try again later) for busy or unavailable workers,
-    1011 for the rest."""
+    """1008 for the client's mistakes, 1013 (try again later) for busy, unavailable, silent or
+    crashed workers, 1011 for the rest."""
     if isinstance(exc, (SessionError, APIError)) or (isinstance(exc, WorkerError) and exc.kind == "invalid"):
         return 1008
     if isinstance(exc, (BackPressureError, TooManySessions)) or (
-            isinstance(exc, WorkerError) and exc.kind == "unavailable"):
+            isinstance(exc, WorkerError) and exc.kind in ("unavailable", "timeout", "crashed")):
         return 1013
     return 1011
 
@@ -135,7 +135,9 @@ class KyutaiSession:
         self.generation: asyncio.Task | None = None  # the worker request, once the first words came
         self.feed: TextFeedOpened | None = None  # where the session's next words go
         self.feed_open = asyncio.Event()
+        self.generation_started = asyncio.Event()
         self.text_chars = 0
+        self.last_input_at = 0.0  # loop time of the client's last words (or Voice, Eos)
 
     async def _send(self, data: bytes | None) -> None:
         if data:
@@ -199,7 +201,8 @@ class KyutaiSession:
             except asyncio.TimeoutError:
                 raise SessionError(f"no text for {idle_s:g} s before Eos") from None
             if kind != "text" or payload.strip():
-                deadline = loop.time() + idle_s
+                self.last_input_at = loop.time()
+                deadline = self.last_input_at + idle_s
             if kind == "voice":
                 if self.generation is not None:
                     raise SessionError("a Voice message must come before the first Text")
@@ -218,6 +221,7 @@ class KyutaiSession:
                                    f"(max_text_chars); this one sent {self.text_chars}")
             if self.generation is None:
                 self.generation = asyncio.create_task(self.forward(payload))
+                self.generation_started.set()
             else:
                 await self._feed(payload)
 
@@ -230,7 +234,7 @@ class KyutaiSession:
         request = {"text": first_words, "voice": self.voice, "cfg_coef": self.cfg_coef, "stream_text": True}
         if self.voice_embedding is not None:
             request.update(voice_embedding=self.voice_embedding, voice_shape=list(EMBEDDING_SHAPE))
-        async for event in self.ctx.workers.stream(request):
+        async for event in self.ctx.workers.stream(request, last_input=lambda: self.last_input_at):
             if isinstance(event, TextFeedOpened):
                 self.feed = event
                 self.feed_open.set()
@@ -248,10 +252,13 @@ class KyutaiSession:
         await self._send(self.output.message({"type": "Ready"}))
         receiving = asyncio.create_task(self.receive_text())
         reader = asyncio.create_task(self.read_messages())
+        # Wakes the loop below when the generation starts, so that a worker failure before the
+        # client's Eos ends the session at once.
+        started = asyncio.create_task(self.generation_started.wait())
         try:
             # Done when the text is complete and its audio sent; stopped by the first failure (a
             # client gone, a bad message, a worker error).
-            pending = {receiving, reader}
+            pending = {receiving, reader, started}
             while not (receiving.done() and (self.generation is None or self.generation.done())):
                 if self.generation is not None:
                     pending.add(self.generation)
@@ -261,7 +268,7 @@ class KyutaiSession:
                         raise task.exception()
             await self._send(self.output.audio(np.zeros(0, np.float32), final=True))
         finally:
-            tasks = [receiving, reader] + ([self.generation] if self.generation else [])
+            tasks = [receiving, reader, started] + ([self.generation] if self.generation else [])
             for task in tasks:
                 task.cancel()  # a cancelled generation closes its worker stream: the slot is freed
             await asyncio.gather(*tasks, return_exceptions=True)
