@@ -36,12 +36,31 @@ def to_int16(pcm: np.ndarray) -> np.ndarray:
     return (np.clip(pcm, -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
+# Encoder settings per codec. LAME's default quality (3: full psychoacoustic noise shaping) cost
+# ~12 ms of CPU per second of 24 kHz mono audio; quality 7 costs ~5 ms at the same bitrate (the
+# same bytes per second), and at speech bitrates the difference is hard to hear. Measured by
+# benchmarks/ingress_encoding.py, which also shows what the other formats cost.
+CODEC_OPTIONS: dict[str, dict[str, str]] = {"libmp3lame": {"compression_level": "7"}}
+
+# Encoding more audio than this on an event loop holds every other request up: callers with a
+# running loop hand longer pieces to a thread (see `costly`).
+INLINE_MAX_MS = 1.0
+# CPU milliseconds per second of audio (24 kHz mono, this machine class), from the benchmark;
+# rounded up. Formats not listed cost far less than a millisecond per frame.
+CPU_MS_PER_AUDIO_S = {"mp3": 6.0, "opus": 5.0, "aac": 5.0, "flac": 1.0, "wav": 0.3, "pcm": 0.1}
+
+
+def costly(fmt: str, samples: int) -> bool:
+    """Whether encoding `samples` of `fmt` may take more than INLINE_MAX_MS of CPU."""
+    return samples / SAMPLE_RATE * CPU_MS_PER_AUDIO_S.get(fmt, 10.0) > INLINE_MAX_MS
+
+
 def _open(sink, fmt: AudioFormat):
     # Ogg pages are flushed every 20 ms of audio instead of FFmpeg's default 1 s, so a stream
     # sends each 80 ms frame as soon as it is encoded.
     options = {"page_duration": "20000"} if fmt.container == "ogg" else {}
     container = av.open(sink, mode="w", format=fmt.container, options=options)
-    stream = container.add_stream(fmt.codec, rate=SAMPLE_RATE)
+    stream = container.add_stream(fmt.codec, rate=SAMPLE_RATE, options=dict(CODEC_OPTIONS.get(fmt.codec, {})))
     stream.layout = "mono"
     container.start_encoding()  # the header now, so even an empty clip is a valid file
     return container, stream
