@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from deployments import loading
 from deployments.voices import VoiceCatalog, VoiceError, validate_voice_name
 
+from .cache import TTLCache
 from .errors import APIError
 from .outputs import OutputStore
 from .settings import AppSettings
@@ -48,6 +50,14 @@ class IngressContext:
     voices: VoiceCatalog
     outputs: OutputStore
     voice_index: VoiceIndex
+    # The full listing for /api/voices, /v1/audio/voices and MCP: read in a thread (a directory
+    # walk, maybe the hub) at most every few seconds, one read shared by concurrent callers.
+    voice_list: TTLCache = field(init=False, repr=False)
+
+    VOICE_LIST_TTL_S = 5.0
+
+    def __post_init__(self):
+        self.voice_list = TTLCache(lambda: asyncio.to_thread(self.voices.list_voices), self.VOICE_LIST_TTL_S)
 
     @classmethod
     def create(cls, settings: AppSettings, worker_handle, app_name: str) -> "IngressContext":

@@ -181,7 +181,7 @@ def build_server(ctx: IngressContext) -> FastMCP:
             "code (e.g. fr). Omit for all voices."))] = None,
     ) -> VoiceList:
         """The voices text_to_speech accepts, and the default one."""
-        voices = [v.to_dict() for v in await asyncio.to_thread(ctx.voices.list_voices)]
+        voices = [v.to_dict() for v in await ctx.voice_list.get()]
         return VoiceList(default=settings.default_voice, voices=filter_voices(voices, filter))
 
     @tool(server, title="GPU status", readOnlyHint=True)

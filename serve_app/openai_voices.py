@@ -60,10 +60,10 @@ def resolve_voice(ctx: IngressContext, voice: str, param: str = "voice") -> str:
                        f"available on this server: {exc.message}", param=param, code="unknown_voice") from None
 
 
-def list_voices(ctx: IngressContext) -> list[dict]:
-    """OpenAI names whose voice exists here (`voice` says which), then every real voice id.
-    Blocking (the catalog may ask the hub): call it in a thread."""
-    available = [v.id for v in ctx.voices.list_voices()]
+def list_voices(ctx: IngressContext, voices: list) -> list[dict]:
+    """OpenAI names whose voice exists here (`voice` says which), then every real voice id, from
+    `voices` (the catalog's listing, `await ctx.voice_list.get()`)."""
+    available = [v.id for v in voices]
     known = set(available)
     aliases = [{"id": name, "name": name, "voice": target}
                for name, target in voice_table(ctx).items() if not known or target in known]

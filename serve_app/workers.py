@@ -16,6 +16,7 @@ from ray.serve.exceptions import BackPressureError
 from deployments.registry import REPORT_PERIOD_S, get_registry
 from deployments.synthesis import AudioChunk, SynthesisDone, SynthesisFailed
 
+from .cache import TTLCache
 from .errors import APIError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ class WorkerError(Exception):
 
 
 REGISTRY_TIMEOUT_S = 10.0
+# How long node facts (Ray's node list and one NVML task per node) and Serve's view of the
+# deployment are reused: the web page polls every 3 s per open tab, all tabs share one read.
+NODE_FACTS_TTL_S = 5.0
+DEPLOYMENT_STATE_TTL_S = 1.0
 WORKER_CRASHED = ("the TTS worker serving this request stopped (it crashed or was replaced); "
                   "retry the request")
 
@@ -45,6 +50,9 @@ class WorkerClient:
         self.timeout_s = timeout_s
         self.last_model_error: str | None = None
         self._outcome_at = float("-inf")  # time.monotonic() of the last synthesis outcome
+        self._registry_handle = None  # looked up once (a blocking call, made in a thread)
+        self.node_facts: TTLCache[list[dict]] = TTLCache(cluster_gpus, NODE_FACTS_TTL_S)
+        self.deployment_states: TTLCache[dict] = TTLCache(self.deployment_state, DEPLOYMENT_STATE_TTL_S)
 
     # ---- synthesis -----------------------------------------------------------------------
     async def stream(self, request: dict, last_input: Callable[[], float] | None = None) -> AsyncIterator:
@@ -115,12 +123,21 @@ class WorkerClient:
         raise WorkerError("the worker ended the stream without a result")
 
     # ---- status and control (never through the handle) ------------------------------------
+    async def registry(self):
+        """The registry actor's handle. Looking it up is a blocking call to Ray's control plane:
+        done once, in a thread; `replicas()` forgets it when the registry stops answering."""
+        if self._registry_handle is None:
+            self._registry_handle = await asyncio.to_thread(get_registry, self.app_name)
+        return self._registry_handle
+
     async def replicas(self) -> list[dict]:
         """Every running replica's last report. APIError 503 while the registry actor is down
         (Ray restarts it; replicas report again within a second)."""
         try:
-            return await asyncio.wait_for(get_registry(self.app_name).snapshot.remote(), timeout=REGISTRY_TIMEOUT_S)
+            registry = await self.registry()
+            return await asyncio.wait_for(registry.snapshot.remote(), timeout=REGISTRY_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - RayActorError, a timeout: the same answer
+            self._registry_handle = None  # looked up again next time (a new actor, if it was lost)
             log.warning("the worker registry did not answer: %s: %s", exc.__class__.__name__, str(exc)[:300])
             raise APIError(503, "the worker registry is not answering (it is being restarted); retry shortly",
                            code="registry_unavailable", headers={"Retry-After": "2"}) from None
@@ -165,7 +182,7 @@ class WorkerClient:
                    if (gpu is None or r.get("gpu") == gpu) and (replica is None or r.get("replica") == replica)]
         if not targets:
             return {"requested": 0, "results": [], "note": "no running TTSWorker replica matched"}
-        registry = get_registry(self.app_name)
+        registry = await self.registry()
         command_id = await registry.submit.remote({"action": "offload"}, [t["replica"] for t in targets])
         deadline = time.monotonic() + wait_s
         while True:
@@ -189,7 +206,7 @@ async def cluster_gpus() -> list[dict]:
     exist (asked by a zero-CPU task pinned to each node: no Serve replica is involved)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = [n for n in await asyncio.to_thread(ray.nodes) if n.get("Alive")]
     refs = [_node_report.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
             for n in nodes]
     reports = []

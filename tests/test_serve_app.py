@@ -314,6 +314,23 @@ def test_gpu_status_reports_nodes_and_replicas_without_nvidia(client):
         assert replica["idle_seconds"] >= 0 and replica["vram"] is None
 
 
+def test_gpu_status_node_facts_are_cached_and_shared_by_concurrent_callers(base_url):
+    """The GPU panel polls every 3 s per tab: node facts (ray.nodes() and one task per node) are
+    read at most once per NODE_FACTS_TTL_S by an ingress replica, whoever asks."""
+    async def statuses(count: int) -> list[dict]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as c:
+            answers = await asyncio.gather(*(c.get("/api/gpu/status") for _ in range(count)))
+        assert all(a.status_code == 200 for a in answers)
+        return [a.json() for a in answers]
+
+    (first,) = asyncio.run(statuses(1))
+    assert first["node_facts"]["ttl_s"] > 0 and first["node_facts"]["reads"] >= 1 and first["nodes"]
+    later = asyncio.run(statuses(6))
+    # Six callers at once start at most one new read (none while the first one's facts are fresh).
+    assert max(s["node_facts"]["reads"] for s in later) - first["node_facts"]["reads"] <= 1
+    assert all(s["nodes"] for s in later)
+
+
 def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(serve_cluster, base_url):
     url = serve_cluster.deploy("tight", "/tight", worker={
         "ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 1, "max_queued_requests": 1,

@@ -1,23 +1,30 @@
 """GPUs of the cluster and the TTSWorker replicas on them. Neither route wakes a deployment that
 scaled to zero: they read the worker registry and ask nodes directly, never through the handle."""
 
+import asyncio
+
 from fastapi import APIRouter, Body, Depends
 
 from ..context import IngressContext, get_ctx
 from ..schemas import OffloadRequest
-from ..workers import cluster_gpus
 
 router = APIRouter(tags=["gpu"])
 
 
 async def gpu_status(ctx: IngressContext) -> dict:
-    replicas = await ctx.workers.replicas()
-    nodes = await cluster_gpus()
+    # Node facts and Serve's view come from short-lived caches shared by every caller of this
+    # ingress replica (serve_app/cache.py); the replicas' reports are read fresh (one actor call).
+    workers = ctx.workers
+    replicas, nodes, deployment = await asyncio.gather(
+        workers.replicas(), workers.node_facts.get(), workers.deployment_states.get())
     return {
         "nodes": nodes,
         "total_gpus": sum(len(n["gpus"]) for n in nodes),
         "total_ray_gpus": sum(n["ray_gpus"] for n in nodes),
-        "worker_deployment": await ctx.workers.deployment_state(),
+        # How fresh `nodes` is, and how many times this ingress replica has asked the nodes.
+        "node_facts": {"age_s": round(workers.node_facts.age_s() or 0.0, 2), "reads": workers.node_facts.loads,
+                       "ttl_s": workers.node_facts.ttl_s},
+        "worker_deployment": deployment,
         "replicas": [{
             "replica": r.get("replica"), "node": r.get("node"), "gpu": r.get("gpu"),
             "state": r["model"]["state"], "error": r["model"].get("error"),

@@ -24,7 +24,6 @@ Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 from fastapi import APIRouter, Depends
@@ -94,7 +93,7 @@ async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_c
 
 @router.get("/v1/audio/voices", summary="Voices for /v1/audio/speech: OpenAI names, then Kyutai voice ids")
 async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
-    return {"voices": await asyncio.to_thread(openai_voices.list_voices, ctx)}
+    return {"voices": openai_voices.list_voices(ctx, await ctx.voice_list.get())}
 
 
 def _model_entry(model_id: str) -> dict:

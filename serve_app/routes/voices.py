@@ -1,7 +1,5 @@
 """The voices a request may name."""
 
-import asyncio
-
 from fastapi import APIRouter, Depends, Query
 
 from ..context import IngressContext, get_ctx
@@ -19,7 +17,7 @@ def filter_voices(voices: list[dict], query: str | None) -> list[dict]:
 @router.get("/api/voices", summary="List voices (id, group, language)")
 async def list_voices(filter: str | None = Query(None, max_length=100, description="Substring of the id, or a language code"),
                       ctx: IngressContext = Depends(get_ctx)) -> dict:
-    voices = [v.to_dict() for v in await asyncio.to_thread(ctx.voices.list_voices)]
+    voices = [v.to_dict() for v in await ctx.voice_list.get()]
     body = {"default": ctx.settings.default_voice, "voices": filter_voices(voices, filter)}
     if ctx.voices.repo_error:
         body["warning"] = ctx.voices.repo_error
