@@ -107,7 +107,8 @@ def build_fastapi_app() -> FastAPI:
     return create_app(_context_for_builder)
 
 
-@serve.deployment(name="Ingress", num_replicas=1, ray_actor_options={"num_cpus": 0.25},
+# Replicas: the configs' autoscaling_config (one, when deployed without a config).
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25},
                   max_ongoing_requests=200)
 @serve.ingress(build_fastapi_app)
 class Ingress:

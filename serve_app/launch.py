@@ -54,8 +54,10 @@ def fit_to_cluster(config: dict, cluster: dict[str, float] | None, base: Path | 
         _absolute_paths(app.setdefault("args", {}), base or Path.cwd())
         deployments += app.get("deployments", [])
     if cluster is not None:
+        cpu_tier = [d for d in deployments if not d.get("ray_actor_options", {}).get("num_gpus")]
         for deployment in deployments:
             warnings += _fit_gpus(deployment, cluster.get("GPU", 0.0))
+        _fit_cpu_tier(cpu_tier, deployments, cluster.get("CPU", 0.0))
         warnings += _fit_cpus(deployments, cluster.get("CPU", 0.0))
     return config, warnings
 
@@ -92,6 +94,22 @@ def _max_replicas(deployment: dict) -> int:
         return autoscaling.get("max_replicas", 1)
     replicas = deployment.get("num_replicas", 1)
     return replicas if isinstance(replicas, int) else 1
+
+
+def _fit_cpu_tier(cpu_tier: list[dict], deployments: list[dict], cluster_cpus: float) -> None:
+    """Caps the max_replicas of autoscaling deployments that need no GPU (the Ingress) to the CPUs
+    left on this cluster by every other deployment at its most replicas; at least one replica
+    (what does not fit then is shrunk by _fit_cpus). Said nowhere: on one machine, more ingress
+    replicas than cores only add processes."""
+    for deployment in cpu_tier:
+        cpus = deployment.get("ray_actor_options", {}).get("num_cpus", 1)
+        if not deployment.get("autoscaling_config") or not cpus:
+            continue
+        others = sum(d.get("ray_actor_options", {}).get("num_cpus", 1) * _max_replicas(d)
+                     for d in deployments if d is not deployment)
+        fits = max(1, int((cluster_cpus - others) // cpus))
+        if fits < _max_replicas(deployment):
+            _set_max_replicas(deployment, fits)
 
 
 def _fit_cpus(deployments: list[dict], cluster_cpus: float) -> list[str]:

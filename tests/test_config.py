@@ -117,6 +117,24 @@ def test_every_replica_of_a_multi_gpu_node_fits_its_cpus():
     assert len(warnings) == 1 and "NO GPU" in warnings[0]
 
 
+def test_ingress_replicas_are_capped_to_the_cores_left_on_a_local_cluster():
+    original = _deployments(read_config(REPO / "serve_config.yaml"))["Ingress"]["autoscaling_config"]
+    assert original["min_replicas"] == 1 and original["max_replicas"] > 1 and original["target_ongoing_requests"]
+    # 16 cores, no GPU: one CPU worker (2 CPUs) leaves 14 for 1-CPU ingress replicas: the config's 8 fit.
+    config, _ = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 16.0})
+    assert _deployments(config)["Ingress"]["autoscaling_config"]["max_replicas"] == original["max_replicas"]
+    # 6 cores, 2 GPUs: 2 workers x 2 CPUs leave 2.
+    config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 6.0, "GPU": 2.0})
+    autoscaling = _deployments(config)["Ingress"]["autoscaling_config"]
+    assert autoscaling["max_replicas"] == 2 and autoscaling["min_replicas"] == 1 and not warnings
+    assert _reserved_cpus(config) <= 6
+    # 2 cores: one ingress replica at least, its reservation shrunk with the worker's.
+    config, _ = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 2.0})
+    assert _deployments(config)["Ingress"]["autoscaling_config"]["max_replicas"] == 1
+    assert _reserved_cpus(config) <= 2
+    ServeDeploySchema(**config)
+
+
 def test_a_joined_cluster_keeps_the_config_as_written():
     """With RAY_ADDRESS the cluster's autoscaler brings the GPUs and CPUs: nothing is fitted."""
     original = read_config(REPO / "serve_config.yaml")
