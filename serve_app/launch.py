@@ -36,6 +36,25 @@ def _absolute_paths(args: dict, base: Path) -> None:
         args["voice_dirs"] = [str((base / Path(d).expanduser()).resolve()) for d in dirs]
 
 
+def ray_init_options(environ) -> tuple[dict, bool]:
+    """The `ray.init` arguments for `python -m serve_app.run`, and whether the config is then
+    fitted to the cluster's resources.
+
+    RAY_ADDRESS (an address, or "auto") joins an existing cluster: its autoscaler adds the nodes
+    the config asks for, so nothing is fitted to what happens to be up now (an autoscaling cluster
+    may have no GPU node yet: fitting would fall back to a CPU replica and cap max_replicas at the
+    GPUs visible at that moment). Without it (or with "local"), a new local Ray of our own is
+    started ("local" never joins one found on this machine), with RAY_NUM_GPUS logical GPUs if
+    set, and the config is fitted to it."""
+    address = (environ.get("RAY_ADDRESS") or "").strip()
+    if address and address != "local":
+        return {"address": address}, False
+    init: dict = {"address": "local"}
+    if environ.get("RAY_NUM_GPUS"):
+        init["num_gpus"] = int(environ["RAY_NUM_GPUS"])
+    return init, True
+
+
 def fit_to_cluster(config: dict, cluster: dict[str, float] | None, base: Path | None = None,
                    port: int | str | None = None) -> tuple[dict, list[str]]:
     """A copy of `config` adjusted to this cluster, and the warnings to show (one line each).

@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from .launch import deploy, fit_to_cluster, read_config
+from .launch import deploy, fit_to_cluster, ray_init_options, read_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     # .env settings (PORT, HF_REPO, ...) reach this process and, through it, every local Ray
     # worker; the environment still wins over the file.
     load_dotenv(".env", override=False)
-    joined = bool(os.environ.get("RAY_ADDRESS"))
-    # Without RAY_ADDRESS: always a new local Ray of our own ("local" never joins one found on
-    # this machine), whose reservations are then fitted to this machine. On a cluster we joined,
-    # its autoscaler provides what the config asks for: nothing is fitted.
-    init = {"address": os.environ["RAY_ADDRESS"] if joined else "local"}
-    if not joined and os.environ.get("RAY_NUM_GPUS"):
-        init["num_gpus"] = int(os.environ["RAY_NUM_GPUS"])
+    # A cluster joined with RAY_ADDRESS keeps the config as written (its autoscaler provides the
+    # GPUs and CPUs); a local Ray of our own gets the config fitted to this machine.
+    init, fit = ray_init_options(os.environ)
     context = ray.init(namespace="serve", **init)
-    config, warnings = fit_to_cluster(read_config(options.config), None if joined else ray.cluster_resources(),
+    config, warnings = fit_to_cluster(read_config(options.config), ray.cluster_resources() if fit else None,
                                       port=os.environ.get("PORT"))
     for warning in warnings:
         print(f"\n\033[1;33m!!! WARNING: {warning}\033[0m\n", file=sys.stderr, flush=True)

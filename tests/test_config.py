@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.launch import fit_to_cluster, read_config
+from serve_app.launch import fit_to_cluster, ray_init_options, read_config
 from serve_app.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,6 +141,29 @@ def test_a_joined_cluster_keeps_the_config_as_written():
     config, warnings = fit_to_cluster(original, None, port=9000)
     assert not warnings and config["http_options"]["port"] == 9000
     assert _deployments(config) == _deployments(original)
+
+
+@pytest.mark.parametrize("address", ["ray://head:10001", "auto", "10.0.0.5:6379"])
+def test_make_serve_with_ray_address_leaves_autoscaling_to_the_cluster(address):
+    """`make serve` joining an autoscaling cluster whose GPU nodes are all down (it reports no GPU
+    now): no CPU fallback, no max_replicas capped to the GPUs up now, no CPU shrinking, and no
+    local logical GPUs asked for."""
+    environ = {"RAY_ADDRESS": address, "RAY_NUM_GPUS": "2"}
+    init, fit = ray_init_options(environ)
+    assert init == {"address": address} and fit is False
+    original = read_config(REPO / "serve_config.yaml")
+    config, warnings = fit_to_cluster(original, {"CPU": 2.0} if fit else None)
+    worker = _deployments(config)["TTSWorker"]
+    assert worker == _deployments(original)["TTSWorker"] and not warnings
+    assert worker["ray_actor_options"]["num_gpus"] == 1
+    assert worker["autoscaling_config"]["max_replicas"] == _deployments(original)["TTSWorker"]["autoscaling_config"]["max_replicas"]
+
+
+@pytest.mark.parametrize("environ", [{}, {"RAY_ADDRESS": ""}, {"RAY_ADDRESS": "local", "RAY_NUM_GPUS": "2"}])
+def test_make_serve_without_ray_address_starts_and_fits_a_local_cluster(environ):
+    init, fit = ray_init_options(environ)
+    assert init["address"] == "local" and fit is True
+    assert init.get("num_gpus") == (2 if environ.get("RAY_NUM_GPUS") else None)
 
 
 def test_api_keys_come_from_the_environment_and_a_file_too(tmp_path):
