@@ -3,13 +3,19 @@ against the real Serve application with the tiny random-weight model."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import msgpack
 import pytest
+import websockets
 from conftest import API_KEY
+from speech_checks import wait_idle
 
 pytestmark = [pytest.mark.serve, pytest.mark.browser]
 
@@ -346,6 +352,76 @@ def test_gpu_panel_lists_every_gpu_and_replica_and_refreshes(ui, client):
     assert len([r for r in ui.requests if r.url.endswith("/api/gpu/status")]) > polls_before
     api_calls = {(r.method, r.url.split("/api/", 1)[1]) for r in ui.requests if "/api/" in r.url}
     assert api_calls == {("GET", "info"), ("GET", "voices"), ("GET", "gpu/status")}
+
+
+def shown_slots(ui: Page) -> dict[str, dict]:
+    return {r["replica"]: r for r in ui.page.eval_on_selector_all("#gpu-list .replica", """rs => rs.map(r => {
+      const s = r.querySelector('.slots');
+      return {replica: r.dataset.replica, busy: +s.dataset.busy, free: +s.dataset.free, total: +s.dataset.total,
+              text: s.textContent}; })""")}
+
+
+@contextmanager
+def a_row_held(base_url: str):
+    """A WebSocket session that has sent its first words and not its end: it keeps one slot of one
+    replica busy (waiting for the rest of the text) until the block ends."""
+    opened, stop, failed = threading.Event(), threading.Event(), []
+
+    async def session():
+        url = base_url.replace("http://", "ws://") + "/api/tts_streaming?format=PcmMessagePack"
+        async with websockets.connect(url) as ws:
+            assert msgpack.unpackb(await asyncio.wait_for(ws.recv(), 120))["type"] == "Ready"
+            await ws.send(msgpack.packb({"type": "Text", "text": "Hello there"}))
+            opened.set()
+            while not stop.is_set():  # keep reading what it says, without ending the text
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+
+    def run():
+        try:
+            asyncio.run(session())
+        except Exception as exc:  # reported by the test, not lost in the thread
+            failed.append(exc)
+            opened.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert opened.wait(120) and not failed, failed
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not failed, failed
+
+
+def test_gpu_panel_shows_busy_and_free_slots_per_replica(ui, client, base_url):
+    """Each running replica's row shows its busy and free slots as /api/gpu/status reports them:
+    all free at rest, one busy while a streamed session holds a row."""
+    wait_idle()
+    ui.page.wait_for_function("""() => { const s = [...document.querySelectorAll('#gpu-list .replica .slots')];
+      return s.length === 2 && s.every(e => e.dataset.busy === '0'); }""")
+    replicas = client.get("/api/gpu/status").json()["replicas"]
+    shown = shown_slots(ui)
+    assert set(shown) == {r["replica"] for r in replicas}
+    for replica in replicas:
+        assert (shown[replica["replica"]]["busy"], shown[replica["replica"]]["free"], shown[replica["replica"]]["total"]) \
+            == (0, replica["max_batch_size"], replica["max_batch_size"])
+        assert shown[replica["replica"]]["text"] == f"slots: 0 busy · {replica['max_batch_size']} free of {replica['max_batch_size']}"
+
+    with a_row_held(base_url):
+        ui.page.wait_for_function("""() => [...document.querySelectorAll('#gpu-list .slots')]
+          .some(s => s.dataset.busy === '1')""")
+        shown = shown_slots(ui)
+        (busy,) = [replica for replica, slots in shown.items() if slots["busy"] == 1]
+        reported = {r["replica"]: r for r in client.get("/api/gpu/status").json()["replicas"]}
+        assert reported[busy]["active"] == 1 and reported[busy]["free_slots"] == reported[busy]["max_batch_size"] - 1
+        assert shown[busy]["free"] == shown[busy]["total"] - 1 == reported[busy]["max_batch_size"] - 1
+        assert all(slots["busy"] == 0 for replica, slots in shown.items() if replica != busy)
+    # The slot is given back, and the panel says so at its next refresh.
+    ui.page.wait_for_function("() => [...document.querySelectorAll('#gpu-list .slots')].every(s => s.dataset.busy === '0')")
 
 
 def test_offload_button_offloads_the_loaded_model(ui, client):

@@ -157,8 +157,21 @@ function replicaRow(replica) {
   const activity = busy
     ? t("busy", { active: replica.active || 0, queued: replica.queued || 0 })
     : replica.idle_seconds === null || replica.idle_seconds === undefined ? "" : t("idle", { t: duration(replica.idle_seconds) });
-  row.append(name, badge, element("span", "muted", activity));
+  row.append(name, badge, slotsMeter(replica), element("span", "muted", activity));
   return row;
+}
+
+/** Busy and free slots of one replica: rows of its batch speaking now, and rows a new request can take. */
+function slotsMeter(replica) {
+  const busy = replica.active || 0;
+  const free = replica.free_slots ?? Math.max(0, (replica.max_batch_size || 0) - busy);
+  const total = replica.max_batch_size ?? busy + free;
+  const slots = element("span", "slots", t("slots", { busy, free, total }));
+  slots.dataset.busy = String(busy);
+  slots.dataset.free = String(free);
+  slots.dataset.total = String(total);
+  slots.classList.toggle("full", free === 0 && total > 0);
+  return slots;
 }
 
 function shortId(id) {
