@@ -64,7 +64,8 @@ def _replica_context() -> tuple[str, str]:
         return "default", f"local-{os.getpid()}"
 
 
-@serve.deployment(name="TTSWorker", max_ongoing_requests=32, health_check_period_s=5)
+# max_ongoing_requests = the slots (user_config max_batch_size): see deployments/routing.py.
+@serve.deployment(name="TTSWorker", max_ongoing_requests=8, health_check_period_s=5)
 class TTSWorker:
     def __init__(self, engine_settings: dict | None = None):
         self.settings = EngineSettings(**(engine_settings or {}))
@@ -178,6 +179,12 @@ class TTSWorker:
 
     async def status(self) -> dict:
         return await asyncio.to_thread(self._status)
+
+    def record_routing_stats(self) -> dict:
+        """What the ingress's router (deployments/routing.py) needs to pack requests onto the
+        replicas that already speak; Serve asks every `request_routing_stats_period_s`."""
+        return {"max_batch_size": self.scheduler.max_batch_size, "active": self.scheduler.active,
+                "queued": self.scheduler.queued, "model": self.manager.state.value}
 
     async def offload(self) -> dict:
         return await asyncio.to_thread(self._run_command, {"action": "offload"})

@@ -14,6 +14,7 @@ import pytest
 from ray import serve
 
 from conftest import wait_for_replicas
+from speech_checks import worker_reports
 from serve_app.workers import WorkerClient
 
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 6)
@@ -48,23 +49,46 @@ def decode_wav(data: bytes) -> tuple[int, int, int]:
 def test_two_replicas_one_per_gpu_serve_concurrent_load(client, base_url):
     replicas = wait_for_replicas(base_url, 2)
     assert sorted(r["gpu"] for r in replicas) == [0, 1]
-    seen_gpus, seen_replicas = set(), set()
+    slots = replicas[0]["max_batch_size"]
+    # One replica's slots plus a few, each long enough to still speak when the last arrives: the
+    # router fills one GPU, and only the overflow goes to the other (deployments/routing.py).
+    count = slots + 4
 
     def speak(i: int) -> httpx.Response:
-        return httpx.post(f"{base_url}/api/tts", json={"text": f"Request number {i} says hello."}, timeout=120)
+        return httpx.post(f"{base_url}/api/tts", json={"text": f"Request number {i}. {LONG_TEXT[:400]}"}, timeout=300)
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        for attempt in range(3):  # routing is randomised: a few rounds until both replicas served
-            for response in pool.map(speak, range(8)):
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        responses = list(pool.map(speak, range(count)))
+    for response in responses:
+        assert response.status_code == 200, response.text
+        rate, channels, frames = decode_wav(response.content)
+        assert (rate, channels) == (24000, 1) and frames > 0
+    assert {r.headers["X-TTS-GPU"] for r in responses} == {"0", "1"}
+    assert {r.headers["X-TTS-Replica"] for r in responses} == {r["replica"] for r in replicas}
+
+
+PACK_WORKER = {"ray_actor_options": {"num_gpus": 0},
+               "autoscaling_config": {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 2},
+               "user_config": {"offload_after_s": 300, "max_batch_size": 4}}
+
+
+def test_a_light_load_is_served_by_one_replica_and_the_other_rests(serve_cluster, base_url):
+    """Serve's default router spreads requests over both replicas (each would load the model and
+    never sit idle); the slot-packing router keeps a light load on one."""
+    url = serve_cluster.deploy("pack", "/pack", worker=PACK_WORKER)
+    wait_for_replicas(url, 2)
+    served = []
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for round_ in range(4):  # two at a time: within one replica's 4 slots
+            texts = [f"Light load {round_} number {i}." for i in range(2)]
+            for response in pool.map(lambda t: httpx.post(f"{url}/api/tts", json={"text": t}, timeout=300), texts):
                 assert response.status_code == 200, response.text
-                rate, channels, frames = decode_wav(response.content)
-                assert (rate, channels) == (24000, 1) and frames > 0
-                seen_gpus.add(response.headers["X-TTS-GPU"])
-                seen_replicas.add(response.headers["X-TTS-Replica"])
-            if len(seen_gpus) == 2:
-                break
-    assert seen_gpus == {"0", "1"}
-    assert seen_replicas == {r["replica"] for r in replicas}
+                served.append(response.headers["X-TTS-Replica"])
+    assert len(set(served)) == 1, served
+    replicas = {r["replica"]: r for r in worker_reports("pack")[1]}
+    assert replicas[served[0]]["model"]["state"] in ("ready", "offloaded")
+    resting = [r for name, r in replicas.items() if name != served[0]]
+    assert [r["model"]["state"] for r in resting] == ["unloaded"]  # never took a request: no model load
 
 
 def test_audio_grows_with_text_and_save_returns_a_url(client):
