@@ -7,7 +7,21 @@ from pathlib import Path
 
 
 class ModelUnavailableError(RuntimeError):
-    """The model (or a file it needs) cannot be fetched. The message says how to fix it."""
+    """The model (or a file it needs) cannot be fetched or loaded. The message is what clients
+    read (what they, or the operator, can do: no server paths, no exception text); `detail` is the
+    whole story (paths, the cause), for the worker's log only."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
+
+
+def public_hub_error(repo: str) -> str:
+    """What a client reads when `repo` cannot be fetched (the cause is in the worker's log)."""
+    return (f"'{repo}' cannot be fetched from the Hugging Face hub; retry later. If it persists, the "
+            f"operator must fix the model setting: point `model_path` at a local checkpoint, or fill the "
+            f"Hugging Face cache (`huggingface-cli download {repo}`) and set HF_HUB_OFFLINE=1, or check "
+            f"the repo id and that the hub is reachable from every GPU node (details in the worker's log).")
 
 
 def _endpoint() -> str:
@@ -59,10 +73,10 @@ class HubFetcher:
             raise
         except Exception as exc:
             if self._cache_only and _is_missing_locally(exc):
-                raise ModelUnavailableError(
+                raise ModelUnavailableError(public_hub_error(self.repo), detail=(
                     f"cannot fetch '{self.repo}': {self._unreachable_reason}, and '{filename}' is not "
-                    f"in the local Hugging Face cache. {how_to_fix(self.repo)}") from exc
-            raise ModelUnavailableError(describe_hub_error(self.repo, exc)) from exc
+                    f"in the local Hugging Face cache. {how_to_fix(self.repo)}")) from exc
+            raise ModelUnavailableError(public_hub_error(self.repo), describe_hub_error(self.repo, exc)) from exc
 
     def _probe(self, filename: str) -> bool:
         """True when the hub answers for this file; raises when it says the repo/file is not there."""
@@ -85,7 +99,7 @@ class HubFetcher:
         try:
             hf_raise_for_status(response)
         except Exception as exc:  # unknown repo, gated repo, missing file: no point in retrying
-            raise ModelUnavailableError(describe_hub_error(self.repo, exc)) from exc
+            raise ModelUnavailableError(public_hub_error(self.repo), describe_hub_error(self.repo, exc)) from exc
         return True
 
 

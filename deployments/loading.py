@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from .hub import HubFetcher, ModelUnavailableError, describe_hub_error
+from .hub import HubFetcher, ModelUnavailableError, describe_hub_error, public_hub_error
 from .settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -52,15 +52,20 @@ def local_checkpoint_info(ckpt_dir: str | Path):
     config_path = ckpt_dir / "config.json"
     if not config_path.is_file():
         raise ModelUnavailableError(
-            f"no config.json in model_path '{ckpt_dir}': build a test checkpoint with "
-            f"`python -m deployments.checkpoint --size tiny {ckpt_dir}`, or copy a downloaded model there.")
+            "the model folder set by `model_path` has no config.json: the operator must put a checkpoint "
+            "there (details in the worker's log); retry once it is there",
+            detail=f"no config.json in model_path '{ckpt_dir}': build a test checkpoint with "
+                   f"`python -m deployments.checkpoint --size tiny {ckpt_dir}`, or copy a downloaded model there.")
     config = json.loads(config_path.read_text())
     files = {}
     for argument, key in _LOCAL_FILE_KEYS.items():
         if key in config:
             path = ckpt_dir / config[key]
             if not path.is_file():
-                raise ModelUnavailableError(f"model_path '{ckpt_dir}' lacks {config[key]} (named by config.json's {key})")
+                raise ModelUnavailableError(
+                    f"the model folder set by `model_path` lacks a file its config.json names ({key}): the "
+                    f"operator must complete the checkpoint (details in the worker's log)",
+                    detail=f"model_path '{ckpt_dir}' lacks {config[key]} (named by config.json's {key})")
             files[argument] = path
     return CheckpointInfo.from_hf_repo(str(ckpt_dir), config_path=config_path, **files)
 
@@ -92,13 +97,15 @@ def hub_checkpoint_info(repo: str, timeout_s: float):
     try:
         config = json.loads(config_path.read_text())
     except ValueError as exc:
-        raise ModelUnavailableError(f"config.json of '{repo}' is not valid JSON ({exc})") from exc
+        raise ModelUnavailableError(f"config.json of '{repo}' is not valid JSON: the operator must check "
+                                    f"the model setting (details in the worker's log)",
+                                    detail=f"config.json of '{repo}' is not valid JSON ({exc})") from exc
     files = {argument: fetcher.fetch(config[key]) for argument, key in _LOCAL_FILE_KEYS.items()
              if isinstance(config.get(key), str) and "://" not in config[key]}
     try:
         return CheckpointInfo.from_hf_repo(repo, config_path=config_path, **files)
     except Exception as exc:  # a file moshi fetches itself (`hf://...` names)
-        raise ModelUnavailableError(describe_hub_error(repo, exc)) from exc
+        raise ModelUnavailableError(public_hub_error(repo), describe_hub_error(repo, exc)) from exc
 
 
 def local_voice_dirs(settings: EngineSettings) -> list[Path]:

@@ -41,7 +41,8 @@ class ModelManager:
         self._state = ModelState.UNLOADED
         self._engine = None
         self._device: str | None = None
-        self._error: str | None = None
+        self._error: str | None = None  # for clients; `_error_detail` for the log
+        self._error_detail: str | None = None
         self._active = 0
         self._offload_requested = False
         self._last_used = time.monotonic()
@@ -74,7 +75,7 @@ class ModelManager:
                 self._cond.wait()
             if self._state == ModelState.FAILED and waited_for_load:
                 # The load this request waited for failed: report it rather than retry at once.
-                raise ModelUnavailableError(self._error)
+                raise ModelUnavailableError(self._error, self._error_detail)
             if self._state in (ModelState.UNLOADED, ModelState.FAILED):
                 self._state = ModelState.LOADING
                 self._cond.release()
@@ -84,7 +85,7 @@ class ModelManager:
                     self._cond.acquire()
                     self._cond.notify_all()
                 if self._state == ModelState.FAILED:
-                    raise ModelUnavailableError(self._error)
+                    raise ModelUnavailableError(self._error, self._error_detail)
             elif self._state == ModelState.OFFLOADED:
                 self._reload_locked()
             self._active += 1
@@ -99,26 +100,36 @@ class ModelManager:
             device = pick_device(self.settings.device)
             engine = self._engine_factory(self.settings, device)
         except Exception as exc:
-            message = str(exc) if isinstance(exc, ModelUnavailableError) else f"{exc.__class__.__name__}: {exc}"
-            log.error("model load failed: %s", message)
+            # Clients read `message` (status reports, 503s): what to do, nothing internal. The
+            # operator reads the rest here.
+            if isinstance(exc, ModelUnavailableError):
+                message, detail = str(exc), exc.detail
+                log.error("model load failed: %s", detail)
+            else:
+                message = ("the model could not be loaded on this worker (details in its log); retry "
+                           "later, and if it persists the operator must check the model settings")
+                detail = f"{exc.__class__.__name__}: {exc}"
+                log.error("model load failed", exc_info=exc)
             with self._cond:
-                self._state, self._error = ModelState.FAILED, message
+                self._state, self._error, self._error_detail = ModelState.FAILED, message, detail
                 self._stats["failures"] += 1
             return
         with self._cond:
-            self._engine, self._device, self._error = engine, device, None
+            self._engine, self._device, self._error, self._error_detail = engine, device, None, None
             self._state = ModelState.READY
             self._stats["loads"] += 1
             self._stats["load_seconds"] = round(time.monotonic() - started, 3)
             self._last_used = time.monotonic()
         log.info("model loaded on %s in %.2fs", device, time.monotonic() - started)
 
-    def _fail_locked(self, message: str) -> None:
+    def _fail_locked(self, message: str, exc: Exception) -> None:
         """A move of the weights failed half way (e.g. CUDA out of memory): drop the engine, so
-        the next request loads a fresh one, and report the failure."""
-        log.error("%s", message)
+        the next request loads a fresh one, and report the failure (`message` for clients, the
+        exception in the log)."""
+        log.error("%s", message, exc_info=exc)
         self._engine = None
         self._state, self._error = ModelState.FAILED, message
+        self._error_detail = f"{message}: {exc.__class__.__name__}: {exc}"
         self._stats["failures"] += 1
 
     def _reload_locked(self) -> None:
@@ -126,8 +137,9 @@ class ModelManager:
         try:
             self._engine.move_to(self._device)
         except Exception as exc:
-            self._fail_locked(f"bringing the model back to {self._device} failed: {exc.__class__.__name__}: {exc}")
-            raise ModelUnavailableError(self._error) from exc
+            self._fail_locked(f"bringing the model back to {self._device} failed ({_why(exc)}); "
+                              f"retry: the next request loads it afresh", exc)
+            raise ModelUnavailableError(self._error, self._error_detail) from exc
         self._state = ModelState.READY
         self._stats["reloads"] += 1
         self._stats["reload_seconds"] = round(time.monotonic() - started, 3)
@@ -150,7 +162,7 @@ class ModelManager:
         try:
             self._engine.move_to(HOST)
         except Exception as exc:
-            self._fail_locked(f"offloading the model failed: {exc.__class__.__name__}: {exc}")
+            self._fail_locked(f"offloading the model failed ({_why(exc)}); the next request loads it afresh", exc)
             return
         self._state = ModelState.OFFLOADED
         self._offload_requested = False
@@ -216,6 +228,13 @@ class ModelManager:
         report["gpu"] = gpu_facts(self.gpu_index) if self.gpu_index is not None else None
         report["torch_allocated_mib"] = _torch_allocated_mib(report["device"])
         return report
+
+
+def _why(exc: Exception) -> str:
+    """Why moving the weights failed, in words a client may read (no exception text)."""
+    if "out of memory" in str(exc).lower():
+        return "the GPU is out of memory"
+    return "details in the worker's log"
 
 
 def _torch_allocated_mib(device: str | None) -> int | None:

@@ -47,6 +47,7 @@ def failure_for(exc: Exception, request_id: str) -> SynthesisFailed:
     if isinstance(exc, VoiceError):
         return SynthesisFailed(str(exc), kind="invalid", param="voice")
     if isinstance(exc, ModelUnavailableError):
+        log.warning("request %s: %s", request_id, exc.detail)  # str(exc) is the client's version
         return SynthesisFailed(str(exc), kind="unavailable")
     log.error("preparing request %s failed", request_id, exc_info=exc)
     return SynthesisFailed("the worker could not prepare this request (the details are in its log)")

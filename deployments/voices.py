@@ -187,10 +187,10 @@ class VoiceCatalog:
             return files
         except Exception as exc:  # offline, unknown repo, ...: fall back to what is cached
             cached = cached_repo_files(self.voice_repo)
-            self.repo_error = (f"voice repo {self.voice_repo} is unreachable ({exc.__class__.__name__}); "
+            self.repo_error = (f"voice repo {self.voice_repo} is unreachable; "
                                f"{len(cached)} voice files found in the local Hugging Face cache")
-            log.warning("cannot list voice repo %s (%s); %d cached voice files", self.voice_repo,
-                        exc.__class__.__name__, len(cached))
+            log.warning("cannot list voice repo %s (%s: %s); %d cached voice files", self.voice_repo,
+                        exc.__class__.__name__, str(exc)[:300], len(cached))
             return cached
 
     # ---- resolution ----------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import AsyncIterator, Callable
 
@@ -33,6 +34,19 @@ class WorkerError(Exception):
 
 
 REGISTRY_TIMEOUT_S = 10.0
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/][^\s'\"`,;()\[\]{}]+")
+_LONG_HEX_ID = re.compile(r"\b[0-9a-fA-F]{16,}\b")
+
+
+def public_summary(text: str | None, limit: int = 240) -> str:
+    """A Serve or Ray message made fit for clients: its first line only (Serve appends the
+    replica's traceback after "Error:" on the next lines), with no absolute paths and no actor,
+    node or replica ids. The whole text belongs in the server's log."""
+    lines = (text or "").strip().splitlines()
+    first = re.sub(r"\s*(with exception)?\.?\s*Error:\s*$", ".", lines[0]) if lines else ""
+    first = _LONG_HEX_ID.sub("<id>", _ABSOLUTE_PATH.sub("<path>", first))
+    return first if len(first) <= limit else first[:limit - 1] + "\u2026"
+
 # How long node facts (Ray's node list and one NVML task per node) and Serve's view of the
 # deployment are reused: the web page polls every 3 s per open tab, all tabs share one read.
 NODE_FACTS_TTL_S = 5.0
@@ -166,11 +180,16 @@ class WorkerClient:
                 app = serve.status().applications.get(self.app_name)
                 deployment = app.deployments.get(WORKER_DEPLOYMENT) if app else None
             except Exception as exc:
-                return {"status": "UNKNOWN", "message": str(exc), "replicas": {}}
+                log.warning("reading Serve's status failed: %s: %s", exc.__class__.__name__, str(exc)[:500])
+                return {"status": "UNKNOWN", "message": "Serve's status could not be read; retry shortly",
+                        "replicas": {}}
             if deployment is None:
                 return {"status": "NOT_DEPLOYED", "message": "", "replicas": {}}
+            message = public_summary(deployment.message)
+            if message != (deployment.message or "").strip():
+                log.warning("TTSWorker deployment: %s", deployment.message)  # the whole story, here only
             return {"status": str(getattr(deployment.status, "value", deployment.status)),
-                    "message": deployment.message,
+                    "message": message,
                     "replicas": {str(getattr(k, "value", k)): v for k, v in deployment.replica_states.items()}}
         return await asyncio.to_thread(read)
 
@@ -214,7 +233,10 @@ async def cluster_gpus() -> list[dict]:
         try:
             facts = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=10)
         except Exception as exc:
-            facts = {"node": node.get("NodeManagerHostname"), "gpus": [], "error": str(exc)}
+            log.warning("GPU report of node %s failed: %s: %s", node.get("NodeManagerHostname"),
+                        exc.__class__.__name__, str(exc)[:500])
+            facts = {"node": node.get("NodeManagerHostname"), "gpus": [],
+                     "error": "this node did not report its GPUs (the ingress's log has the cause); retry shortly"}
         reports.append({
             "node_id": node["NodeID"],
             "node_ip": node.get("NodeManagerAddress"),

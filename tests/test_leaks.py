@@ -3,7 +3,9 @@ requests against the real Serve app (tiny model, local Ray with logical GPUs).""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import httpx
 import pytest
@@ -56,3 +58,89 @@ def test_an_unexpected_mcp_tool_failure_is_a_generic_tool_error(unwritable_url):
     assert "internal error" in message and not INTERNALS.search(message), message
     assert "outputs" not in message and "FileExistsError" not in message
     audio_of(unsaved)  # the session goes on, and save=false needs no folder
+
+
+# An exception class name ("ConnectionError", "ModelUnavailableError") or an absolute path.
+EXCEPTION_NAME = re.compile(r"\b[A-Z][A-Za-z]*(Error|Exception)\b")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[\w.-]+/")
+
+
+def assert_client_safe(text: str) -> None:
+    for pattern in (INTERNALS, EXCEPTION_NAME, ABSOLUTE_PATH):
+        assert not pattern.search(text), (pattern.pattern, text)
+    assert "127.0.0.1:9" not in text  # the hub endpoint the worker was given: the log's business
+
+
+def status_texts(status: dict) -> str:
+    """The free texts of a GPU status (it names nodes and replicas by their ids on purpose)."""
+    texts = [r["error"] or "" for r in status["replicas"]] + [n.get("error") or "" for n in status["nodes"]]
+    return json.dumps(texts + [status["worker_deployment"]["message"]])
+
+
+def test_a_model_that_cannot_load_is_explained_without_internals(broken_url):
+    """The broken app's hub is a closed port: the worker's error (with its exception class and the
+    endpoint) is in its log; clients read what is wrong and what to do, on every surface."""
+    tts = httpx.post(f"{broken_url}/api/tts", json={"text": "Anyone there?"}, timeout=120)
+    assert tts.status_code == 503 and tts.json()["error"]["code"] == "model_unavailable"
+    message = tts.json()["error"]["message"]
+    assert "unavailable" in message and "retry later" in message and "model_path" in message
+    assert_client_safe(message)
+    ready = httpx.get(f"{broken_url}/ready", timeout=30)
+    assert ready.status_code == 503 and "nonexistent-org/nonexistent-model" in ready.json()["reason"]
+    assert_client_safe(ready.text)
+    deadline = time.monotonic() + 60  # a bound against hangs: replicas report every second
+    while not (failed := [r for r in httpx.get(f"{broken_url}/api/gpu/status", timeout=30).json()["replicas"]
+                          if r["state"] == "failed"]):
+        assert time.monotonic() < deadline, "the replica never reported the failed load"
+        time.sleep(0.5)
+    assert "model_path" in failed[0]["error"]
+    assert_client_safe(status_texts(httpx.get(f"{broken_url}/api/gpu/status", timeout=30).json()))
+
+    async def scenario():
+        async with mcp_session(f"{broken_url}/mcp") as session:
+            return (await session.call_tool("text_to_speech", {"text": "Anyone there?"}),
+                    await session.call_tool("get_gpu_status", {}))
+
+    spoken, status = run(scenario)
+    assert "unavailable" in error_text(spoken)
+    assert_client_safe(error_text(spoken))
+    assert not status.isError and status.structuredContent["replicas"][0]["state"] == "failed"
+    assert_client_safe(status_texts(status.structuredContent))
+
+
+def test_a_local_model_that_cannot_load_names_no_path(engine_settings, tmp_path):
+    from deployments.hub import ModelUnavailableError
+    from deployments.model_manager import ModelManager
+
+    missing = tmp_path / "nowhere" / "model"
+    manager = ModelManager(engine_settings.model_copy(update={"model_path": str(missing)}), offload_after_s=None)
+    try:
+        with pytest.raises(ModelUnavailableError) as info:
+            with manager.acquire():
+                pass
+    finally:
+        manager.close()
+    assert "model_path" in str(info.value) and "config.json" in str(info.value)
+    assert_client_safe(str(info.value))
+    assert_client_safe(manager.status()["error"])
+    assert str(missing) in info.value.detail  # the operator's version (logged) says where
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("The deployment failed to start 3 times in a row. This may be due to a problem with its constructor "
+     "or initial health check failing. See controller logs for details. Error:\nTraceback (most recent call "
+     "last):\n  File \"/home/u/app/deployments/worker.py\", line 3\nRuntimeError: boom",
+     "The deployment failed to start 3 times in a row. This may be due to a problem with its constructor "
+     "or initial health check failing. See controller logs for details."),
+    ("A replica failed to start with exception. Retrying 2 more time(s). Error:\nValueError: /tmp/x",
+     "A replica failed to start with exception. Retrying 2 more time(s)."),
+    ("Upscaling from 0 to 1 replicas.", "Upscaling from 0 to 1 replicas."),
+    ("replica 0123456789abcdef0123456789abcdef reads '/srv/models/tts' (see http://host/docs)",
+     "replica <id> reads '<path>' (see http://host/docs)"),
+    ("", ""), (None, ""),
+])
+def test_serve_messages_are_cut_to_a_safe_summary(message, expected):
+    from serve_app.workers import public_summary
+
+    assert public_summary(message) == expected
+    assert len(public_summary("x" * 1000)) == 240

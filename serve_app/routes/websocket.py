@@ -122,7 +122,7 @@ def _error_text(exc: BaseException) -> str:
         return "all TTS workers are busy and their queues are full; retry shortly"
     if isinstance(exc, (APIError, SessionError, TooManySessions)):
         return str(exc)
-    return f"internal error: {exc.__class__.__name__}"
+    return "internal error; it is logged on the server"
 
 
 class KyutaiSession:
