@@ -183,12 +183,20 @@ def main() -> None:
     started = time.perf_counter()
     engine = TTSEngine(settings, args.device)
     load_s = time.perf_counter() - started
+    weights_bytes = sum(t.numel() * t.element_size() for module in (engine.tts.lm, engine.tts.mimi)
+                        for t in list(module.parameters()) + list(module.buffers()))
     started = time.perf_counter()
     engine.ensure_slots(args.slots)
     warm_s = time.perf_counter() - started
     throughput(engine, 1)  # first-call allocations
+    memory = ""
+    if args.device.startswith("cuda"):
+        import torch
+
+        memory = (f"; GPU memory: weights {weights_bytes / 2**30:.2f} GiB, with {args.slots} slots "
+                  f"{torch.cuda.memory_allocated() / 2**30:.2f} GiB allocated, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"model {args.size}, device {args.device}, cpu threads {args.threads}, n_q {n_q}, {args.slots} slots, "
-          f"torch_compile {args.torch_compile}; "
+          f"torch_compile {args.torch_compile}{memory}; "
           f"load {load_s:.2f}s, streaming state + warm-up {warm_s:.2f}s; medians of {args.repeats}")
 
     sections = {int(part) for part in args.sections.split(",")}
