@@ -84,10 +84,15 @@ def registry_name(app_name: str) -> str:
     return f"tts-worker-registry-{app_name}"
 
 
+# Every Ray head node has this resource (1 unit): a sliver of it keeps an actor on the head, which
+# an autoscaler never removes (GPU nodes come and go with the replicas).
+HEAD_NODE = {"node:__internal_head__": 0.001}
+
+
 def get_registry(app_name: str):
-    """The app's registry actor, created on first use. Detached, so it outlives replicas
-    scaling up and down; it holds no resources (num_cpus=0)."""
-    return WorkerRegistry.options(name=registry_name(app_name), namespace=NAMESPACE,
+    """The app's registry actor, created on first use, on the head node. Detached, so it outlives
+    replicas scaling up and down; it holds no CPU (num_cpus=0)."""
+    return WorkerRegistry.options(name=registry_name(app_name), namespace=NAMESPACE, resources=HEAD_NODE,
                                   lifetime="detached", get_if_exists=True).remote()
 
 

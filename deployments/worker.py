@@ -64,6 +64,15 @@ def _replica_context() -> tuple[str, str]:
         return "default", f"local-{os.getpid()}"
 
 
+def _node_id() -> str | None:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # constructed outside Ray (unit use)
+        return None
+
+
 # max_ongoing_requests = the slots (user_config max_batch_size): see deployments/routing.py.
 @serve.deployment(name="TTSWorker", max_ongoing_requests=8, health_check_period_s=5)
 class TTSWorker:
@@ -72,6 +81,8 @@ class TTSWorker:
         self.gpu_index = _gpu_index()
         self.app_name, self.replica = _replica_context()
         self.node = socket.gethostname()
+        # Ray's node id: two nodes of one host (or two pods of one machine) share a hostname.
+        self.node_id = _node_id()
         self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index)
         self.metrics = WorkerMetrics()
         self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"],
@@ -92,7 +103,7 @@ class TTSWorker:
 
     @property
     def served_by(self) -> dict:
-        return {"gpu": self.gpu_index, "replica": self.replica, "node": self.node}
+        return {"gpu": self.gpu_index, "replica": self.replica, "node": self.node, "node_id": self.node_id}
 
     async def synthesize_stream(self, request: dict) -> AsyncIterator[list]:
         """Yields lists of events (AudioChunk, WordSpoken, then SynthesisDone or SynthesisFailed)

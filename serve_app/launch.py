@@ -155,13 +155,16 @@ def deploy(config: dict, wait_s: float = 300.0, stop: threading.Event | None = N
     """Starts Serve and deploys the config's applications; waits until they are RUNNING
     (returns None when `stop` is set before that)."""
     from ray.serve._private import api as serve_private_api  # what `serve run CONFIG` uses
+    from ray.serve.config import ProxyLocation
     from ray.serve.schema import ServeDeploySchema
 
     from ray import serve
 
     stop = stop or threading.Event()
     schema = ServeDeploySchema(**config)
-    http_options = {**schema.http_options.dict(), "location": "EveryNode"}
+    # The config's proxy_location, as `serve run` reads it (EveryNode when unset).
+    http_options = {**schema.http_options.dict(), "location": ProxyLocation._to_deployment_mode(
+        schema.proxy_location).value}
     client = serve_private_api.serve_start(http_options=http_options)
     client.deploy_apps(schema, _blocking=False)
     deadline = time.monotonic() + wait_s

@@ -53,6 +53,7 @@ class Speech:
 
     def headers(self) -> dict:
         return {"X-TTS-GPU": str(self.served_by.get("gpu")), "X-TTS-Replica": str(self.served_by.get("replica")),
+                "X-TTS-Node": str(self.served_by.get("node_id")),
                 "X-TTS-Duration": f"{self.done.duration_s:.3f}", "X-TTS-Voice": voice_header(self.done.voice)}
 
 

@@ -34,6 +34,10 @@ class WorkerError(Exception):
 
 
 REGISTRY_TIMEOUT_S = 10.0
+# How long node facts (Ray's node list and one NVML task per node) and Serve's view of the
+# deployment are reused: the web page polls every 3 s per open tab, all tabs share one read.
+NODE_FACTS_TTL_S = 5.0
+DEPLOYMENT_STATE_TTL_S = 1.0
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/][^\s'\"`,;()\[\]{}]+")
 _LONG_HEX_ID = re.compile(r"\b[0-9a-fA-F]{16,}\b")
 
@@ -47,10 +51,6 @@ def public_summary(text: str | None, limit: int = 240) -> str:
     first = _LONG_HEX_ID.sub("<id>", _ABSOLUTE_PATH.sub("<path>", first))
     return first if len(first) <= limit else first[:limit - 1] + "\u2026"
 
-# How long node facts (Ray's node list and one NVML task per node) and Serve's view of the
-# deployment are reused: the web page polls every 3 s per open tab, all tabs share one read.
-NODE_FACTS_TTL_S = 5.0
-DEPLOYMENT_STATE_TTL_S = 1.0
 WORKER_CRASHED = ("the TTS worker serving this request stopped (it crashed or was replaced); "
                   "retry the request")
 

@@ -16,8 +16,8 @@ import pytest
 from ray import serve
 
 from conftest import wait_for_replicas
-from test_mcp import mcp_session
 from speech_checks import worker_reports
+from test_mcp import mcp_session
 from serve_app.workers import WorkerClient
 
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 6)

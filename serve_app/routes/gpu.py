@@ -26,7 +26,7 @@ async def gpu_status(ctx: IngressContext) -> dict:
                        "ttl_s": workers.node_facts.ttl_s},
         "worker_deployment": deployment,
         "replicas": [{
-            "replica": r.get("replica"), "node": r.get("node"), "gpu": r.get("gpu"),
+            "replica": r.get("replica"), "node": r.get("node"), "node_id": r.get("node_id"), "gpu": r.get("gpu"),
             "state": r["model"]["state"], "error": r["model"].get("error"),
             "device": r["model"].get("device"), "idle_seconds": r["model"].get("idle_seconds"),
             "offload_after_s": r["model"].get("offload_after_s"),

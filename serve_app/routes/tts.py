@@ -45,8 +45,8 @@ def output_url(request: Request, name: str) -> str:
              description=TTS_DESCRIPTION,
              responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()},
                                           "application/json": {}, SSE_MEDIA_TYPE: {}},
-                              "description": "The audio (or JSON / SSE, see above); headers X-TTS-GPU and "
-                                             "X-TTS-Replica say where it ran (not on streamed answers)."}})
+                              "description": "The audio (or JSON / SSE, see above); headers X-TTS-GPU, "
+                                             "X-TTS-Replica and X-TTS-Node (Ray node id) say where it ran (not on streamed answers)."}})
 async def tts(body: TTSRequest, request: Request, ctx: IngressContext = Depends(get_ctx)):
     if body.stream:
         return await _streamed(body, ctx)
