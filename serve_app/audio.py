@@ -10,6 +10,8 @@ import numpy as np
 
 from deployments.synthesis import SAMPLE_RATE
 
+from .metrics import ENCODING
+
 
 @dataclass(frozen=True)
 class AudioFormat:
@@ -76,7 +78,11 @@ def _frame(samples: np.ndarray, pts: int) -> av.AudioFrame:
 def encode(pcm: np.ndarray, fmt: str) -> bytes:
     """The whole clip in format `fmt` (a key of FORMATS), headers complete (WAV and FLAC sizes,
     MP3 length): the container writes into a seekable buffer and patches them on close."""
-    audio_format = FORMATS[fmt]
+    with ENCODING.timed(fmt, pcm.shape[0] / SAMPLE_RATE):
+        return _encode(pcm, FORMATS[fmt])
+
+
+def _encode(pcm: np.ndarray, audio_format: AudioFormat) -> bytes:
     samples = to_int16(pcm)
     if audio_format.container is None:
         return samples.tobytes()
@@ -123,6 +129,14 @@ class StreamEncoder:
             self._container, self._stream = _open(self._pipe, self.format)
 
     def feed(self, pcm: np.ndarray) -> bytes:
+        with ENCODING.timed(self.format.name, pcm.shape[0] / SAMPLE_RATE):
+            return self._feed(pcm)
+
+    def finish(self) -> bytes:
+        with ENCODING.timed(self.format.name, 0.0):
+            return self._finish()
+
+    def _feed(self, pcm: np.ndarray) -> bytes:
         samples = to_int16(pcm)
         if self._container is None:
             return samples.tobytes()
@@ -134,7 +148,7 @@ class StreamEncoder:
             self._container.mux(packet)
         return self._pipe.take()
 
-    def finish(self) -> bytes:
+    def _finish(self) -> bytes:
         if self._container is None:
             return b""
         for packet in self._stream.encode(None):
