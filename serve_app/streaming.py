@@ -1,7 +1,7 @@
 """Streamed synthesis for the HTTP routes: audio leaves the service frame by frame as the worker
 generates it (chunked audio, or Server-Sent Events with base64 audio and word timestamps).
 
-The worker's events arrive through the Serve handle (`WorkerClient.stream`). `open_speech` waits for
+The worker's events arrive through the Serve handle (`WorkerClient.stream_batches`). `open_speech` waits for
 the FIRST event before any response starts, so a refused request (unknown voice, overloaded workers,
 model unavailable) still gets its proper HTTP status; the audio cannot start earlier anyway. After
 that the status line is sent and the body follows as frames are encoded.
@@ -19,6 +19,7 @@ import json
 import logging
 from typing import AsyncIterator, Callable
 
+import numpy as np
 from ray.serve.exceptions import BackPressureError
 from starlette.responses import StreamingResponse
 
@@ -39,29 +40,36 @@ SSE_MEDIA_TYPE = "text/event-stream"
 
 
 class SpeechStream:
-    """One synthesis running on a worker whose first event has arrived. Iterate `events()` once;
-    `aclose()` (always called by the body generators here) cancels it if it is still running."""
+    """One synthesis running on a worker whose first batch of events has arrived. Iterate
+    `events()` or `batches()` once; `aclose()` (always called by the body generators here)
+    cancels it if it is still running."""
 
-    def __init__(self, iterator: AsyncIterator, first_event):
-        self._iterator = iterator
-        self._first = first_event
+    def __init__(self, batches: AsyncIterator[list], first_batch: list):
+        self._batches = batches
+        self._first = first_batch
+
+    async def batches(self) -> AsyncIterator[list]:
+        """The worker's events as it sent them (a few frames at a time); raises WorkerError if the
+        synthesis fails midway."""
+        yield self._first
+        async for batch in self._batches:
+            yield batch
 
     async def events(self) -> AsyncIterator:
-        """The worker's events; raises WorkerError if the synthesis fails midway."""
-        yield self._first
-        async for event in self._iterator:
-            yield event
+        async for batch in self.batches():
+            for event in batch:
+                yield event
 
     async def aclose(self) -> None:
-        await self._iterator.aclose()
+        await self._batches.aclose()
 
 
 async def open_speech(ctx: IngressContext, request: dict) -> SpeechStream:
     """Submits a validated worker request and waits for its first event; raises APIError with the
     right status for every refusal."""
-    iterator = ctx.workers.stream(request)
+    batches = ctx.workers.stream_batches(request)
     try:
-        first = await iterator.__anext__()
+        first = await batches.__anext__()
     except WorkerError as exc:
         raise api_error_for(exc) from None
     except BackPressureError:
@@ -69,9 +77,9 @@ async def open_speech(ctx: IngressContext, request: dict) -> SpeechStream:
     except StopAsyncIteration:
         raise APIError(500, "the worker ended the stream without a result", code="generation_failed") from None
     except BaseException:
-        await iterator.aclose()
+        await batches.aclose()
         raise
-    return SpeechStream(iterator, first)
+    return SpeechStream(batches, first)
 
 
 class ClosingStreamingResponse(StreamingResponse):
@@ -100,20 +108,30 @@ async def encoded_audio(stream: SpeechStream, fmt: str, speed: float = 1.0,
         return encoder.feed(tempo.process(pcm))
 
     try:
-        async for event in stream.events():
-            if on_event is not None:
-                on_event(event)
-            if isinstance(event, AudioChunk):
-                # An 80 ms frame costs well under a millisecond in every format: encoded here, as
-                # a thread hop would cost more. Longer chunks go to a thread, never blocking the
-                # event loop; each is awaited before the next, so the order is kept.
-                if audio.costly(fmt, round(event.pcm.shape[0] / speed)):
-                    data = await asyncio.to_thread(encode, event.pcm)
+        async for batch in stream.batches():
+            frames, done = [], False
+            for event in batch:
+                if on_event is not None:
+                    on_event(event)
+                if isinstance(event, AudioChunk):
+                    frames.append(event.pcm)
+                elif isinstance(event, SynthesisDone):
+                    done = True
+                    break
+            if frames:
+                # The frames of one worker batch (what it made in its last flush interval) leave
+                # as ONE body message: each message costs the ingress and Serve's proxy more than
+                # encoding a frame does (benchmarks/ingress_service_cpu.py). An 80 ms frame
+                # encodes in well under a millisecond: here, as a thread hop would cost more;
+                # more goes to a thread, never blocking the event loop, awaited in order.
+                pcm = frames[0] if len(frames) == 1 else np.concatenate(frames)
+                if audio.costly(fmt, round(pcm.shape[0] / speed)):
+                    data = await asyncio.to_thread(encode, pcm)
                 else:
-                    data = encode(event.pcm)
+                    data = encode(pcm)
                 if data:
                     yield data
-            elif isinstance(event, SynthesisDone):
+            if done:
                 break
         tail = encoder.feed(tempo.flush()) + encoder.finish()
         if tail:

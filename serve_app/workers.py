@@ -70,10 +70,23 @@ class WorkerClient:
 
     # ---- synthesis -----------------------------------------------------------------------
     async def stream(self, request: dict, last_input: Callable[[], float] | None = None) -> AsyncIterator:
-        """Events of one synthesis as the worker produces them. Closing this iterator (a client
-        that went away) cancels the request on the worker. Raises WorkerError when the worker
-        fails, dies or goes silent for `timeout_s`; `last_input()` (the loop time of the client's
-        last words, for streamed text) restarts that wait: a worker owes nothing until it has words."""
+        """Events of one synthesis as the worker produces them (see `stream_batches`)."""
+        batches = self.stream_batches(request, last_input)
+        try:
+            async for events in batches:
+                for event in events:
+                    yield event
+        finally:
+            await batches.aclose()
+
+    async def stream_batches(self, request: dict, last_input: Callable[[], float] | None = None) -> AsyncIterator[list]:
+        """Events of one synthesis in the batches the worker sends them (every event that
+        accumulated over its flush interval: a route that sends one message per batch sends a few
+        times fewer than one per 80 ms frame). Closing this iterator (a client that went away)
+        cancels the request on the worker. Raises WorkerError, after the batch's events before
+        the failure, when the worker fails, dies or goes silent for `timeout_s`; `last_input()`
+        (the loop time of the client's last words, for streamed text) restarts that wait: a
+        worker owes nothing until it has words."""
         responses = self.handle.synthesize_stream.options(stream=True).remote(request)
         finished = False
         started = False
@@ -83,16 +96,22 @@ class WorkerClient:
                 if events is None:
                     return
                 started = True
-                for event in events:
+                for index, event in enumerate(events):
                     if isinstance(event, SynthesisFailed):
                         finished = True
                         if event.kind == "unavailable":
                             self.note_outcome(event.message)
+                        if index:
+                            yield events[:index]
                         raise WorkerError(event.message, event.kind, event.param)
                     if isinstance(event, SynthesisDone):
                         finished = True
                         self.note_outcome(None)
-                    yield event
+                        events = events[:index + 1]
+                        break
+                yield events
+                if finished:
+                    return
         finally:
             if not finished:
                 responses.cancel()
