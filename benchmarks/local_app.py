@@ -13,7 +13,8 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # conftest's ServeCluster
 
 
-def run(measure: Callable[[str, int], None], description: str, default_runs: int, app_args: dict | None = None) -> None:
+def run(measure: Callable[[str, int], None], description: str, default_runs: int, app_args: dict | None = None,
+        app_name: str = "bench") -> None:
     """`measure(url, runs)` against `--url`, or against a local one-replica app built with `app_args`."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--url", help="a running service; default: start the tiny app locally")
@@ -28,7 +29,7 @@ def run(measure: Callable[[str, int], None], description: str, default_runs: int
 
     checkpoint = build_checkpoint(Path(tempfile.mkdtemp()) / "tiny", size="tiny")
     cluster = ServeCluster(checkpoint, Path(tempfile.mkdtemp()))
-    url = cluster.deploy("bench", "/", args=app_args,
+    url = cluster.deploy(app_name, "/", args=app_args,
                          worker={"autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
     wait_for_replicas(url, 1)
     try:

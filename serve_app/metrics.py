@@ -4,7 +4,7 @@ deployment/replica tags Serve adds): the CPU its audio encoding costs, per forma
 Encoding is the ingress's main CPU cost (benchmarks/ingress_encoding.py). Two counters per format,
 CPU seconds spent and audio seconds produced, give the dashboard its ratio (CPU per audio
 second) and the audio rate the tier carries. An 80 ms frame is encoded in ~0.4 ms, so amounts are
-summed here and handed to Ray at most once per FLUSH_EVERY_S, not on every frame.
+summed here and handed to Ray once per FLUSH_EVERY_S by a thread of their own, not on every frame.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ FLUSH_EVERY_S = 1.0
 
 class EncodingMeter:
     """Sums (CPU seconds, audio seconds) per format from any thread (the event loop and the
-    encoding threads) and adds them to Ray's counters at most once per FLUSH_EVERY_S."""
+    encoding threads); a daemon thread hands the sums to Ray's counters every FLUSH_EVERY_S, so
+    encoding never waits on Ray and an idle replica's last second is exported too."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._pending: dict[str, list[float]] = {}
-        self._flushed_at = time.monotonic()
-        self._counters = None  # created on the first flush, inside a Ray worker
+        self._flusher: threading.Thread | None = None
+        self._counters = None  # created by the first export, inside a Ray worker
 
     @contextlib.contextmanager
     def timed(self, fmt: str, audio_s: float):
@@ -44,11 +45,20 @@ class EncodingMeter:
             sums = self._pending.setdefault(fmt, [0.0, 0.0])
             sums[0] += cpu_s
             sums[1] += audio_s
-            if time.monotonic() - self._flushed_at < FLUSH_EVERY_S:
-                return
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_forever, name="encoding-metrics", daemon=True)
+                self._flusher.start()
+
+    def flush(self) -> None:
+        with self._lock:
             pending, self._pending = self._pending, {}
-            self._flushed_at = time.monotonic()
-        self._export(pending)
+        if pending:
+            self._export(pending)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_EVERY_S)
+            self.flush()
 
     def _export(self, pending: dict[str, list[float]]) -> None:
         try:

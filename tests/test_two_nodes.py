@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO
 
 SCRIPT = REPO / "tests" / "two_nodes_scenario.py"
-TIMEOUT_S = 420
+TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")

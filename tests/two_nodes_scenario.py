@@ -104,11 +104,11 @@ class Scenario:
         return ws
 
     def admissions(self, total: int) -> dict[str, int]:
-        """Each node's replica's admission count, once the replicas' reports add up to the `total`
-        requests sent so far (reports come every second: the last request may not be in yet)."""
+        """Each node's replica's admission count, once the replicas' reports count at least the
+        `total` requests sent so far (reports come every second: the last one may not be in yet)."""
         def counts():
             found = self.admission_counts()
-            return found if sum(found.values()) == total else None
+            return found if sum(found.values()) >= total else None
         return poll(f"replica reports counting {total} admissions", counts)
 
     def admission_counts(self) -> dict[str, int]:

@@ -60,6 +60,23 @@ _VOICE_MESSAGE_BYTES = EMBEDDING_SIZE * 9 + 1024
 # MessagePack limits: a Voice message holds 64,000 numbers; nothing else needs more than a few
 # keys, and text longer than a session may send is refused before it is decoded.
 _UNPACK_LIMITS = {"max_array_len": EMBEDDING_SIZE, "max_map_len": 16, "max_ext_len": 0, "max_bin_len": 0}
+# A valid message is one map holding at most two arrays (a Voice's numbers and shape). A frame of
+# many small containers is cheap to send and dear to build (a 576 KB frame of empty arrays
+# decodes into ~40 MB of lists): decoding stops at the first container beyond this count.
+_MAX_CONTAINERS = 8
+
+
+def _unpack(data: bytes, max_str_len: int):
+    built = 0
+
+    def count(container):
+        nonlocal built
+        built += 1
+        if built > _MAX_CONTAINERS:
+            raise ValueError("too many arrays or maps")
+        return container
+
+    return msgpack.unpackb(data, max_str_len=max_str_len, list_hook=count, object_hook=count, **_UNPACK_LIMITS)
 
 
 class SessionError(Exception):
@@ -163,7 +180,7 @@ class KyutaiSession:
         if data == b"\0":
             return "eos", None
         try:
-            decoded = msgpack.unpackb(data, max_str_len=4 * self.ctx.settings.max_text_chars, **_UNPACK_LIMITS)
+            decoded = _unpack(data, max_str_len=4 * self.ctx.settings.max_text_chars)
         except Exception:
             raise SessionError("invalid message: expected MessagePack {\"type\": \"Text\" | \"Eos\" | \"Voice\", ...}") from None
         kind = decoded.get("type") if isinstance(decoded, dict) else None
