@@ -18,7 +18,7 @@ from ray import serve
 from . import mcp_server
 from .api_keys import ApiKeyGuard
 from .context import IngressContext
-from .cross_site import CrossSiteGuard
+from .cross_site import CrossSiteGuard, HostGuard
 from .errors import error_response, install_error_handlers
 from .routes import gpu, health, tts, ui, voices
 from .routes import openai as openai_routes, websocket as websocket_routes
@@ -96,9 +96,11 @@ def create_app(ctx: IngressContext) -> FastAPI:
     app.add_middleware(BodySizeLimit, limit=ctx.settings.max_text_chars * 4 + 64 * 1024)
     # Another site's page never reaches a route (serve_app/cross_site.py).
     app.add_middleware(CrossSiteGuard, allowed_origins=ctx.settings.allowed_origins)
-    # Outermost: with api_keys set, a client without a key learns nothing (no origin, body size or
-    # JSON rules), and its body is never read (serve_app/api_keys.py).
+    # Outermost but for the optional Host check: with api_keys set, a client without a key learns
+    # nothing (no origin, body size or JSON rules), and its body is never read (serve_app/api_keys.py).
     app.add_middleware(ApiKeyGuard, api_keys=ctx.settings.api_keys)
+    if ctx.settings.check_host_everywhere:  # before all else: a rebound page learns nothing
+        app.add_middleware(HostGuard, allowed_hosts=ctx.settings.allowed_hosts)
     return app
 
 

@@ -28,6 +28,10 @@ class AppSettings(EngineSettings):
     outputs_max_bytes: int | None = Field(2_000_000_000, ge=1)
     # Host headers accepted by the MCP endpoint (DNS-rebinding protection); "*" disables the check.
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
+    # The same Host check on every route but /health and /ready (421 otherwise): for a service
+    # that browsers reach on a workstation or a LAN (serve_app/cross_site.py). Off: REST clients
+    # of a cluster need no configuration.
+    check_host_everywhere: bool = False
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])
     # OpenAI voice name -> voice id (serve_app/openai_voices.py has the defaults; entries given
     # here replace them name by name).

@@ -144,9 +144,11 @@ API_KEY = "secret-key"
 
 @pytest.fixture(scope="session")
 def keyed_url(serve_cluster, base_url) -> str:
-    # Also small WebSocket bounds (tests/test_websocket.py): one session at a time, 2 s without text.
+    # Also small WebSocket bounds (tests/test_websocket.py): one session at a time, 2 s without text;
+    # and the Host check on every route (tests/test_api_keys.py).
     return serve_cluster.deploy("keyed", "/keyed", worker=KEYED_WORKER, args={
-        "api_keys": [API_KEY], "max_websocket_sessions": 1, "websocket_idle_timeout_s": 2})
+        "api_keys": [API_KEY], "max_websocket_sessions": 1, "websocket_idle_timeout_s": 2,
+        "check_host_everywhere": True})
 
 
 def wait_for_replicas(url: str, count: int, timeout_s: float = 120) -> list[dict]:

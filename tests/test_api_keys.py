@@ -146,3 +146,20 @@ def test_mcp_clients_need_the_key(keyed_url):
     assert not voices.isError and voices.structuredContent["voices"]
     # What the client was refused with: a plain HTTP 401 with the service's error body.
     assert_refused(call(keyed_url, "POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+
+
+def test_with_the_host_check_on_a_rebound_name_is_refused_on_every_route(keyed_url):
+    """DNS rebinding: a page whose name was made to resolve to the service sends that name as
+    Host and as its own Origin, so the Origin rule takes it for the service's own page. With
+    `check_host_everywhere` (the keyed app) every route but the probes refuses a Host outside
+    `allowed_hosts` with 421, even with a valid key; the service's real name keeps working."""
+    rebound = {**BEARER, "Host": "rebound.example:8000", "Origin": "http://rebound.example:8000"}
+    for method, path, body in [("GET", "/", None), ("GET", "/api/gpu/status", None), ("GET", "/api/info", None),
+                               ("POST", "/api/tts", {"text": "Hello."}), ("POST", "/api/gpu/offload", {}),
+                               ("GET", "/v1/models", None), ("POST", "/mcp", {})]:
+        response = call(keyed_url, method, path, body, headers=rebound)
+        assert response.status_code == 421, (path, response.status_code, response.text[:200])
+        assert response.json()["error"]["code"] == "invalid_host", path
+    for probe in ("/health", "/ready"):  # load balancers and kubelets probe by address
+        assert call(keyed_url, "GET", probe, None, headers={"Host": "10.1.2.3:8000"}).status_code in (200, 503)
+    assert call(keyed_url, "GET", "/api/gpu/status", None, headers=BEARER).status_code == 200
