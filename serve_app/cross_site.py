@@ -21,6 +21,8 @@ import fnmatch
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
+
 from .errors import APIError, error_response, refuse_websocket
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -99,7 +101,7 @@ class HostGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket") or relative_path(scope) in PROBE_PATHS:
             return await self.app(scope, receive, send)
-        host = next((v.decode("latin-1") for k, v in scope.get("headers") or [] if k.lower() == b"host"), None)
+        host = Headers(scope=scope).get("host")
         if host_allowed(host, self.allowed_hosts):
             return await self.app(scope, receive, send)
         error = APIError(421, f"this service does not answer to the host name {(host or '')[:200]!r} "

@@ -41,8 +41,8 @@ SSE_MEDIA_TYPE = "text/event-stream"
 
 class SpeechStream:
     """One synthesis running on a worker whose first batch of events has arrived. Iterate
-    `events()` or `batches()` once; `aclose()` (always called by the body generators here)
-    cancels it if it is still running."""
+    `batches()` once; `aclose()` (always called by the body generators here) cancels it if it is
+    still running."""
 
     def __init__(self, batches: AsyncIterator[list], first_batch: list):
         self._batches = batches
@@ -54,11 +54,6 @@ class SpeechStream:
         yield self._first
         async for batch in self._batches:
             yield batch
-
-    async def events(self) -> AsyncIterator:
-        async for batch in self.batches():
-            for event in batch:
-                yield event
 
     async def aclose(self) -> None:
         await self._batches.aclose()
