@@ -36,7 +36,7 @@ def sync(engine) -> None:
 
 
 def admit(engine, text: str, events: list | None = None):
-    from deployments.synthesis import AudioChunk, SynthesisRequest
+    from deployments.protocol import AudioChunk, SynthesisRequest
 
     def sink(event):
         if events is not None and isinstance(event, AudioChunk):
@@ -172,7 +172,7 @@ def main() -> None:
         os.environ.setdefault("NO_CUDA_GRAPH", "1")
 
     from deployments.checkpoint import build_checkpoint
-    from deployments.engine import TTSEngine
+    from deployments.engine.tts import TTSEngine
     from deployments.settings import EngineSettings
 
     n_q = args.n_q or (24 if args.size == "full" else 8)
@@ -223,7 +223,7 @@ def main() -> None:
 
 
 def newcomers(engine, args) -> None:
-    from deployments import engine as engine_module
+    from deployments.engine.tts import tts as engine_module
 
     print("\n1. newcomer: admission -> first audio (seconds / ticks), while N slots stream")
     streams = sorted({n for n in (0, 1, 4, 8, args.slots - 1) if n < args.slots})

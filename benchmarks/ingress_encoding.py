@@ -6,8 +6,8 @@ Three measurements, each in CPU time of this process (`time.process_time()`, eve
 ingress replica pays it; wall time would hide threads and idle waits), divided by the seconds of
 audio produced:
 
-1. encoder: serve_app/audio.py's StreamEncoder fed 80 ms frames of 24 kHz float32 (what
-   serve_app/streaming.py encoded_audio does per frame), mp3 also through the time-stretch path
+1. encoder: serve_app/audio/encoding.py's StreamEncoder fed 80 ms frames of 24 kHz float32 (what
+   serve_app/service/streaming.py encoded_audio does per frame), mp3 also through the time-stretch path
    (speed 1.25); and whole-clip encoding (`audio.encode`, what non-streamed answers and MCP use).
 2. route: the ingress's FastAPI app in this process, `POST /v1/audio/speech` streamed, called as an
    ASGI app (no HTTP socket, no client) with the real WorkerClient over a fake Serve handle that
@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deployments.synthesis import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone  # noqa: E402
+from deployments.protocol import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone  # noqa: E402
 from serve_app import audio  # noqa: E402
 
 FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
@@ -64,7 +64,7 @@ def frames(pcm: np.ndarray):
 
 # ---- 1. the encoder alone ---------------------------------------------------------------------------
 def streamed_encoder_ms(fmt: str, pcm: np.ndarray, speed: float = 1.0) -> float:
-    from serve_app.tempo import Tempo
+    from serve_app.audio.tempo import Tempo
 
     start = cpu_s()
     encoder, tempo = audio.StreamEncoder(fmt), Tempo(speed)
@@ -111,12 +111,12 @@ class FakeHandle:
 
 
 def build_app(pcm: np.ndarray, outputs_dir: str):
-    from deployments.voices import VoiceCatalog
+    from deployments.engine.voices import VoiceCatalog
     from serve_app.context import IngressContext
     from serve_app.ingress import create_app
-    from serve_app.outputs import OutputStore
+    from serve_app.service.outputs import OutputStore
     from serve_app.settings import AppSettings
-    from serve_app.workers import WorkerClient
+    from serve_app.service.worker_client import WorkerClient
 
     settings = AppSettings(outputs_dir=outputs_dir, voice_repo=None)
     ctx = IngressContext(settings, WorkerClient(FakeHandle(pcm), "bench"), VoiceCatalog([], None),

@@ -35,9 +35,9 @@ def main() -> None:
 
     from conftest import ServeCluster, wait_for_replicas
     from deployments.checkpoint import build_checkpoint
-    from deployments.engine import TTSEngine
+    from deployments.engine.tts import TTSEngine
     from deployments.settings import EngineSettings
-    from deployments.synthesis import SynthesisRequest
+    from deployments.protocol import SynthesisRequest
 
     checkpoint = build_checkpoint(Path(tempfile.mkdtemp()) / "tiny", size="tiny")
     engine = TTSEngine(EngineSettings(model_path=str(checkpoint), n_q=8, cpu_threads=1), "cpu")

@@ -50,7 +50,7 @@ class EngineSettings(BaseModel):
     # A replica whose generation thread has made no progress for this long while rows speak or
     # requests wait fails its health check, and Serve replaces it (a tick takes ~33 ms on an H100).
     generation_stall_s: float = Field(120.0, gt=0)
-    # Tests only: stage a hung generation thread (deployments/faults.py). Never set in production.
+    # Tests only: stage a hung generation thread (deployments/engine/faults.py). Never set in production.
     test_faults: bool = False
     # Seconds to wait for the hub before failing a model or voice download.
     hub_timeout_s: float = Field(20.0, gt=0)

@@ -6,8 +6,8 @@ environment or `.env`) and binds one TTSWorker deployment (one replica per GPU) 
 
 from __future__ import annotations
 
-from deployments.loading import ensure_test_checkpoint
-from deployments.worker import TTSWorker
+from deployments.engine.loading import ensure_test_checkpoint
+from deployments.serve.worker import TTSWorker
 
 from .ingress import Ingress
 from .settings import load_settings

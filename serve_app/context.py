@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from deployments import loading
-from deployments.voices import VoiceCatalog, VoiceError, validate_voice_name
+from deployments.engine.tts import loading
+from deployments.engine.voices import VoiceCatalog, VoiceError, validate_voice_name
 
-from .cache import TTLCache
+from .service.cache import TTLCache
 from .errors import APIError
-from .outputs import OutputStore
+from .service.outputs import OutputStore
 from .settings import AppSettings
-from .workers import WorkerClient
+from .service.worker_client import WorkerClient
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import RedirectResponse
 from ray import serve
 
-from . import mcp_server
-from .api_keys import ApiKeyGuard
+from .routes import mcp as mcp_server
+from .security.api_keys import ApiKeyGuard
 from .context import IngressContext
-from .cross_site import CrossSiteGuard, HostGuard
+from .security.cross_site import CrossSiteGuard, HostGuard
 from .errors import error_response, install_error_handlers
 from .routes import gpu, health, tts, ui, voices
 from .routes import openai as openai_routes, websocket as websocket_routes
@@ -94,10 +94,11 @@ def create_app(ctx: IngressContext) -> FastAPI:
 
     # Bodies are JSON with at most max_text_chars characters (4 bytes each in UTF-8) plus fields.
     app.add_middleware(BodySizeLimit, limit=ctx.settings.max_text_chars * 4 + 64 * 1024)
-    # Another site's page never reaches a route (serve_app/cross_site.py).
+    # Another site's page never reaches a route (serve_app/security/cross_site.py).
     app.add_middleware(CrossSiteGuard, allowed_origins=ctx.settings.allowed_origins)
     # Outermost but for the optional Host check: with api_keys set, a client without a key learns
-    # nothing (no origin, body size or JSON rules), and its body is never read (serve_app/api_keys.py).
+    # nothing (no origin, body size or JSON rules), and its body is never read
+    # (serve_app/security/api_keys.py).
     app.add_middleware(ApiKeyGuard, api_keys=ctx.settings.api_keys)
     if ctx.settings.check_host_everywhere:  # before all else: a rebound page learns nothing
         app.add_middleware(HostGuard, allowed_hosts=ctx.settings.allowed_hosts)

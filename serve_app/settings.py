@@ -10,7 +10,7 @@ from pydantic import Field
 
 from deployments.settings import EngineSettings
 
-from .openai_voices import default_openai_voices
+from .service.openai_voices import default_openai_voices
 
 # Old service's variable -> setting. Environment beats .env beats the config file's args.
 ENV_OVERRIDES = {"HF_REPO": "model_repo", "VOICE_REPO": "voice_repo", "MODEL_PATH": "model_path",
@@ -29,11 +29,11 @@ class AppSettings(EngineSettings):
     # Host headers accepted by the MCP endpoint (DNS-rebinding protection); "*" disables the check.
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*", "[::1]:*"])
     # The same Host check on every route but /health and /ready (421 otherwise): for a service
-    # that browsers reach on a workstation or a LAN (serve_app/cross_site.py). Off: REST clients
+    # that browsers reach on a workstation or a LAN (serve_app/security/cross_site.py). Off: REST clients
     # of a cluster need no configuration.
     check_host_everywhere: bool = False
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])
-    # OpenAI voice name -> voice id (serve_app/openai_voices.py has the defaults; entries given
+    # OpenAI voice name -> voice id (serve_app/service/openai_voices.py has the defaults; entries given
     # here replace them name by name).
     openai_voices: dict[str, str] = Field(default_factory=default_openai_voices)
     # API keys for /v1/* (Authorization: Bearer) and the /api/tts_streaming WebSocket

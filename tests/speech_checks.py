@@ -53,7 +53,7 @@ def sse_events(lines) -> list[dict]:
 def worker_reports(app: str = "tts") -> tuple[float, list[dict]]:
     """(monotonic time just before asking, each replica's last report). time.monotonic() is one
     clock for every process of this machine, so `asked - reported_s_ago` dates a report."""
-    from deployments.registry import get_registry
+    from deployments.serve.registry import get_registry
 
     asked = time.monotonic()
     return asked, ray.get(get_registry(app).snapshot.remote(), timeout=30)

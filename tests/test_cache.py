@@ -1,4 +1,4 @@
-"""serve_app/cache.py: one read shared by concurrent callers, kept for its TTL (no Ray, no clock waits)."""
+"""serve_app/service/cache.py: one read shared by concurrent callers, kept for its TTL (no Ray, no clock waits)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serve_app.cache import TTLCache
+from serve_app.service.cache import TTLCache
 
 
 class Clock:

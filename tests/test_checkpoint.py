@@ -118,7 +118,7 @@ def test_moshi_loads_it_unchanged(tiny, tts):
     assert stored.keys() == loaded.keys()
     assert all(torch.equal(value, loaded[key]) for key, value in stored.items())
     # The service's loader for local checkpoint folders gives the same CheckpointInfo.
-    from deployments.loading import local_checkpoint_info
+    from deployments.engine.loading import local_checkpoint_info
 
     ci = local_checkpoint_info(tiny)
     assert ci.moshi_weights == tiny / config["moshi_name"]

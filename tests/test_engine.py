@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from deployments.checkpoint import VOICE_NAMES, VOICE_SUFFIX
-from deployments.engine import CATCH_UP_STEPS, InvalidRequest, TTSEngine
-from deployments.synthesis import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone,
-                                   SynthesisRequest, WordSpoken)
-from deployments.voices import VoiceError
+from deployments.engine.tts import CATCH_UP_STEPS, InvalidRequest, TTSEngine
+from deployments.protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisRequest,
+                                  WordSpoken)
+from deployments.engine.voices import VoiceError
 
 SHORT = "Good morning."
 MEDIUM = "The quick brown fox jumps over the lazy dog, twice."

@@ -2,7 +2,7 @@
 service goes on.
 
 Crashes are real: the replica's process is killed (SIGKILL) while it speaks. A hang is staged by
-the real engine with the `test_faults` setting (deployments/faults.py): a request whose text holds
+the real engine with the `test_faults` setting (deployments/engine/faults.py): a request whose text holds
 "[[hang]]" stops the generation thread dead. Nothing here asserts durations: the waits below are
 bounds against a hung test, and every check is about what the client received.
 """
@@ -159,7 +159,7 @@ def test_a_hung_generation_thread_fails_health_checks_and_is_replaced(faults_url
 
 
 def test_a_restarted_registry_makes_ready_say_so_then_recovers(faults_url):
-    from deployments.registry import get_registry
+    from deployments.serve.registry import get_registry
 
     served_again(faults_url)
     ray.kill(get_registry(APP), no_restart=False)  # Ray restarts it (max_restarts=-1)

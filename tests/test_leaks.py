@@ -109,8 +109,8 @@ def test_a_model_that_cannot_load_is_explained_without_internals(broken_url):
 
 
 def test_a_local_model_that_cannot_load_names_no_path(engine_settings, tmp_path):
-    from deployments.hub import ModelUnavailableError
-    from deployments.model_manager import ModelManager
+    from deployments.engine.hub import ModelUnavailableError
+    from deployments.engine.model_manager import ModelManager
 
     missing = tmp_path / "nowhere" / "model"
     manager = ModelManager(engine_settings.model_copy(update={"model_path": str(missing)}), offload_after_s=None)
@@ -140,7 +140,7 @@ def test_a_local_model_that_cannot_load_names_no_path(engine_settings, tmp_path)
     ("", ""), (None, ""),
 ])
 def test_serve_messages_are_cut_to_a_safe_summary(message, expected):
-    from serve_app.workers import public_summary
+    from serve_app.service.worker_client import public_summary
 
     assert public_summary(message) == expected
     assert len(public_summary("x" * 1000)) == 240

@@ -1,4 +1,4 @@
-"""The ingress's encoding meter (serve_app/metrics.py): real encoders feed it, sums are exact across
+"""The ingress's encoding meter (serve_app/audio/meter.py): real encoders feed it, sums are exact across
 threads, and a flush hands its sums on (in-process, with the hand-over captured); and, on the real
 app, what the ingress encoded reaches Ray's Prometheus endpoint."""
 
@@ -11,9 +11,10 @@ import time
 import numpy as np
 import pytest
 
-from deployments.synthesis import SAMPLE_RATE
-from serve_app import audio, metrics
-from serve_app.metrics import EncodingMeter
+from deployments.protocol import SAMPLE_RATE
+from serve_app import audio
+from serve_app.audio import meter as metrics
+from serve_app.audio.meter import EncodingMeter
 
 
 @pytest.fixture

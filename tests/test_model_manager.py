@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from deployments.checkpoint import VOICE_NAMES, VOICE_SUFFIX, checkpoint_files
-from deployments.engine import TTSEngine
-from deployments.hub import ModelUnavailableError
-from deployments.model_manager import ModelManager, ModelState
-from deployments.synthesis import SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisRequest
+from deployments.engine.tts import TTSEngine
+from deployments.engine.hub import ModelUnavailableError
+from deployments.engine.model_manager import ModelManager, ModelState
+from deployments.protocol import SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXT = "Offloading must wait until this sentence has been spoken, every word of it, to the end."
@@ -225,8 +225,8 @@ def test_a_failed_load_is_reported_and_retried_by_the_next_request(make_manager,
 HUB_SCRIPT = textwrap.dedent("""
     import json, sys, time
     from deployments.settings import EngineSettings
-    from deployments.model_manager import ModelManager
-    from deployments.synthesis import SynthesisRequest
+    from deployments.engine.model_manager import ModelManager
+    from deployments.protocol import SynthesisRequest
 
     repo, voice = sys.argv[1], sys.argv[2]
     manager = ModelManager(EngineSettings(model_repo=repo, n_q=8, cpu_threads=1, device="cpu",
@@ -318,8 +318,8 @@ class EngineWhoseFirstReloadFails(TTSEngine):
 
 
 def test_a_failed_reload_fails_the_request_and_the_next_one_loads_afresh(engine_settings):
-    from deployments.scheduler import SlotScheduler, Submission
-    from deployments.synthesis import SynthesisFailed
+    from deployments.engine.scheduler import SlotScheduler, Submission
+    from deployments.protocol import SynthesisFailed
 
     manager = ModelManager(engine_settings, offload_after_s=None, engine_factory=EngineWhoseFirstReloadFails)
     scheduler = SlotScheduler(manager, max_batch_size=4)
@@ -356,8 +356,8 @@ def test_offload_and_reload_during_a_stream_of_requests_lose_none(engine_setting
     """Requests keep coming while offload is asked for again and again: each one is either
     deferred (rows speaking) or done between requests, the next request brings the weights back
     and rebuilds the slots, and every request ends with its whole text."""
-    from deployments.scheduler import SlotScheduler, Submission
-    from deployments.synthesis import SynthesisFailed
+    from deployments.engine.scheduler import SlotScheduler, Submission
+    from deployments.protocol import SynthesisFailed
 
     manager = ModelManager(engine_settings, offload_after_s=None, engine_factory=TTSEngine)
     scheduler = SlotScheduler(manager, max_batch_size=3)

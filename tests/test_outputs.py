@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from serve_app.errors import APIError, install_error_handlers
-from serve_app.outputs import OutputStore
+from serve_app.service.outputs import OutputStore
 
 
 def test_saved_files_are_found_by_name_only(tmp_path):

@@ -18,7 +18,7 @@ from ray import serve
 from conftest import wait_for_replicas
 from speech_checks import worker_reports
 from test_mcp import mcp_session
-from serve_app.workers import WorkerClient
+from serve_app.service.worker_client import WorkerClient
 
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 6)
 
@@ -381,7 +381,7 @@ def test_gpu_status_reports_nodes_and_replicas(client):
     NVML reports GPUs (this test's cluster is one local node: NVML here is NVML there)."""
     import ray
 
-    from deployments.gpu_info import gpu_facts, node_gpus
+    from deployments.serve.gpu_info import gpu_facts, node_gpus
 
     status = client.get("/api/gpu/status").json()
     alive = {n["NodeID"]: n.get("Resources", {}).get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")}

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from serve_app import captions
+from serve_app.audio import captions
 from speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, LONG_TEXT, LONG_TEXT_WORDS, decode,
                            pcm_seconds, reports_after, sse_events, total_admissions, total_steps, wait_idle)
 
@@ -174,9 +174,9 @@ def test_each_worker_batch_leaves_as_one_body_message_with_its_words_first():
 
     import numpy as np
 
-    from deployments.synthesis import AudioChunk, SynthesisDone, Word, WordSpoken
+    from deployments.protocol import AudioChunk, SynthesisDone, Word, WordSpoken
     from serve_app import audio
-    from serve_app.streaming import SpeechStream, encoded_audio, sse_speech
+    from serve_app.service.streaming import SpeechStream, encoded_audio, sse_speech
 
     rng = np.random.default_rng(0)
     frames = [rng.uniform(-0.5, 0.5, 1920).astype(np.float32) for _ in range(6)]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from deployments.text_chunks import MAX_BREAK_S, normalize_breaks
+from deployments.engine.text import MAX_BREAK_S, normalize_breaks
 
 
 def test_break_tags_are_normalised_for_moshi():

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from deployments.checkpoint import VOICE_NAMES, VOICE_SUFFIX, voice_file, voices_dir
-from deployments.voices import VoiceCatalog, VoiceError
+from deployments.engine.voices import VoiceCatalog, VoiceError
 
 FRENCH = "cml-tts/fr/2154_2576_000020.wav"
 
@@ -114,8 +114,8 @@ def test_voice_folders_are_searched_in_order_and_missing_ones_ignored(tmp_path, 
 
 
 def test_voice_names_in_any_script_are_valid_but_a_trailing_newline_is_not():
-    from deployments.voices import validate_voice_name
-    from serve_app.speech import voice_header
+    from deployments.engine.voices import validate_voice_name
+    from serve_app.service.speech import voice_header
 
     assert validate_voice_name("my-voices/张三.wav") == "my-voices/张三.wav"
     assert voice_header("my-voices/张三.wav").isascii()  # fits an HTTP header

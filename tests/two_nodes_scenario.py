@@ -27,8 +27,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deployments.faults import HANG_MARKER  # noqa: E402
-from deployments.registry import NAMESPACE, registry_name  # noqa: E402
+from deployments.engine.faults import HANG_MARKER  # noqa: E402
+from deployments.serve.registry import NAMESPACE, registry_name  # noqa: E402
 from serve_app.launch import deploy, read_config  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 

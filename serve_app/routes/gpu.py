@@ -6,14 +6,14 @@ import asyncio
 from fastapi import APIRouter, Body, Depends
 
 from ..context import IngressContext, get_ctx
-from ..schemas import OffloadRequest
+from ..protocols.rest import OffloadRequest
 
 router = APIRouter(tags=["gpu"])
 
 
 async def gpu_status(ctx: IngressContext) -> dict:
     # Node facts and Serve's view come from short-lived caches shared by every caller of this
-    # ingress replica (serve_app/cache.py); the replicas' reports are read fresh (one actor call).
+    # ingress replica (serve_app/service/cache.py); the replicas' reports are read fresh (one actor call).
     workers = ctx.workers
     replicas, nodes, deployment = await asyncio.gather(
         workers.replicas(), workers.node_facts.get(), workers.deployment_states.get())

@@ -29,12 +29,13 @@ from typing import Literal
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, StrictStr
 
-from .. import audio, openai_voices
-from ..speech import voice_header
+from .. import audio
+from ..service import openai_voices
+from ..service.speech import voice_header
 from ..context import IngressContext, get_ctx
-from ..streaming import (SSE_MEDIA_TYPE, STREAM_HEADERS, ClosingStreamingResponse, encoded_audio, open_speech,
-                         sse_speech)
-from ..tempo import MAX_SPEED, MIN_SPEED
+from ..service.streaming import (SSE_MEDIA_TYPE, STREAM_HEADERS, ClosingStreamingResponse, encoded_audio,
+                                 open_speech, sse_speech)
+from ..audio.tempo import MAX_SPEED, MIN_SPEED
 
 router = APIRouter(tags=["openai"])
 

@@ -8,14 +8,16 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from deployments.synthesis import SAMPLE_RATE
+from deployments.protocol import SAMPLE_RATE
 
-from .. import audio, captions, speech, streaming
+from .. import audio
+from ..audio import captions
+from ..service import speech, streaming
 from ..context import IngressContext, get_ctx
 from ..errors import APIError
-from ..schemas import TTSRequest
-from ..streaming import SSE_MEDIA_TYPE
-from ..tempo import Tempo
+from ..protocols.rest import TTSRequest
+from ..service.streaming import SSE_MEDIA_TYPE
+from ..audio.tempo import Tempo
 
 router = APIRouter(tags=["tts"])
 

@@ -7,7 +7,7 @@ Protocol (MessagePack, as moshi-server speaks it):
   `OggOpus` (raw Ogg pages), `OggOpusMessagePack` (`{"type": "OggOpus", "data": bytes}`); `cfg_alpha`
   becomes cfg_coef; `seed`, `temperature`, `top_k`, `max_seq_len`, `voices` are accepted and ignored.
   With `api_keys` configured, the key comes in the `kyutai-api-key` header (or `auth_id` query), and
-  a handshake without a valid one is refused with HTTP 401 (serve_app/api_keys.py).
+  a handshake without a valid one is refused with HTTP 401 (serve_app/security/api_keys.py).
 - Client -> server: `{"type": "Text", "text": "..."}` (whole words, sent as they come: several per
   message are fine; `max_text_chars` in all), then `{"type": "Eos"}` (or the single byte 0). Plain
   text frames count as Text.
@@ -20,7 +20,7 @@ Protocol (MessagePack, as moshi-server speaks it):
 One session is one continuous generation on one worker slot, whatever the pace of the text: the
 first Text message starts it (a `Voice` message with a custom speaker embedding may come before,
 as Unmute sends it), and later words go straight into that running slot through the worker's text
-inbox (deployments/text_inbox.py). The model speaks a word once it has two more words of look-ahead
+inbox (deployments/serve/text_inbox.py). The model speaks a word once it has two more words of look-ahead
 or the text is complete (Eos), so audio starts after the first three words, with no seams.
 Whatever the client does, one session's text totals at most `max_text_chars` (`Error` beyond),
 which bounds the work one socket can ask for.
@@ -38,14 +38,16 @@ from fastapi import APIRouter, WebSocket
 from ray.serve.exceptions import BackPressureError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, TextFeedOpened, WordSpoken
-from deployments.voices import EMBEDDING_SHAPE, EMBEDDING_SIZE, VoiceError, validate_voice_embedding
+from deployments.protocol import FRAME_SAMPLES, AudioChunk, SynthesisDone, TextFeedOpened, WordSpoken
+from deployments.engine.voices import EMBEDDING_SHAPE, EMBEDDING_SIZE, VoiceError, validate_voice_embedding
 
-from .. import audio, cross_site, openai_voices
+from .. import audio
+from ..security import cross_site
+from ..service import openai_voices
 from ..context import IngressContext
 from ..errors import APIError, refuse_websocket
-from ..schemas import CFG_VALUES
-from ..workers import WorkerError
+from ..protocols.rest import CFG_VALUES
+from ..service.worker_client import WorkerError
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -321,7 +323,7 @@ def _parse_query(query) -> tuple[str, str | None, float | None]:
 async def tts_streaming(websocket: WebSocket) -> None:
     ctx: IngressContext = websocket.app.state.ctx
     query = websocket.query_params
-    # With api_keys set, a handshake without a valid key never gets here (serve_app/api_keys.py).
+    # With api_keys set, a handshake without a valid key never gets here (serve_app/security/api_keys.py).
     reason = cross_site.refusal(websocket.headers, ctx.settings.allowed_origins)
     if reason is not None:
         return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))

@@ -12,7 +12,7 @@ import av
 import av.filter
 import numpy as np
 
-from deployments.synthesis import SAMPLE_RATE
+from deployments.protocol import SAMPLE_RATE
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 from .hub import ModelUnavailableError
 from .loading import pick_device
-from .settings import EngineSettings
+from ..settings import EngineSettings
 
 log = logging.getLogger(__name__)
 HOST = "cpu"
@@ -212,7 +212,7 @@ class ModelManager:
         return self._device
 
     def status(self) -> dict:
-        from .gpu_info import gpu_facts
+        from ..serve.gpu_info import gpu_facts
 
         with self._cond:
             report = {
@@ -249,5 +249,5 @@ def _default_engine_factory(settings: EngineSettings, device: str):
     if settings.test_faults:
         from .faults import FaultyEngine as engine_class
     else:
-        from .engine import TTSEngine as engine_class
+        from .tts import TTSEngine as engine_class
     return engine_class(settings, device)

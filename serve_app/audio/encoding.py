@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from deployments.synthesis import SAMPLE_RATE
+from deployments.protocol import SAMPLE_RATE
 
-from .metrics import ENCODING
+from .meter import ENCODING
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ class SynthesisFailed:
 @dataclass
 class TextFeedOpened:
     """First event of a `stream_text` request: where to send the rest of its words
-    (`inbox.put.remote(session, text, end)`, see deployments/text_inbox.py)."""
+    (`inbox.put.remote(session, text, end)`, see deployments/serve/text_inbox.py)."""
     inbox: object  # a Ray actor handle
     session: str
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import APIError
+from ..errors import APIError
 
 log = logging.getLogger(__name__)
 

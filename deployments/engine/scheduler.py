@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .engine import InvalidRequest, SynthesisJob
+from .tts import InvalidRequest, SynthesisJob
 from .hub import ModelUnavailableError
 from .model_manager import ModelManager
-from .synthesis import SynthesisEvent, SynthesisFailed, SynthesisRequest
+from ..protocol import SynthesisEvent, SynthesisFailed, SynthesisRequest
 from .voices import VoiceError
 
 log = logging.getLogger(__name__)

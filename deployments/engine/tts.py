@@ -24,11 +24,11 @@ from typing import Callable
 import numpy as np
 
 from . import loading
-from .settings import EngineSettings
+from ..settings import EngineSettings
 from .slots import SlotBatch, Voice
-from .synthesis import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisEvent,
+from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisEvent,
                         SynthesisFailed, SynthesisRequest, Word, WordSpoken)
-from .text_chunks import normalize_breaks
+from .text import normalize_breaks
 from .voices import VoiceCatalog, VoiceError, validate_voice_embedding
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 from ray.serve.exceptions import BackPressureError
 
-from deployments.synthesis import SynthesisDone
+from deployments.protocol import SynthesisDone
 
-from . import audio
-from .context import IngressContext
-from .errors import APIError
-from .workers import WorkerError
+from .. import audio
+from ..context import IngressContext
+from ..errors import APIError
+from .worker_client import WorkerError
 
 RETRY_AFTER_S = "5"
 

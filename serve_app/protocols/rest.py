@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, StrictStr, field_validator, model_validator
 
-from .audio import FORMATS
+from ..audio import FORMATS
 
 AudioFormatName = Literal["wav", "mp3", "opus", "aac", "flac", "pcm"]
 assert set(AudioFormatName.__args__) == set(FORMATS)  # keep the schema and the encoders in step

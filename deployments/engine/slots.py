@@ -4,7 +4,7 @@
 loaded model (DESIGN §7). Rows are independent: each has its own offset, voice (cross-attention
 K/V), cfg conditioning and moshi text `State`; a row joins by being reset and written, and rows
 that are free or waiting for words are frozen by the exec mask. It knows nothing of requests:
-`deployments/engine.py` decides which rows step and what their outputs mean.
+`deployments/engine/tts.py` decides which rows step and what their outputs mean.
 
 Built for CUDA graphs: every per-row write is in place (the graphs hold these addresses), the
 streaming state is built and warmed up once per placement of the weights (`close()` before they

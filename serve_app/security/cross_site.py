@@ -6,7 +6,7 @@ Browsers send `Origin` with every cross-site POST and WebSocket handshake. A req
 `allowed_origins`; clients that send no Origin (curl, SDKs, agents) are not browsers and pass.
 State-changing REST calls must also carry a JSON body (415 otherwise): an HTML form or a bodiless
 `fetch` cannot send `application/json` cross-site without a CORS preflight, which this service
-never grants. `/mcp` keeps its own Host/Origin checks (serve_app/mcp_server.py).
+never grants. `/mcp` keeps its own Host/Origin checks (serve_app/routes/mcp.py).
 
 DNS rebinding defeats the Origin rule: a page whose name is made to resolve to this service is
 "the service's own origin". `/mcp` always checks `Host` against `allowed_hosts`; with
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
-from .errors import APIError, error_response, refuse_websocket
+from ..errors import APIError, error_response, refuse_websocket
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 

@@ -29,15 +29,16 @@ from mcp.types import AudioContent, CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 from starlette.routing import Route
 
-from deployments.synthesis import SAMPLE_RATE
+from deployments.protocol import SAMPLE_RATE
 
-from . import audio, speech
-from .context import IngressContext
-from .errors import APIError, error_response
-from .routes.gpu import gpu_status
-from .routes.voices import filter_voices
-from .schemas import AudioFormatName
-from .settings import AppSettings
+from .. import audio
+from ..service import speech
+from ..context import IngressContext
+from ..errors import APIError, error_response
+from .gpu import gpu_status
+from .voices import filter_voices
+from ..protocols.rest import AudioFormatName
+from ..settings import AppSettings
 
 log = logging.getLogger(__name__)
 

@@ -23,14 +23,14 @@ import numpy as np
 from ray.serve.exceptions import BackPressureError
 from starlette.responses import StreamingResponse
 
-from deployments.synthesis import FRAME_SAMPLES, AudioChunk, SynthesisDone, WordSpoken
+from deployments.protocol import FRAME_SAMPLES, AudioChunk, SynthesisDone, WordSpoken
 
-from . import audio
-from .context import IngressContext
-from .errors import APIError, error_body
+from .. import audio
+from ..context import IngressContext
+from ..errors import APIError, error_body
 from .speech import OVERLOADED, api_error_for
-from .tempo import Tempo
-from .workers import WorkerError
+from ..audio.tempo import Tempo
+from .worker_client import WorkerError
 
 log = logging.getLogger(__name__)
 

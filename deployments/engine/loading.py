@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .hub import HubFetcher, ModelUnavailableError, describe_hub_error, public_hub_error
-from .settings import EngineSettings
+from ..settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def local_checkpoint_info(ckpt_dir: str | Path):
 def ensure_test_checkpoint(settings: EngineSettings) -> None:
     """Builds the random-weight test checkpoint on first use, when the settings ask for one."""
     if settings.build_test_checkpoint and settings.model_path:
-        from .checkpoint import build_checkpoint
+        from ..checkpoint import build_checkpoint
 
         build_checkpoint(Path(settings.model_path).expanduser(), size=settings.build_test_checkpoint)
 

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket
 
 from .cross_site import relative_path
-from .errors import APIError, error_response, refuse_websocket
+from ..errors import APIError, error_response, refuse_websocket
 
 KYUTAI_HEADER = "kyutai-api-key"
 QUERY_PARAMETER = "auth_id"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployments.text_chunks import SENTENCE_END_RE
+from deployments.engine.text import SENTENCE_END_RE
 
 FORMATS = {"vtt": "text/vtt; charset=utf-8", "srt": "application/x-subrip; charset=utf-8"}
 

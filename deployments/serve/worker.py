@@ -16,11 +16,11 @@ from typing import AsyncIterator
 from ray import serve
 
 from .metrics import RequestTimer, WorkerMetrics
-from .model_manager import ModelManager
+from ..engine.model_manager import ModelManager
 from .registry import RegistryReporter
-from .scheduler import SlotScheduler, Submission
-from .settings import EngineSettings
-from .synthesis import AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from ..engine.scheduler import SlotScheduler, Submission
+from ..settings import EngineSettings
+from ..protocol import AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
 from .text_inbox import TextInbox
 
 log = logging.getLogger(__name__)

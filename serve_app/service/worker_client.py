@@ -14,11 +14,11 @@ import ray
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
-from deployments.registry import REPORT_PERIOD_S, get_registry
-from deployments.synthesis import AudioChunk, SynthesisDone, SynthesisFailed
+from deployments.serve.registry import REPORT_PERIOD_S, get_registry
+from deployments.protocol import AudioChunk, SynthesisDone, SynthesisFailed
 
 from .cache import TTLCache
-from .errors import APIError
+from ..errors import APIError
 
 log = logging.getLogger(__name__)
 WORKER_DEPLOYMENT = "TTSWorker"
@@ -234,7 +234,7 @@ class WorkerClient:
 
 @ray.remote(num_cpus=0)
 def _node_report() -> dict:
-    from deployments.gpu_info import node_report
+    from deployments.serve.gpu_info import node_report
 
     return node_report()
 

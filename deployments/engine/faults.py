@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .engine import TTSEngine
+from .tts import TTSEngine
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Text conventions shared by the engine and the captions: `<break time="..."/>` tags written the
 one way moshi reads them (`normalize_breaks`), and where a sentence ends (caption cues).
 
-Text is no longer cut into pieces: a text of any length speaks in one slot (deployments/engine.py).
+Text is no longer cut into pieces: a text of any length speaks in one slot (deployments/engine/tts.py).
 """
 
 from __future__ import annotations

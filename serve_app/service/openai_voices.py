@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import APIError
+from ..errors import APIError
 
 if TYPE_CHECKING:  # settings.py imports this module for its defaults: no import cycle at run time
-    from .context import IngressContext
+    from ..context import IngressContext
 
 # OpenAI name -> voice id in kyutai/tts-voices.
 DEFAULT_OPENAI_VOICES: dict[str, str] = {

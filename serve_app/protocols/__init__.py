@@ -1,0 +1,1 @@
+"""Wire shapes and codecs only: what clients send and receive, no serving logic."""

@@ -1,0 +1,1 @@
+"""Guards every request passes before a route sees it."""
