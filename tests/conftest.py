@@ -29,6 +29,18 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
 
 
+# Tests are split by cost, one folder each (README, "Tests"); each folder's name is also a marker,
+# so `-m "not serve"` and the like select across folders.
+COST_FOLDERS = ("unit", "engine", "serve", "browser", "cluster")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in COST_FOLDERS:
+            item.add_marker(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     from deployments.checkpoint import build_checkpoint
@@ -135,7 +147,7 @@ def base_url(serve_cluster) -> str:
     return url
 
 
-# An app with api_keys set (tests/test_api_keys.py, test_websocket.py, test_ui.py). Its worker may
+# An app with api_keys set (tests/serve/test_api_keys.py, test_websocket.py, test_ui.py). Its worker may
 # scale to zero and needs no GPU: the tests using it generate nothing, or wait for a cold start.
 KEYED_WORKER = {"ray_actor_options": {"num_gpus": 0},
                 "autoscaling_config": {"min_replicas": 0, "initial_replicas": 0, "max_replicas": 1}}
@@ -144,8 +156,8 @@ API_KEY = "secret-key"
 
 @pytest.fixture(scope="session")
 def keyed_url(serve_cluster, base_url) -> str:
-    # Also small WebSocket bounds (tests/test_websocket.py): one session at a time, 2 s without text;
-    # and the Host check on every route (tests/test_api_keys.py).
+    # Also small WebSocket bounds (tests/serve/test_websocket.py): one session at a time, 2 s without text;
+    # and the Host check on every route (tests/serve/test_api_keys.py).
     return serve_cluster.deploy("keyed", "/keyed", worker=KEYED_WORKER, args={
         "api_keys": [API_KEY], "max_websocket_sessions": 1, "websocket_idle_timeout_s": 2,
         "check_host_everywhere": True})

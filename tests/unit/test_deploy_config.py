@@ -13,7 +13,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from serve_app.launch import read_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SERVE_CONFIG = REPO / "serve_config.yaml"
 RAYSERVICE = REPO / "deploy" / "kuberay-rayservice.yaml"
 

@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, SAMPLE_RATE, decode, pcm_seconds,
+from helpers.speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, SAMPLE_RATE, decode, pcm_seconds,
                            sse_events)
 
 TEXT = "Hello from the cluster, through the OpenAI client."

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import websockets
 
-from speech_checks import (LONG_TEXT, LONG_TEXT_WORDS, SAMPLE_RATE, decode, total_admissions, total_steps,
+from helpers.speech_checks import (LONG_TEXT, LONG_TEXT_WORDS, SAMPLE_RATE, decode, total_admissions, total_steps,
                            wait_idle)
 
 FIRST = "Hello there, my friend, how are you doing today?"

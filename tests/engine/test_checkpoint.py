@@ -23,7 +23,7 @@ from moshi.models.loaders import CheckpointInfo  # noqa: E402
 from moshi.models.tts import TTSModel  # noqa: E402
 from moshi.utils.compile import no_compile  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXT = "Hello world, this is a test."
 
 # Top-level keys of kyutai/tts-1.6b-en_fr's config.json, plus our mimi_config_name.

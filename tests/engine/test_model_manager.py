@@ -25,7 +25,7 @@ from deployments.engine.hub import ModelUnavailableError
 from deployments.engine.model_manager import ModelManager, ModelState
 from deployments.protocol import SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisRequest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXT = "Offloading must wait until this sentence has been spoken, every word of it, to the end."
 
 

@@ -1,5 +1,5 @@
 """More than one node: a local Ray cluster of two nodes (head + worker, one logical GPU each) runs
-configs/demo.yaml; tests/two_nodes_scenario.py drives it in a process of its own (this pytest
+configs/demo.yaml; tests/cluster/two_nodes_scenario.py drives it in a process of its own (this pytest
 process holds the session's single-node cluster) and reports facts as JSON, judged here.
 
 Shown: one TTSWorker replica per node, each reporting its Ray node id; /api/gpu/status lists both
@@ -21,7 +21,7 @@ import pytest
 
 from conftest import REPO
 
-SCRIPT = REPO / "tests" / "two_nodes_scenario.py"
+SCRIPT = REPO / "tests" / "cluster" / "two_nodes_scenario.py"
 TIMEOUT_S = 600
 
 

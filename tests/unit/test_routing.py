@@ -1,5 +1,5 @@
 """The slot-packing router's ranking (deployments/routing.py), on replica reports as Serve hands them
-to a router. The same router runs under every Serve test app (configs/demo.yaml); tests/test_serve_app.py
+to a router. The same router runs under every Serve test app (configs/demo.yaml); tests/serve/test_serve_app.py
 shows it on real replicas."""
 
 from types import SimpleNamespace

@@ -21,7 +21,7 @@ import pytest
 import ray
 import websockets
 
-from speech_checks import LONG_TEXT, sse_events, worker_reports
+from helpers.speech_checks import LONG_TEXT, sse_events, worker_reports
 from test_mcp import error_text, mcp_session
 from test_websocket import receive, receive_all, ws_url
 

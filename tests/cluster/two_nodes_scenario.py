@@ -1,7 +1,7 @@
-"""The two-node scenario of tests/test_two_nodes.py, run in a process of its own (a pytest process
+"""The two-node scenario of tests/cluster/test_two_nodes.py, run in a process of its own (a pytest process
 holds the session's single-node Ray cluster, and one process joins one cluster).
 
-    python tests/two_nodes_scenario.py CHECKPOINT_DIR OUTPUTS_DIR
+    python tests/cluster/two_nodes_scenario.py CHECKPOINT_DIR OUTPUTS_DIR
 
 Starts a local Ray cluster of two nodes on this host (Ray's own `ray.cluster_utils.Cluster`: a head
 and a worker node with one logical GPU each), deploys configs/demo.yaml with the tiny checkpoint,
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from deployments.engine.faults import HANG_MARKER  # noqa: E402

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from serve_app.audio import captions
-from speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, LONG_TEXT, LONG_TEXT_WORDS, decode,
+from helpers.speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, LONG_TEXT, LONG_TEXT_WORDS, decode,
                            pcm_seconds, reports_after, sse_events, total_admissions, total_steps, wait_idle)
 
 TEXT = "Streaming makes the first words audible early. Then the rest follows."

@@ -11,7 +11,7 @@ from ray.serve.schema import ServeDeploySchema
 from serve_app.launch import fit_to_cluster, ray_init_options, read_config
 from serve_app.settings import load_settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = [REPO / "serve_config.yaml", REPO / "configs" / "demo.yaml"]
 
 

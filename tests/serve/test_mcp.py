@@ -18,7 +18,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import AudioContent, CallToolResult, TextContent
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOOLS = {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu"}
 DEFAULT_VOICE = "unmute-prod-website/default_voice.wav"
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",

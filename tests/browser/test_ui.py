@@ -15,7 +15,7 @@ import msgpack
 import pytest
 import websockets
 from conftest import API_KEY
-from speech_checks import wait_idle
+from helpers.speech_checks import wait_idle
 
 pytestmark = [pytest.mark.serve, pytest.mark.browser]
 
@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 # No sandbox (containers, root), no GPU, and nothing that phones home: the page must need only the service.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 WAIT_MS = 120_000  # generous: the CPU is shared; tests assert on events and content, not on time
 
 AUDIO_STATE = """() => { const a = document.getElementById('audio');

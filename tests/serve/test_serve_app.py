@@ -16,7 +16,7 @@ import pytest
 from ray import serve
 
 from conftest import wait_for_replicas
-from speech_checks import worker_reports
+from helpers.speech_checks import worker_reports
 from test_mcp import mcp_session
 from serve_app.service.worker_client import WorkerClient
 

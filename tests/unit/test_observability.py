@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import ray.serve
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana-tts-dashboard.json"
 # Where the app defines its metrics (ray.serve.metrics): the worker's and the ingress's code.
 APP_SOURCES = [REPO / "deployments", REPO / "serve_app"]
