@@ -503,9 +503,3 @@ def test_an_open_service_never_asks_for_a_key(ui):
     assert all("authorization" not in r.all_headers() for r in ui.requests if "/api/" in r.url)
 
 
-def test_a_checkpoint_without_the_marker_is_not_called_a_test_model(tmp_path):
-    from serve_app.routes.ui import _checkpoint_is_test_model
-
-    (tmp_path / "config.json").write_text(json.dumps({"model_id": {"sig": "1e68beda", "epoch": 240}}))
-    assert _checkpoint_is_test_model(str(tmp_path)) is False
-    assert _checkpoint_is_test_model(str(tmp_path / "missing")) is False

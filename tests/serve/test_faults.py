@@ -20,7 +20,6 @@ import msgpack
 import pytest
 import ray
 import websockets
-
 from helpers.speech_checks import LONG_TEXT, sse_events, worker_reports
 from test_mcp import error_text, mcp_session
 from test_websocket import receive, receive_all, ws_url

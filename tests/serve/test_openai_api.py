@@ -8,9 +8,15 @@ import base64
 import httpx
 import openai
 import pytest
-
-from helpers.speech_checks import (CODEC_SLACK_S, DECODED_RATES, FRAME_S, SAMPLE_RATE, decode, pcm_seconds,
-                           sse_events)
+from helpers.speech_checks import (
+    CODEC_SLACK_S,
+    DECODED_RATES,
+    FRAME_S,
+    SAMPLE_RATE,
+    decode,
+    pcm_seconds,
+    sse_events,
+)
 
 TEXT = "Hello from the cluster, through the OpenAI client."
 OPENAI_FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]

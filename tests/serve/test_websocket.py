@@ -13,9 +13,15 @@ import msgpack
 import numpy as np
 import pytest
 import websockets
-
-from helpers.speech_checks import (LONG_TEXT, LONG_TEXT_WORDS, SAMPLE_RATE, decode, total_admissions, total_steps,
-                           wait_idle)
+from helpers.speech_checks import (
+    LONG_TEXT,
+    LONG_TEXT_WORDS,
+    SAMPLE_RATE,
+    decode,
+    total_admissions,
+    total_steps,
+    wait_idle,
+)
 
 FIRST = "Hello there, my friend, how are you doing today?"
 SECOND = "I am fine. Thanks for asking, and goodbye."

@@ -1,18 +1,16 @@
 """The ingress's encoding meter (serve_app/audio/meter.py): real encoders feed it, sums are exact across
-threads, and a flush hands its sums on (in-process, with the hand-over captured); and, on the real
-app, what the ingress encoded reaches Ray's Prometheus endpoint."""
+threads, and a flush hands its sums on (in-process, with the hand-over captured). The export
+through Ray is tests/serve/test_metrics_exported.py."""
 
 from __future__ import annotations
 
-import re
 import threading
-import time
 
 import numpy as np
 import pytest
 
 from deployments.protocol import SAMPLE_RATE
-from serve_app import audio
+from serve_app.audio import encoding as audio
 from serve_app.audio import meter as metrics
 from serve_app.audio.meter import EncodingMeter
 
@@ -65,29 +63,5 @@ def test_sums_from_many_threads_are_exact_and_handed_on_by_a_flush(meter):
     assert meter.exported == [{"opus": [pytest.approx(0.4), pytest.approx(320.0)]}] and meter._pending == {}
 
 
-def exported_audio_s(fmt: str) -> float:
-    """ray_tts_ingress_encoded_audio_seconds_total of the main app's ingress for `fmt`, as Ray's
-    Prometheus endpoint on this node shows it (0 before the first export)."""
-    import httpx
-    import ray
-
-    port = ray._private.worker.global_worker.node.metrics_export_port
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    pattern = re.compile(r'^ray_tts_ingress_encoded_audio_seconds_total\{(.*)\} (\S+)$')
-    total = 0.0
-    for line in text.splitlines():
-        match = pattern.match(line)
-        if match and f'format="{fmt}"' in match.group(1) and 'application="tts"' in match.group(1):
-            total += float(match.group(2))
-    return total
 
 
-def test_the_ingress_exports_what_it_encoded_through_rays_metrics_endpoint(client):
-    before = exported_audio_s("flac")
-    response = client.post("/api/tts", json={"text": "Counted by the ingress.", "format": "flac"})
-    assert response.status_code == 200
-    seconds = float(response.headers["X-TTS-Duration"])
-    deadline = time.monotonic() + 60  # Ray exports a worker's metrics every few seconds
-    while exported_audio_s("flac") < before + 0.99 * seconds:
-        assert time.monotonic() < deadline, "the ingress's encoding counters never reached Prometheus"
-        time.sleep(1)
