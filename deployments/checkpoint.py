@@ -58,6 +58,8 @@ from moshi.models.compression import MimiModel
 from moshi.models.loaders import CheckpointInfo
 from moshi.quantization.core_vq import EuclideanCodebook
 
+from deployments.engine.random_weights import random_weights_marker
+
 # Bump when the generator's output changes, so that existing checkpoints get rebuilt.
 FORMAT_VERSION = 2
 
@@ -177,18 +179,6 @@ def voices_dir(ckpt_dir: Path) -> Path:
 def voice_file(ckpt_dir: Path, voice: str) -> Path:
     """Path of a voice embedding given its name in `kyutai/tts-voices`, e.g. `vctk/p225_023.wav`."""
     return voices_dir(ckpt_dir) / (voice + VOICE_SUFFIX)
-
-
-def random_weights_marker(config: dict | Path) -> dict | None:
-    """The `test_model` marker of a config (dict, config.json path or checkpoint folder),
-    or None for a real checkpoint."""
-    if not isinstance(config, dict):
-        path = Path(config)
-        if path.is_dir():
-            path = path / CONFIG_NAME
-        config = json.loads(path.read_text())
-    marker = (config.get("model_id") or {}).get("test_model")
-    return marker if isinstance(marker, dict) else None
 
 
 # --------------------------------------------------------------------------- configs

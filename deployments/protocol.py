@@ -1,17 +1,48 @@
-"""What a synthesis request is, and the events it produces while it is generated.
+"""What crosses a worker handle: requests, the events they produce, the ways they fail, and the
+contract values both sides of the service read (the ingress imports this module without torch).
 
 Events travel from the GPU replica to the ingress through Ray, so they are small plain dataclasses.
 """
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 
+# ---- contract values: one home each ---------------------------------------------------------------
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1_920  # one model step: 80 ms at 24 kHz
+FRAME_RATE = SAMPLE_RATE / FRAME_SAMPLES  # 12.5 model steps per second of audio
+
+# A speaker embedding of Kyutai's 1.6B TTS (a `kyutai/tts-voices` file, or a WebSocket `Voice`
+# message): float32 [1, dim, frames].
+VOICE_EMBEDDING_SHAPE = (1, 512, 125)
+VOICE_EMBEDDING_SIZE = VOICE_EMBEDDING_SHAPE[1] * VOICE_EMBEDDING_SHAPE[2]
+
+# The cfg coefficients the CFG-distilled 1.6B model was trained on (a conditioning input, not a
+# free float): 1.0 to 4.0 in steps of 0.5.
+CFG_MIN, CFG_MAX, CFG_STEP = 1.0, 4.0, 0.5
+CFG_COEFS = tuple(CFG_MIN + CFG_STEP * i for i in range(int((CFG_MAX - CFG_MIN) / CFG_STEP) + 1))
+
+# Rows of a replica's streaming batch when no config says otherwise (user_config max_batch_size;
+# the worker's max_ongoing_requests follows it, see deployments/routing.py).
+DEFAULT_SLOTS = 8
+
+
+class FailureKind(str, enum.Enum):
+    """Why a request failed, as every layer names it (metrics tag requests with the value)."""
+    INVALID = "invalid"          # the caller's fault; `param` names the field
+    UNAVAILABLE = "unavailable"  # the model cannot be loaded now
+    ERROR = "error"              # a bug or a device error on the worker
+    TIMEOUT = "timeout"          # the worker sent nothing for the ingress's worker_timeout_s
+    CRASHED = "crashed"          # the replica died or was replaced under the request
+    OVERLOADED = "overloaded"    # every replica and queue is full (Serve's back-pressure)
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -65,8 +96,8 @@ class SynthesisDone:
 @dataclass
 class SynthesisFailed:
     message: str
-    kind: str = "error"  # "invalid" (caller's fault), "unavailable" (model cannot load), "error"
-    param: str | None = None  # with "invalid": the request field at fault
+    kind: FailureKind = FailureKind.ERROR
+    param: str | None = None  # with INVALID: the request field at fault
 
 
 @dataclass

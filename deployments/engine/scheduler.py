@@ -19,7 +19,7 @@ from typing import Callable
 from .tts import InvalidRequest, SynthesisJob
 from .hub import ModelUnavailableError
 from .model_manager import ModelManager
-from ..protocol import SynthesisEvent, SynthesisFailed, SynthesisRequest
+from ..protocol import DEFAULT_SLOTS, FailureKind, SynthesisEvent, SynthesisFailed, SynthesisRequest
 from .voices import VoiceError
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,18 @@ class Submission:
 def failure_for(exc: Exception, request_id: str) -> SynthesisFailed:
     """What to tell the caller of a request that could not be prepared."""
     if isinstance(exc, InvalidRequest):
-        return SynthesisFailed(str(exc), kind="invalid", param=exc.param)
+        return SynthesisFailed(str(exc), kind=FailureKind.INVALID, param=exc.param)
     if isinstance(exc, VoiceError):
-        return SynthesisFailed(str(exc), kind="invalid", param="voice")
+        return SynthesisFailed(str(exc), kind=FailureKind.INVALID, param="voice")
     if isinstance(exc, ModelUnavailableError):
         log.warning("request %s: %s", request_id, exc.detail)  # str(exc) is the client's version
-        return SynthesisFailed(str(exc), kind="unavailable")
+        return SynthesisFailed(str(exc), kind=FailureKind.UNAVAILABLE)
     log.error("preparing request %s failed", request_id, exc_info=exc)
     return SynthesisFailed("the worker could not prepare this request (the details are in its log)")
 
 
 class SlotScheduler:
-    def __init__(self, manager: ModelManager, max_batch_size: int = 8,
+    def __init__(self, manager: ModelManager, max_batch_size: int = DEFAULT_SLOTS,
                  on_tick: Callable[[float], None] | None = None):
         self.manager = manager
         self._on_tick = on_tick  # gets the seconds of each tick that stepped (metrics)
@@ -176,7 +176,7 @@ class SlotScheduler:
                     self._serve_until_idle(engine)
             except ModelUnavailableError as exc:
                 # Everyone waiting would only hit the same failure: tell them now.
-                self._fail_waiting(SynthesisFailed(str(exc), kind="unavailable"))
+                self._fail_waiting(SynthesisFailed(str(exc), kind=FailureKind.UNAVAILABLE))
             except Exception:  # a bug or a CUDA error: the rows were failed, the queue goes on
                 log.exception("generation failed")
                 time.sleep(1.0)  # never spin on an error that repeats

@@ -19,17 +19,15 @@ from typing import Callable
 
 import torch
 
-# The number of speakers the cross-attention source is laid out for and the frames per speaker
-# embedding are the model's; a voice embedding is [1, VOICE_DIM, VOICE_FRAMES] (DESIGN §3).
-VOICE_DIM = 512
-VOICE_FRAMES = 125
+from ..protocol import VOICE_EMBEDDING_SHAPE
+
 
 
 @dataclass
 class Voice:
     """A speaker embedding ready for the model; `key` names it in the K/V cache."""
     key: str
-    embedding: torch.Tensor  # float32 [1, VOICE_DIM, VOICE_FRAMES], on the host
+    embedding: torch.Tensor  # float32 VOICE_EMBEDDING_SHAPE, on the host
 
 
 def voice_attributes(tts, voice: Voice, cfg_coef: float | None):
@@ -78,7 +76,7 @@ class SlotBatch:
         self._mimi_exec_host = torch.zeros(batch_size, dtype=torch.bool, pin_memory=pinned)
         self._tokens_host = torch.zeros(batch_size, dtype=torch.long, pin_memory=pinned)
 
-        silent = Voice("silence", torch.zeros(1, VOICE_DIM, VOICE_FRAMES))
+        silent = Voice("silence", torch.zeros(VOICE_EMBEDDING_SHAPE))
         conditions = lm.condition_provider.prepare_and_provide(
             [voice_attributes(tts, silent, self._any_cfg())] * batch_size)
         self.lm_gen = LMGen(lm, temp=tts.temp, temp_text=tts.temp, condition_tensors=conditions,

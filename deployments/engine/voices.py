@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..protocol import VOICE_EMBEDDING_SHAPE, VOICE_EMBEDDING_SIZE
+
 log = logging.getLogger(__name__)
 
 # `.<signature>@<epoch>.safetensors`, e.g. `.1e68beda@240.safetensors`.
@@ -42,24 +44,21 @@ class VoiceError(ValueError):
     """The voice name is refused or unknown. The message is safe to show to the caller."""
 
 
-# A speaker embedding, as in kyutai/tts-voices files and Kyutai's WebSocket `Voice` message.
-EMBEDDING_SHAPE = (1, 512, 125)
-EMBEDDING_SIZE = 512 * 125
 _EMBEDDING_VALUE_LIMIT = 1e4  # real embeddings are O(1); anything huge is not a voice
 
 
 def validate_voice_embedding(values: object, shape: object) -> np.ndarray:
-    """A client-sent embedding as float32 [1, 512, 125], or VoiceError saying what is wrong."""
-    if not isinstance(shape, (list, tuple)) or list(shape) != list(EMBEDDING_SHAPE):
-        raise VoiceError(f"voice embedding shape must be {list(EMBEDDING_SHAPE)}")
-    if not isinstance(values, (list, tuple)) or len(values) != EMBEDDING_SIZE:
-        raise VoiceError(f"voice embedding must hold {EMBEDDING_SIZE} numbers")
+    """A client-sent embedding as float32 VOICE_EMBEDDING_SHAPE, or VoiceError saying what is wrong."""
+    if not isinstance(shape, (list, tuple)) or list(shape) != list(VOICE_EMBEDDING_SHAPE):
+        raise VoiceError(f"voice embedding shape must be {list(VOICE_EMBEDDING_SHAPE)}")
+    if not isinstance(values, (list, tuple)) or len(values) != VOICE_EMBEDDING_SIZE:
+        raise VoiceError(f"voice embedding must hold {VOICE_EMBEDDING_SIZE} numbers")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         raise VoiceError("voice embedding must hold numbers only")
     array = np.asarray(values, dtype=np.float32)
     if not np.isfinite(array).all() or np.abs(array).max() > _EMBEDDING_VALUE_LIMIT:
         raise VoiceError("voice embedding values must be finite and of a voice's magnitude")
-    return array.reshape(EMBEDDING_SHAPE)
+    return array.reshape(VOICE_EMBEDDING_SHAPE)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ..engine.model_manager import ModelManager
 from .registry import RegistryReporter
 from ..engine.scheduler import SlotScheduler, Submission
 from ..settings import EngineSettings
-from ..protocol import AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from ..protocol import DEFAULT_SLOTS, AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
 from .text_inbox import TextInbox
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 STREAM_FLUSH_S = 0.1
 
 # Run-time settings (`user_config`), applied by reconfigure() without a restart.
-DEFAULT_USER_CONFIG = {"offload_after_s": 300.0, "max_batch_size": 8}
+DEFAULT_USER_CONFIG = {"offload_after_s": 300.0, "max_batch_size": DEFAULT_SLOTS}
 
 
 def _import_model_code() -> None:
@@ -74,7 +74,7 @@ def _node_id() -> str | None:
 
 
 # max_ongoing_requests = the slots (user_config max_batch_size): see deployments/routing.py.
-@serve.deployment(name="TTSWorker", max_ongoing_requests=8, health_check_period_s=5)
+@serve.deployment(name="TTSWorker", max_ongoing_requests=DEFAULT_SLOTS, health_check_period_s=5)
 class TTSWorker:
     def __init__(self, engine_settings: dict | None = None):
         self.settings = EngineSettings(**(engine_settings or {}))
@@ -133,7 +133,7 @@ class TTSWorker:
                     outcome = "ok"
                     timer.finished(outcome, last.duration_s)
                 elif isinstance(last, SynthesisFailed):
-                    outcome = last.kind
+                    outcome = last.kind.value
                     timer.finished(outcome)
                 yield events
                 if outcome != "cancelled":

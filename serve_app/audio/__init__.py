@@ -1,6 +1,7 @@
-"""Audio on the ingress: the output formats and their encoders, tempo, captions, and the
+"""Audio on the ingress: the output formats (`formats.py`: the one list) and their encoders, tempo, captions, and the
 encoding meter. `serve_app.audio.FORMATS` / `encode` / `StreamEncoder` are the encoder API."""
 
-from .encoding import FORMATS, AudioFormat, StreamEncoder, costly, encode, to_int16
+from .encoding import StreamEncoder, costly, encode, to_int16
+from .formats import FORMATS, AudioFormat, AudioFormatName
 
-__all__ = ["FORMATS", "AudioFormat", "StreamEncoder", "costly", "encode", "to_int16"]
+__all__ = ["FORMATS", "AudioFormat", "AudioFormatName", "StreamEncoder", "costly", "encode", "to_int16"]

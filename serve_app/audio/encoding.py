@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 
 import av
 import numpy as np
 
 from deployments.protocol import SAMPLE_RATE
 
+from .formats import FORMATS, AudioFormat
 from .meter import ENCODING
-
-
-@dataclass(frozen=True)
-class AudioFormat:
-    name: str
-    media_type: str
-    container: str | None  # None: raw PCM, no container
-    codec: str | None
-    extension: str
-
-
-FORMATS: dict[str, AudioFormat] = {f.name: f for f in [
-    AudioFormat("wav", "audio/wav", "wav", "pcm_s16le", "wav"),
-    AudioFormat("mp3", "audio/mpeg", "mp3", "libmp3lame", "mp3"),
-    AudioFormat("opus", "audio/ogg; codecs=opus", "ogg", "libopus", "ogg"),
-    AudioFormat("aac", "audio/aac", "adts", "aac", "aac"),
-    AudioFormat("flac", "audio/flac", "flac", "flac", "flac"),
-    # Raw signed 16-bit little-endian, 24 kHz mono: never labelled as WAV (nor as audio/L16,
-    # which RFC 2586 defines as big-endian).
-    AudioFormat("pcm", "audio/pcm; rate=24000; channels=1; encoding=s16le", None, None, "pcm"),
-]}
 
 
 def to_int16(pcm: np.ndarray) -> np.ndarray:

@@ -6,12 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, StrictStr, field_validator, model_validator
 
-from ..audio import FORMATS
+from deployments.protocol import CFG_COEFS
 
-AudioFormatName = Literal["wav", "mp3", "opus", "aac", "flac", "pcm"]
-assert set(AudioFormatName.__args__) == set(FORMATS)  # keep the schema and the encoders in step
-
-CFG_VALUES = [1.0 + 0.5 * i for i in range(7)]  # the real model is CFG-distilled on these
+from ..audio.captions import FORMATS as CAPTION_FORMATS
+from ..audio.formats import AudioFormatName
+from ..audio.tempo import MAX_SPEED, MIN_SPEED
 
 
 class TTSRequest(BaseModel):
@@ -26,9 +25,9 @@ class TTSRequest(BaseModel):
     stream: bool = Field(False, description="Send the audio while it is generated (chunked body); with timestamps "
                          "or captions: Server-Sent Events (audio, word, done). Not with save.")
     timestamps: bool = Field(False, description="Return JSON: the audio in base64 and words [{word, start_s, end_s}].")
-    captions: Literal["vtt", "srt"] | None = Field(None, description="Also return WebVTT or SRT captions of the "
+    captions: Literal[tuple(CAPTION_FORMATS)] | None = Field(None, description="Also return WebVTT or SRT captions of the "
                                                    "words (in the JSON answer, or the final SSE event).")
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="Time-stretch factor (pitch kept): 2.0 speaks twice as fast.")
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="Time-stretch factor (pitch kept): 2.0 speaks twice as fast.")
 
     @model_validator(mode="after")
     def _stream_not_saved(self):
@@ -39,8 +38,8 @@ class TTSRequest(BaseModel):
     @field_validator("cfg_coef")
     @classmethod
     def _cfg_step(cls, value):
-        if value is not None and value not in CFG_VALUES:
-            raise ValueError(f"must be one of {', '.join(f'{v:g}' for v in CFG_VALUES)}")
+        if value is not None and value not in CFG_COEFS:
+            raise ValueError(f"must be one of {', '.join(f'{v:g}' for v in CFG_COEFS)}")
         return value
 
 

@@ -29,7 +29,7 @@ from mcp.types import AudioContent, CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 from starlette.routing import Route
 
-from deployments.protocol import SAMPLE_RATE
+from deployments.protocol import CFG_MAX, CFG_MIN, CFG_STEP, SAMPLE_RATE
 
 from .. import audio
 from ..service import speech
@@ -37,7 +37,7 @@ from ..context import IngressContext
 from ..errors import APIError, error_response
 from .gpu import gpu_status
 from .voices import filter_voices
-from ..protocols.rest import AudioFormatName
+from ..audio.formats import AudioFormatName
 from ..settings import AppSettings
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def build_server(ctx: IngressContext) -> FastMCP:
             f"Voice id from list_voices; default {settings.default_voice}."))] = None,
         format: Annotated[AudioFormatName, Field(description=(
             "Audio format. pcm is raw signed 16-bit little-endian, 24 kHz mono."))] = "wav",
-        cfg_coef: Annotated[float | None, Field(ge=1.0, le=4.0, multiple_of=0.5, description=(
-            f"How closely to follow the voice: 1.0 to 4.0 in steps of 0.5; "
+        cfg_coef: Annotated[float | None, Field(ge=CFG_MIN, le=CFG_MAX, multiple_of=CFG_STEP, description=(
+            f"How closely to follow the voice: {CFG_MIN:g} to {CFG_MAX:g} in steps of {CFG_STEP:g}; "
             f"default {settings.default_cfg_coef:.1f}."))] = None,
         save: Annotated[bool, Field(description=(
             "true (default): also save the file on the server and return its download `url`, a "

@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, StrictStr
 
 from .. import audio
+from ..audio.formats import AudioFormatName
 from ..service import openai_voices
 from ..service.speech import voice_header
 from ..context import IngressContext, get_ctx
@@ -54,7 +55,7 @@ class SpeechRequest(BaseModel):
     input: StrictStr = Field(..., description="The text to speak.", examples=["Hello from the cluster."])
     voice: StrictStr | VoiceRef | None = Field(
         None, description="An OpenAI voice name (alloy, echo, nova, ...) or a voice id from GET /v1/audio/voices.")
-    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = Field(
+    response_format: AudioFormatName = Field(
         "mp3", description="pcm is raw signed 16-bit little-endian, 24 kHz, mono (no header).")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED,
                          description="Time-stretches the audio (pitch kept) by this factor.")

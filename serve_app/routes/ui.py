@@ -6,7 +6,6 @@ no network beyond this service.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +13,8 @@ from pathlib import Path
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+
+from deployments.engine.random_weights import is_random_weights_checkpoint
 
 from ..context import IngressContext, get_ctx
 
@@ -35,13 +36,7 @@ async def index() -> FileResponse:
 
 @lru_cache(maxsize=8)
 def _checkpoint_is_test_model(model_path: str) -> bool:
-    """True when a local checkpoint's config.json carries the random-weights marker written by
-    deployments/checkpoint.py (read here as plain JSON: that module pulls in torch)."""
-    try:
-        config = json.loads((Path(model_path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return "test_model" in config or "test_model" in (config.get("model_id") or {})
+    return is_random_weights_checkpoint(model_path)  # read once per folder
 
 
 def _version() -> str:

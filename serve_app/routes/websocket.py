@@ -38,15 +38,15 @@ from fastapi import APIRouter, WebSocket
 from ray.serve.exceptions import BackPressureError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from deployments.protocol import FRAME_SAMPLES, AudioChunk, SynthesisDone, TextFeedOpened, WordSpoken
-from deployments.engine.voices import EMBEDDING_SHAPE, EMBEDDING_SIZE, VoiceError, validate_voice_embedding
+from deployments.protocol import (CFG_COEFS, FRAME_SAMPLES, VOICE_EMBEDDING_SHAPE, VOICE_EMBEDDING_SIZE, AudioChunk,
+                                  FailureKind, SynthesisDone, TextFeedOpened, WordSpoken)
+from deployments.engine.voices import VoiceError, validate_voice_embedding
 
 from .. import audio
 from ..security import cross_site
 from ..service import openai_voices
 from ..context import IngressContext
 from ..errors import APIError, refuse_websocket
-from ..protocols.rest import CFG_VALUES
 from ..service.worker_client import WorkerError
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,11 @@ DEFAULT_FORMAT = "PcmMessagePack"
 # The largest valid message: a Voice message's 64,000 numbers as float64 MessagePack, or a Text
 # of the whole session's characters (4 bytes each at most in UTF-8). Larger frames are refused
 # before they are decoded.
-_VOICE_MESSAGE_BYTES = EMBEDDING_SIZE * 9 + 1024
+_VOICE_MESSAGE_BYTES = VOICE_EMBEDDING_SIZE * 9 + 1024
 
 # MessagePack limits: a Voice message holds 64,000 numbers; nothing else needs more than a few
 # keys, and text longer than a session may send is refused before it is decoded.
-_UNPACK_LIMITS = {"max_array_len": EMBEDDING_SIZE, "max_map_len": 16, "max_ext_len": 0, "max_bin_len": 0}
+_UNPACK_LIMITS = {"max_array_len": VOICE_EMBEDDING_SIZE, "max_map_len": 16, "max_ext_len": 0, "max_bin_len": 0}
 # A valid message is one map holding at most two arrays (a Voice's numbers and shape). A frame of
 # many small containers is cheap to send and dear to build (a 576 KB frame of empty arrays
 # decodes into ~40 MB of lists): decoding stops at the first container beyond this count.
@@ -126,10 +126,10 @@ def _reason(message: str) -> str:
 def _close_code(exc: BaseException) -> int:
     """1008 for the client's mistakes, 1013 (try again later) for busy, unavailable, silent or
     crashed workers, 1011 for the rest."""
-    if isinstance(exc, (SessionError, APIError)) or (isinstance(exc, WorkerError) and exc.kind == "invalid"):
+    if isinstance(exc, (SessionError, APIError)) or (isinstance(exc, WorkerError) and exc.kind == FailureKind.INVALID):
         return 1008
     if isinstance(exc, (BackPressureError, TooManySessions)) or (
-            isinstance(exc, WorkerError) and exc.kind in ("unavailable", "timeout", "crashed")):
+            isinstance(exc, WorkerError) and exc.kind in (FailureKind.UNAVAILABLE, FailureKind.TIMEOUT, FailureKind.CRASHED)):
         return 1013
     return 1011
 
@@ -252,7 +252,7 @@ class KyutaiSession:
     async def forward(self, first_words: str) -> None:
         request = {"text": first_words, "voice": self.voice, "cfg_coef": self.cfg_coef, "stream_text": True}
         if self.voice_embedding is not None:
-            request.update(voice_embedding=self.voice_embedding, voice_shape=list(EMBEDDING_SHAPE))
+            request.update(voice_embedding=self.voice_embedding, voice_shape=list(VOICE_EMBEDDING_SHAPE))
         async for event in self.ctx.workers.stream(request, last_input=lambda: self.last_input_at):
             if isinstance(event, TextFeedOpened):
                 self.feed = event
@@ -313,8 +313,8 @@ def _parse_query(query) -> tuple[str, str | None, float | None]:
             cfg_coef = float(cfg)
         except ValueError:
             cfg_coef = -1.0
-        if cfg_coef not in CFG_VALUES:
-            raise APIError(400, f"cfg_alpha must be one of {', '.join(f'{v:g}' for v in CFG_VALUES)}",
+        if cfg_coef not in CFG_COEFS:
+            raise APIError(400, f"cfg_alpha must be one of {', '.join(f'{v:g}' for v in CFG_COEFS)}",
                            param="cfg_alpha", code="invalid_cfg")
     return fmt, query.get("voice") or None, cfg_coef
 

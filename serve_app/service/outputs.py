@@ -14,11 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
+from ..audio.formats import EXTENSIONS
 from ..errors import APIError
 
 log = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^[0-9a-f]{32}\.(wav|mp3|ogg|aac|flac|pcm)$")
+_NAME_RE = re.compile(r"^[0-9a-f]{32}\.(" + "|".join(EXTENSIONS) + ")$")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from ray.serve.exceptions import BackPressureError
 
-from deployments.protocol import SynthesisDone
+from deployments.protocol import FailureKind, SynthesisDone
 
 from .. import audio
 from ..context import IngressContext
@@ -24,16 +24,16 @@ def voice_header(voice: str) -> str:
 
 
 def api_error_for(exc: WorkerError) -> APIError:
-    if exc.kind == "invalid":
+    if exc.kind == FailureKind.INVALID:
         # Same statuses as the ingress's own checks: 400 for a voice, 422 for a malformed field.
         param = exc.param or "text"
         return APIError(400 if param == "voice" else 422, exc.message, param=param, code="invalid_request")
-    if exc.kind == "unavailable":
+    if exc.kind == FailureKind.UNAVAILABLE:
         return APIError(503, f"the TTS model is unavailable: {exc.message}", code="model_unavailable",
                         headers={"Retry-After": "30"})
-    if exc.kind == "timeout":
+    if exc.kind == FailureKind.TIMEOUT:
         return APIError(503, exc.message, code="worker_timeout", headers={"Retry-After": "30"})
-    if exc.kind == "crashed":
+    if exc.kind == FailureKind.CRASHED:
         return APIError(503, exc.message, code="worker_failed", headers={"Retry-After": RETRY_AFTER_S})
     return APIError(500, exc.message, code="generation_failed")
 

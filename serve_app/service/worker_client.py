@@ -15,7 +15,7 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 
 from deployments.serve.registry import REPORT_PERIOD_S, get_registry
-from deployments.protocol import AudioChunk, SynthesisDone, SynthesisFailed
+from deployments.protocol import AudioChunk, FailureKind, SynthesisDone, SynthesisFailed
 
 from .cache import TTLCache
 from ..errors import APIError
@@ -25,10 +25,9 @@ WORKER_DEPLOYMENT = "TTSWorker"
 
 
 class WorkerError(Exception):
-    """A synthesis the workers refused or could not do. `kind`: invalid | unavailable | error |
-    timeout (the worker sent nothing for `timeout_s`) | crashed (its replica died or was replaced)."""
+    """A synthesis the workers refused or could not do, and why (`kind`)."""
 
-    def __init__(self, message: str, kind: str = "error", param: str | None = None):
+    def __init__(self, message: str, kind: FailureKind = FailureKind.ERROR, param: str | None = None):
         super().__init__(message)
         self.message, self.kind, self.param = message, kind, param
 
@@ -99,7 +98,7 @@ class WorkerClient:
                 for index, event in enumerate(events):
                     if isinstance(event, SynthesisFailed):
                         finished = True
-                        if event.kind == "unavailable":
+                        if event.kind == FailureKind.UNAVAILABLE:
                             self.note_outcome(event.message)
                         if index:
                             yield events[:index]
@@ -131,7 +130,7 @@ class WorkerClient:
                     continue
                 raise WorkerError(f"the TTS worker sent nothing for {self.timeout_s:g} s; the request was stopped"
                                   if started else f"no TTS worker started this request within {self.timeout_s:g} s",
-                                  kind="timeout")
+                                  kind=FailureKind.TIMEOUT)
         except BaseException:
             waiting.cancel()
             raise
@@ -143,7 +142,7 @@ class WorkerClient:
             raise
         except Exception as exc:  # RayActorError and kin: the replica died under this request
             log.warning("a TTS worker stream broke (%s: %s)", exc.__class__.__name__, str(exc)[:500])
-            raise WorkerError(WORKER_CRASHED, kind="crashed") from None
+            raise WorkerError(WORKER_CRASHED, kind=FailureKind.CRASHED) from None
 
     async def synthesize(self, request: dict) -> tuple[np.ndarray, SynthesisDone]:
         chunks = []
