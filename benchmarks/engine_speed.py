@@ -223,7 +223,7 @@ def main() -> None:
 
 
 def newcomers(engine, args) -> None:
-    from deployments.engine.tts import tts as engine_module
+    from deployments.engine import tts as engine_module
 
     print("\n1. newcomer: admission -> first audio (seconds / ticks), while N slots stream")
     streams = sorted({n for n in (0, 1, 4, 8, args.slots - 1) if n < args.slots})

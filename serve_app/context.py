@@ -4,43 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from deployments.engine.tts import loading
+from deployments.engine import loading
 from deployments.engine.voices import VoiceCatalog, VoiceError, validate_voice_name
 
 from .service.cache import TTLCache
 from .errors import APIError
 from .service.outputs import OutputStore
+from .service.voices import VoiceIndex
 from .settings import AppSettings
 from .service.worker_client import WorkerClient
 
 log = logging.getLogger(__name__)
-
-
-class VoiceIndex:
-    """The voice ids known to the catalog, refreshed by a background thread: a request checks
-    names against it without ever waiting on a directory walk or the hub."""
-
-    REFRESH_S = 5.0
-
-    def __init__(self, catalog: VoiceCatalog):
-        self.catalog = catalog
-        self.ids: frozenset[str] = frozenset()
-        # A daemon thread: it lives as long as the ingress replica's process.
-        threading.Thread(target=self._refresh_forever, name="voice-index", daemon=True).start()
-
-    def _refresh_forever(self) -> None:
-        while True:
-            try:
-                self.ids = frozenset(v.id for v in self.catalog.list_voices())
-            except Exception:  # keep the last good index; the next round tries again
-                log.exception("listing voices failed")
-            time.sleep(self.REFRESH_S)
 
 
 @dataclass

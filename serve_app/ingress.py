@@ -11,17 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from ray import serve
 
-from .routes import mcp as mcp_server
-from .security.api_keys import ApiKeyGuard
 from .context import IngressContext
-from .security.cross_site import CrossSiteGuard, HostGuard
-from .errors import error_response, install_error_handlers
+from .errors import install_error_handlers
 from .routes import gpu, health, tts, ui, voices
-from .routes import openai as openai_routes, websocket as websocket_routes
+from .routes import mcp as mcp_routes
+from .routes import openai as openai_routes
+from .routes import websocket as websocket_routes
+from .security import install_guards
 from .settings import AppSettings
 
 log = logging.getLogger(__name__)
@@ -34,37 +34,6 @@ Errors share one JSON shape: `{"error": {"message", "type", "param", "code"}}`. 
 a malformed request (the field is named in `param`), 400 for an unknown or refused voice, 404 for an
 unknown file, 413 for an oversized body, 503 (with `Retry-After`) when the model is unavailable or
 every worker is saturated."""
-
-
-class BodySizeLimit:
-    """Refuses request bodies larger than `limit` bytes with 413: at once when Content-Length says
-    so, and while reading when a chunked body grows past it (it is never read whole)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    def _too_large(self) -> HTTPException:
-        return HTTPException(413, f"request body larger than {self.limit} bytes")
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            response = error_response(413, str(self._too_large().detail))  # same body as the raise below
-            return await response(scope, receive, send)
-        received = 0
-
-        async def counting_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise self._too_large()  # FastAPI passes it on to the error handlers
-            return message
-
-        return await self.app(scope, counting_receive, send)
 
 
 def create_app(ctx: IngressContext) -> FastAPI:
@@ -85,23 +54,14 @@ def create_app(ctx: IngressContext) -> FastAPI:
         app.include_router(module.router)
     ui.mount_static(app)  # the web page's scripts and styles at /static
     # MCP over streamable HTTP at /mcp; its session manager runs in the lifespan (DESIGN §5).
-    mcp_server.mount(app)
-    app.state.lifespan_hooks.append(mcp_server.lifespan)
+    mcp_routes.mount(app)
+    app.state.lifespan_hooks.append(mcp_routes.lifespan)
 
     @app.get("/apidocs", include_in_schema=False)
     async def apidocs():  # the old service's docs address
         return RedirectResponse("/docs")
 
-    # Bodies are JSON with at most max_text_chars characters (4 bytes each in UTF-8) plus fields.
-    app.add_middleware(BodySizeLimit, limit=ctx.settings.max_text_chars * 4 + 64 * 1024)
-    # Another site's page never reaches a route (serve_app/security/cross_site.py).
-    app.add_middleware(CrossSiteGuard, allowed_origins=ctx.settings.allowed_origins)
-    # Outermost but for the optional Host check: with api_keys set, a client without a key learns
-    # nothing (no origin, body size or JSON rules), and its body is never read
-    # (serve_app/security/api_keys.py).
-    app.add_middleware(ApiKeyGuard, api_keys=ctx.settings.api_keys)
-    if ctx.settings.check_host_everywhere:  # before all else: a rebound page learns nothing
-        app.add_middleware(HostGuard, allowed_hosts=ctx.settings.allowed_hosts)
+    install_guards(app, ctx.settings)  # serve_app/security/__init__.py says which, and in what order
     return app
 
 

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from deployments.settings import EngineSettings
 
-from .service.openai_voices import default_openai_voices
+from .protocols.openai import default_openai_voices
 
 # Old service's variable -> setting. Environment beats .env beats the config file's args.
 ENV_OVERRIDES = {"HF_REPO": "model_repo", "VOICE_REPO": "voice_repo", "MODEL_PATH": "model_path",
@@ -33,7 +33,7 @@ class AppSettings(EngineSettings):
     # of a cluster need no configuration.
     check_host_everywhere: bool = False
     allowed_origins: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:*", "http://localhost:*"])
-    # OpenAI voice name -> voice id (serve_app/service/openai_voices.py has the defaults; entries given
+    # OpenAI voice name -> voice id (serve_app/protocols/openai.py has the defaults; entries given
     # here replace them name by name).
     openai_voices: dict[str, str] = Field(default_factory=default_openai_voices)
     # API keys for /v1/* (Authorization: Bearer) and the /api/tts_streaming WebSocket

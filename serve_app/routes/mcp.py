@@ -4,7 +4,7 @@ The tools reuse the REST code paths (validation, synthesis, saved files, GPU sta
 and a REST client get the same answers and the same errors. Errors become MCP tool errors
 (`isError: true`) with the message a REST client would read; they never end the session.
 
-Serving (DESIGN §5): the MCP session manager needs a running task group, which only a lifespan can
+Serving (ARCHITECTURE.md, "MCP inside Serve"): the MCP session manager needs a running task group, which only a lifespan can
 provide, and Serve does not run the lifespan of a mounted sub-app. So `lifespan` (a hook of the
 FastAPI app's own lifespan) builds the server and runs its session manager, and the `/mcp` routes
 hand requests to whichever manager is running. The server is stateless: any ingress replica can
@@ -26,7 +26,7 @@ from mcp.server.fastmcp import Context, FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import AudioContent, CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.routing import Route
 
 from deployments.protocol import CFG_MAX, CFG_MIN, CFG_STEP, SAMPLE_RATE
@@ -35,8 +35,9 @@ from .. import audio
 from ..service import speech
 from ..context import IngressContext
 from ..errors import APIError, error_response
-from .gpu import gpu_status
-from .voices import filter_voices
+from ..protocols.mcp import SpeechResult, VoiceList
+from ..service.status import gpu_status
+from ..service.voices import voice_listing
 from ..audio.formats import AudioFormatName
 from ..settings import AppSettings
 
@@ -48,38 +49,6 @@ INSTRUCTIONS = """Text to speech with Kyutai TTS on a GPU cluster. Call list_voi
 then text_to_speech: it returns the audio itself (base64, with its MIME type), its duration, the word
 timestamps and, unless called with save=false, a URL to download the same file. get_gpu_status and
 offload_gpu inspect and free the GPUs (the model reloads by itself on the next request)."""
-
-
-# ---- what the tools return (published as output schemas) ---------------------------------------
-class SpokenWord(BaseModel):
-    word: str
-    start_s: float = Field(description="When the word starts in the audio, in seconds.")
-    end_s: float = Field(description="When the word ends in the audio, in seconds.")
-
-
-class SpeechResult(BaseModel):
-    url: str | None = Field(description=(
-        "Where the same audio file can be downloaded (HTTP GET); null when called with save=false."))
-    format: str = Field(description="Audio format of the file.")
-    mime_type: str = Field(description="MIME type of the audio content.")
-    sample_rate: int = Field(description="Samples per second (the audio is mono).")
-    duration_s: float = Field(description="Length of the audio in seconds.")
-    voice: str = Field(description="The voice id that was used.")
-    gpu: int | None = Field(description="GPU index of the replica that generated it (None on CPU).")
-    replica: str | None = Field(description="The TTSWorker replica that generated it.")
-    words: list[SpokenWord] = Field(description="Word timestamps.")
-
-
-class Voice(BaseModel):
-    id: str = Field(description="The value to pass as `voice` to text_to_speech.")
-    group: str | None = Field(description="Collection the voice comes from (e.g. expresso, vctk).")
-    language: str | None = Field(description="Language code when known (e.g. en, fr).")
-    source: str = Field(description="'local' (a directory of the service) or 'repo' (the voice repository).")
-
-
-class VoiceList(BaseModel):
-    default: str = Field(description="The voice used when text_to_speech gets no voice.")
-    voices: list[Voice]
 
 
 # ---- the server -----------------------------------------------------------------------------
@@ -182,8 +151,8 @@ def build_server(ctx: IngressContext) -> FastMCP:
             "code (e.g. fr). Omit for all voices."))] = None,
     ) -> VoiceList:
         """The voices text_to_speech accepts, and the default one."""
-        voices = [v.to_dict() for v in await ctx.voice_list.get()]
-        return VoiceList(default=settings.default_voice, voices=filter_voices(voices, filter))
+        listing = await voice_listing(ctx, filter)
+        return VoiceList(default=listing["default"], voices=listing["voices"])
 
     @tool(server, title="GPU status", readOnlyHint=True)
     async def get_gpu_status() -> dict[str, Any]:

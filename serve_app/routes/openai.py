@@ -24,54 +24,17 @@ Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, StrictStr
 
 from .. import audio
-from ..audio.formats import AudioFormatName
+from ..protocols.openai import MODEL_ALIASES, SpeechRequest, model_entry, usage
 from ..service import openai_voices
 from ..service.speech import voice_header
 from ..context import IngressContext, get_ctx
 from ..service.streaming import (SSE_MEDIA_TYPE, STREAM_HEADERS, ClosingStreamingResponse, encoded_audio,
                                  open_speech, sse_speech)
-from ..audio.tempo import MAX_SPEED, MIN_SPEED
 
 router = APIRouter(tags=["openai"])
-
-MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-
-
-class VoiceRef(BaseModel):
-    id: StrictStr
-
-
-class SpeechRequest(BaseModel):
-    # Unknown fields are ignored, as OpenAI-compatible servers do: clients add fields over time.
-    model_config = {"extra": "ignore"}
-
-    model: StrictStr = Field("tts-1", description="Any name: there is one model.")
-    input: StrictStr = Field(..., description="The text to speak.", examples=["Hello from the cluster."])
-    voice: StrictStr | VoiceRef | None = Field(
-        None, description="An OpenAI voice name (alloy, echo, nova, ...) or a voice id from GET /v1/audio/voices.")
-    response_format: AudioFormatName = Field(
-        "mp3", description="pcm is raw signed 16-bit little-endian, 24 kHz, mono (no header).")
-    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED,
-                         description="Time-stretches the audio (pitch kept) by this factor.")
-    instructions: StrictStr | None = Field(None, description="Accepted and ignored: the model has no instruction input.")
-    stream_format: Literal["audio", "sse"] = Field(
-        "audio", description="audio: chunked encoded audio; sse: speech.audio.delta / speech.audio.done events.")
-
-    @property
-    def voice_name(self) -> str | None:
-        return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
-
-
-def _usage(text: str, frames: int) -> dict:
-    words = len(text.split())
-    return {"input_tokens": words, "output_tokens": frames, "total_tokens": words + frames}
-
 
 @router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (always streamed)", description=__doc__,
              responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()}, SSE_MEDIA_TYPE: {}},
@@ -87,7 +50,7 @@ async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_c
     if body.stream_format == "sse":
         events = sse_speech(stream, body.response_format, body.speed, audio_type="speech.audio.delta",
                             word_type=None,
-                            done=lambda _, __, frames: {"type": "speech.audio.done", "usage": _usage(text, frames)})
+                            done=lambda _, __, frames: {"type": "speech.audio.done", "usage": usage(text, frames)})
         return ClosingStreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
     return ClosingStreamingResponse(encoded_audio(stream, body.response_format, body.speed),
                                     media_type=audio.FORMATS[body.response_format].media_type, headers=headers)
@@ -98,19 +61,15 @@ async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
     return {"voices": openai_voices.list_voices(ctx, await ctx.voice_list.get())}
 
 
-def _model_entry(model_id: str) -> dict:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "kyutai"}
-
-
 def _model_ids(ctx: IngressContext) -> list[str]:
     return [ctx.settings.model_name(), *MODEL_ALIASES]
 
 
 @router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)")
 async def list_models(ctx: IngressContext = Depends(get_ctx)) -> dict:
-    return {"object": "list", "data": [_model_entry(m) for m in _model_ids(ctx)]}
+    return {"object": "list", "data": [model_entry(m) for m in _model_ids(ctx)]}
 
 
 @router.get("/v1/models/{model_id:path}", summary="One model (every name is served by Kyutai TTS)")
 async def get_model(model_id: str) -> dict:
-    return _model_entry(model_id)
+    return model_entry(model_id)

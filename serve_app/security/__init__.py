@@ -1,1 +1,32 @@
-"""Guards every request passes before a route sees it."""
+"""Guards every request passes before a route sees it, installed in one place and in one order.
+
+Outermost first (each guard refuses before the next one reads anything):
+1. `HostGuard` (hosts.py; only with `check_host_everywhere`): a page reaching the service by DNS
+   rebinding learns nothing at all.
+2. `ApiKeyGuard` (api_keys.py): with `api_keys` set, a client without a key learns nothing (no
+   origin, body size or JSON rules), and its body is never read.
+3. `CrossSiteGuard` (cross_site.py): another site's page cannot drive the service (Origin check,
+   JSON-only state-changing POSTs).
+4. `BodySizeLimit` (body_limit.py): no body larger than a valid request.
+`/mcp` adds its SDK's own Host/Origin checks (serve_app/routes/mcp.py).
+"""
+
+from __future__ import annotations
+
+from .api_keys import ApiKeyGuard
+from .body_limit import BodySizeLimit
+from .cross_site import CrossSiteGuard
+from .hosts import HostGuard
+
+# A body is JSON with at most max_text_chars characters (4 bytes each in UTF-8), plus its fields.
+JSON_FIELDS_BYTES = 64 * 1024
+
+
+def install_guards(app, settings) -> None:
+    """Adds the guards to a FastAPI app. Starlette runs the middleware added LAST first, so they
+    are added innermost first."""
+    app.add_middleware(BodySizeLimit, limit=settings.max_text_chars * 4 + JSON_FIELDS_BYTES)
+    app.add_middleware(CrossSiteGuard, allowed_origins=settings.allowed_origins)
+    app.add_middleware(ApiKeyGuard, api_keys=settings.api_keys)
+    if settings.check_host_everywhere:
+        app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts)

@@ -12,32 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import APIError
+from ..protocols.openai import DEFAULT_OPENAI_VOICES
 
-if TYPE_CHECKING:  # settings.py imports this module for its defaults: no import cycle at run time
+if TYPE_CHECKING:
     from ..context import IngressContext
-
-# OpenAI name -> voice id in kyutai/tts-voices.
-DEFAULT_OPENAI_VOICES: dict[str, str] = {
-    "alloy": "unmute-prod-website/default_voice.wav",
-    "ash": "voice-donations/Selfie.wav",
-    "ballad": "unmute-prod-website/ex04_narration_longform_00001.wav",
-    "coral": "alba-mackenna/casual.wav",
-    "echo": "expresso/ex03-ex01_happy_001_channel1_334s.wav",
-    "fable": "alba-mackenna/merchant.wav",
-    "nova": "vctk/p225_023.wav",
-    "onyx": "voice-donations/Butter.wav",
-    "sage": "vctk/p244_023.wav",
-    "shimmer": "expresso/ex04-ex02_confused_001_channel1_499s.wav",
-    "verse": "ears/p010/freeform_speech_01.wav",
-    "marin": "vctk/p262_023.wav",
-    "cedar": "unmute-prod-website/developer-1.mp3",
-}
-OPENAI_VOICE_NAMES = tuple(DEFAULT_OPENAI_VOICES)
-
-
-def default_openai_voices() -> dict[str, str]:
-    return dict(DEFAULT_OPENAI_VOICES)
-
 
 def voice_table(ctx: IngressContext) -> dict[str, str]:
     """The effective table: defaults, overridden by the configured entries."""

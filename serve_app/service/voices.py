@@ -1,0 +1,55 @@
+"""The voices a request may name, as every protocol lists and checks them: a background-refreshed
+index of ids (checks never wait on a directory walk or the hub) and the filtered listing of
+/api/voices and MCP's list_voices."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the context holds a VoiceIndex: no import cycle at run time
+    from deployments.engine.voices import VoiceCatalog
+
+    from ..context import IngressContext
+
+log = logging.getLogger(__name__)
+
+
+class VoiceIndex:
+    """The voice ids known to the catalog, refreshed by a background thread: a request checks
+    names against it without ever waiting on a directory walk or the hub."""
+
+    REFRESH_S = 5.0
+
+    def __init__(self, catalog: VoiceCatalog):
+        self.catalog = catalog
+        self.ids: frozenset[str] = frozenset()
+        # A daemon thread: it lives as long as the ingress replica's process.
+        threading.Thread(target=self._refresh_forever, name="voice-index", daemon=True).start()
+
+    def _refresh_forever(self) -> None:
+        while True:
+            try:
+                self.ids = frozenset(v.id for v in self.catalog.list_voices())
+            except Exception:  # keep the last good index; the next round tries again
+                log.exception("listing voices failed")
+            time.sleep(self.REFRESH_S)
+
+
+def filter_voices(voices: list[dict], query: str | None) -> list[dict]:
+    if not query:
+        return voices
+    needle = query.lower()
+    return [v for v in voices if needle in v["id"].lower() or needle == (v.get("language") or "")]
+
+
+async def voice_listing(ctx: IngressContext, query: str | None = None) -> dict:
+    """{default, voices: [{id, group, language, source}], warning?}: the catalog's listing (read
+    at most every few seconds, shared by concurrent callers), filtered by `query`."""
+    voices = [v.to_dict() for v in await ctx.voice_list.get()]
+    body = {"default": ctx.settings.default_voice, "voices": filter_voices(voices, query)}
+    if ctx.voices.repo_error:
+        body["warning"] = ctx.voices.repo_error
+    return body
