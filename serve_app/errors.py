@@ -1,4 +1,5 @@
-"""One error shape for every route, OpenAI's: {"error": {"message", "type", "param", "code"}}."""
+"""One error shape for every route, OpenAI's: {"error": {"message", "type", "param", "code"}}, plus
+the request's id (`request_id`, serve_app/request_ids.py) so a client can quote it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .request_ids import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": STATUS_TYPES.get(status, "error"),
-                      "param": param, "code": code}}
+                      "param": param, "code": code, "request_id": current_request_id()}}
 
 
 def error_response(status: int, message: str, param: str | None = None, code: str | None = None,

@@ -1,7 +1,7 @@
 """The `Ingress` deployment: one FastAPI app on one port for the whole cluster.
 
 The FastAPI app is built inside the replica by `build_fastapi_app` (passed to `serve.ingress` as a
-builder, so the app is never pickled: see DESIGN §2 on FastAPI >= 0.139.2). Serve calls the
+builder, so the app is never pickled: FastAPI >= 0.139.2 apps cannot be pickled by Ray 2.53). Serve calls the
 deployment's constructor first, then the builder, in the same process: the constructor leaves the
 context for the builder in `_context_for_builder`.
 """
@@ -21,6 +21,7 @@ from .routes import gpu, health, tts, ui, voices
 from .routes import mcp as mcp_routes
 from .routes import openai as openai_routes
 from .routes import websocket as websocket_routes
+from .request_ids import RequestIds
 from .security import install_guards
 from .settings import AppSettings
 
@@ -53,7 +54,8 @@ def create_app(ctx: IngressContext) -> FastAPI:
     for module in (health, tts, voices, gpu, ui, openai_routes, websocket_routes):
         app.include_router(module.router)
     ui.mount_static(app)  # the web page's scripts and styles at /static
-    # MCP over streamable HTTP at /mcp; its session manager runs in the lifespan (DESIGN §5).
+    # MCP over streamable HTTP at /mcp; its session manager runs in the lifespan (ARCHITECTURE.md,
+    # "MCP inside Serve").
     mcp_routes.mount(app)
     app.state.lifespan_hooks.append(mcp_routes.lifespan)
 
@@ -62,6 +64,7 @@ def create_app(ctx: IngressContext) -> FastAPI:
         return RedirectResponse("/docs")
 
     install_guards(app, ctx.settings)  # serve_app/security/__init__.py says which, and in what order
+    app.add_middleware(RequestIds)  # outermost: every answer, refusals included, knows its id
     return app
 
 
