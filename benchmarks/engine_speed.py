@@ -17,62 +17,24 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SENTENCE = ("The little train climbed the hill slowly, carrying twenty sleepy passengers "
-            "and a cat who refused to buy a ticket.")
-LONG = " ".join([SENTENCE] * 20)
-
-
-def sync(engine) -> None:
-    if engine.device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-
-
-def admit(engine, text: str, events: list | None = None):
-    from deployments.protocol import AudioChunk, SynthesisRequest
-
-    def sink(event):
-        if events is not None and isinstance(event, AudioChunk):
-            events.append(time.perf_counter())
-
-    job = engine.prepare(SynthesisRequest(text), sink)
-    assert engine.admit(job)
-    return job
-
-
-def drain(engine) -> None:
-    while engine.busy_rows:
-        engine.tick()
+from engine_measure import (LONG, SENTENCE, admit, cancel, drain, load_engine,  # noqa: E402
+                            newcomer_first_audio, residency, speak, sync, tick_parts, timed_ticks)
 
 
 def newcomer(engine, streaming: int, repeats: int) -> tuple[float, float]:
     """(median seconds, median ticks) from admission to a short request's first audio while
     `streaming` long requests speak in other slots."""
-    seconds, ticks = [], []
-    for _ in range(repeats):
-        for _ in range(streaming):
-            admit(engine, LONG)
-        for _ in range(30):  # the others are well into their speech
-            engine.tick()
-        first: list[float] = []
-        started = time.perf_counter()
-        job = admit(engine, SENTENCE, first)
-        while not first:
-            engine.tick()
-        sync(engine)
-        seconds.append(first[0] - started)
-        ticks.append(job.first_audio_tick - job.admitted_tick)
-        for other in list(engine._jobs.values()):
-            other.is_cancelled = lambda: True
-        drain(engine)
-    return statistics.median(seconds), statistics.median(ticks)
+    others = [admit(engine, LONG) for _ in range(streaming)]
+    for _ in range(30):  # the others are well into their speech
+        engine.tick()
+    results = newcomer_first_audio(engine, repeats)
+    cancel(engine, others)
+    return statistics.median(s for _, s in results), statistics.median(t for t, _ in results)
 
 
 def throughput(engine, busy: int) -> float:
@@ -86,71 +48,18 @@ def throughput(engine, busy: int) -> float:
 
 def step_cost(engine, steps: int = 60) -> float:
     """Seconds per full step with one busy slot (past its audio delay)."""
-    job = admit(engine, LONG)
-    while job.steps <= engine.slots.first_audio_step + 2:
-        engine.tick()
-    sync(engine)
-    started = time.perf_counter()
-    for _ in range(steps):
-        engine.tick()
-    sync(engine)
-    elapsed = (time.perf_counter() - started) / steps
-    job.is_cancelled = lambda: True
-    drain(engine)
+    jobs = speak(engine, 1)
+    elapsed = statistics.fmean(timed_ticks(engine, steps))
+    cancel(engine, jobs)
     return elapsed
 
 
-def breakdown(engine, busy: int, ticks: int = 40) -> tuple[float, float, float]:
-    """(LM step ms, codec decode ms, everything else ms) per tick with `busy` rows speaking,
-    each part timed with a device sync around it (the syncs cost a little on their own)."""
-    slots = engine.slots
-    spent = {"step": 0.0, "decode": 0.0}
-
-    def timed(name, function):
-        def wrapper(*args, **kwargs):
-            sync(engine)
-            started = time.perf_counter()
-            result = function(*args, **kwargs)
-            sync(engine)
-            spent[name] += time.perf_counter() - started
-            return result
-        return wrapper
-
-    jobs = [admit(engine, LONG) for _ in range(busy)]
-    while min(job.steps for job in jobs) <= slots.first_audio_step + 2:
-        engine.tick()
-    step, decode = slots.step, slots.decode
-    slots.step, slots.decode = timed("step", step), timed("decode", decode)
-    try:
-        sync(engine)
-        started = time.perf_counter()
-        for _ in range(ticks):
-            engine.tick()
-        sync(engine)
-        total = time.perf_counter() - started
-    finally:
-        slots.step, slots.decode = step, decode
-    for job in jobs:
-        job.is_cancelled = lambda: True
-    drain(engine)
-    per_tick = {name: 1000 * value / ticks for name, value in spent.items()}
-    return per_tick["step"], per_tick["decode"], 1000 * total / ticks - sum(per_tick.values())
-
-
-def residency(engine, device: str, slots: int) -> tuple[float, float, float]:
-    """(offload s, reload s, rebuild + warm-up of the slots s): what a worker pays when it
-    gives its GPU memory back when idle and when the next request brings the model back."""
-    started = time.perf_counter()
-    engine.move_to("cpu")
-    offload = time.perf_counter() - started
-    started = time.perf_counter()
-    engine.move_to(device)
-    sync(engine)
-    reload = time.perf_counter() - started
-    started = time.perf_counter()
-    engine.ensure_slots(slots)
-    sync(engine)
-    return offload, reload, time.perf_counter() - started
+def breakdown(engine, busy: int, ticks: int = 40) -> dict[str, float]:
+    """engine_measure.tick_parts with `busy` rows speaking."""
+    jobs = speak(engine, busy)
+    parts = tick_parts(engine, ticks)
+    cancel(engine, jobs)
+    return parts
 
 
 def main() -> None:
@@ -165,26 +74,9 @@ def main() -> None:
     parser.add_argument("--torch-compile", action="store_true", help="the torch_compile setting (off by default)")
     parser.add_argument("--sections", default="1,2,3,4,5", help="which of the sections below to run")
     args = parser.parse_args()
-    if args.device == "cpu":  # as the worker does (loading.pick_device); CUDA keeps graphs on
-        import os
-
-        os.environ.setdefault("NO_TORCH_COMPILE", "1")
-        os.environ.setdefault("NO_CUDA_GRAPH", "1")
-
-    from deployments.checkpoint import build_checkpoint
-    from deployments.engine.tts import TTSEngine
-    from deployments.settings import EngineSettings
-
-    n_q = args.n_q or (24 if args.size == "full" else 8)
-    folder = args.checkpoint or Path(tempfile.gettempdir()) / f"kyutai-tts-bench-{args.size}"
-    build_checkpoint(folder, size=args.size)
-    settings = EngineSettings(model_path=str(folder), device=args.device, cpu_threads=args.threads, n_q=n_q,
-                              torch_compile=args.torch_compile)
-    started = time.perf_counter()
-    engine = TTSEngine(settings, args.device)
-    load_s = time.perf_counter() - started
-    weights_bytes = sum(t.numel() * t.element_size() for module in (engine.tts.lm, engine.tts.mimi)
-                        for t in list(module.parameters()) + list(module.buffers()))
+    engine, facts = load_engine(args.size, args.device, args.checkpoint, args.n_q, args.threads,
+                                torch_compile=args.torch_compile)
+    n_q, load_s, weights_gib = facts["n_q"], facts["load_s"], facts["weights_gib"]
     started = time.perf_counter()
     engine.ensure_slots(args.slots)
     warm_s = time.perf_counter() - started
@@ -193,7 +85,7 @@ def main() -> None:
     if args.device.startswith("cuda"):
         import torch
 
-        memory = (f"; GPU memory: weights {weights_bytes / 2**30:.2f} GiB, with {args.slots} slots "
+        memory = (f"; GPU memory: weights {weights_gib:.2f} GiB, with {args.slots} slots "
                   f"{torch.cuda.memory_allocated() / 2**30:.2f} GiB allocated, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     print(f"model {args.size}, device {args.device}, cpu threads {args.threads}, n_q {n_q}, {args.slots} slots, "
           f"torch_compile {args.torch_compile}{memory}; "
@@ -212,9 +104,10 @@ def main() -> None:
     if 4 in sections:
         print(f"\n4. where a tick goes with B busy rows ({args.slots} slots; ms, each part synced)")
         for busy in sorted({1, min(16, args.slots), args.slots}):
-            lm, codec, rest = breakdown(engine, busy)
-            print(f"{busy:>3} busy: LM step {lm:6.2f}   codec decode {codec:6.2f}   host + rest {rest:6.2f}   "
-                  f"tick {lm + codec + rest:6.2f}")
+            parts = breakdown(engine, busy)
+            print(f"{busy:>3} busy: LM main {parts['lm_main_ms']:6.2f}   depformer {parts['depformer_ms']:6.2f}   "
+                  f"codec decode {parts['codec_ms']:6.2f}   host syncs {parts['host_sync_ms']:6.2f}   "
+                  f"row host work {parts['row_host_ms']:6.2f}   rest {parts['other_ms']:6.2f}   tick {parts['tick_ms']:6.2f}")
     if 5 in sections and args.device != "cpu":
         print("\n5. residency: offload to pinned host memory, reload, rebuild + warm-up of the slots (s)")
         for _ in range(3):
