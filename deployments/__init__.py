@@ -1,2 +1,2 @@
-"""GPU side of the service: the TTS engine on moshi, the per-GPU model manager and the
-`TTSWorker` Ray Serve deployment."""
+"""GPU side of the service: `engine/` (the models driven as slot engines, no Ray), `serve/` (the
+worker deployment and its Ray plumbing), `protocol.py` (what crosses a worker handle)."""

@@ -109,3 +109,37 @@ class TextFeedOpened:
 
 
 SynthesisEvent = TextFeedOpened | AudioChunk | WordSpoken | SynthesisDone | SynthesisFailed
+
+
+# ---- audio in / text out (speech to text) ---------------------------------------------------------
+# The contract of the STT engines to come (deployments/engine/models.py lists their models); the
+# fake STT engine speaks it already (deployments/engine/fakes.py).
+
+@dataclass
+class TranscriptionRequest:
+    """Speech to transcribe: float32 PCM in [-1, 1], mono, SAMPLE_RATE. Sent whole in `audio`, or,
+    with `stream_audio`, started (maybe empty) and continued while it is transcribed."""
+    audio: np.ndarray | None = None
+    stream_audio: bool = False
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+
+@dataclass
+class WordHeard:
+    """A word of the transcript, sent once its end is known (times in the input audio)."""
+    word: Word
+
+
+@dataclass
+class TranscriptionDone:
+    request_id: str
+    duration_s: float  # the audio transcribed
+    words: list[Word]
+    # Filled in by the worker: where it ran.
+    served_by: dict = field(default_factory=dict)
+
+
+# One failure event for every kind: nothing in it is about synthesis (message, FailureKind, param).
+RequestFailed = SynthesisFailed
+
+TranscriptionEvent = WordHeard | TranscriptionDone | RequestFailed

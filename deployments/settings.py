@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 DEFAULT_MODEL_REPO = "kyutai/tts-1.6b-en_fr"
@@ -52,6 +54,9 @@ class EngineSettings(BaseModel):
     generation_stall_s: float = Field(120.0, gt=0)
     # Tests only: stage a hung generation thread (deployments/engine/faults.py). Never set in production.
     test_faults: bool = False
+    # Tests only: a scripted fake engine instead of the model (deployments/engine/fakes.py); /api/info
+    # and the page say so. Never set in production.
+    test_engine: Literal["fake-tts", "fake-stt"] | None = None
     # Seconds to wait for the hub before failing a model or voice download.
     hub_timeout_s: float = Field(20.0, gt=0)
 

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from .base import EngineFactory, SlotEngine
 from .hub import ModelUnavailableError
 from .loading import pick_device
 from ..settings import EngineSettings
@@ -32,14 +33,17 @@ class ModelState(str, enum.Enum):
 
 class ModelManager:
     def __init__(self, settings: EngineSettings, offload_after_s: float | None = 300.0,
-                 gpu_index: int | None = None, engine_factory: Callable | None = None):
+                 gpu_index: int | None = None, engine_factory: EngineFactory | None = None,
+                 gpu_facts: Callable[[int], dict | None] | None = None):
         self.settings = settings
         self.gpu_index = gpu_index
+        # The device's facts for status reports (the worker passes NVML's; none without it).
+        self._gpu_facts = gpu_facts or (lambda index: None)
         self._offload_after_s = offload_after_s
         self._engine_factory = engine_factory or _default_engine_factory
         self._cond = threading.Condition()
         self._state = ModelState.UNLOADED
-        self._engine = None
+        self._engine: SlotEngine | None = None
         self._device: str | None = None
         self._error: str | None = None  # for clients; `_error_detail` for the log
         self._error_detail: str | None = None
@@ -54,7 +58,7 @@ class ModelManager:
 
     # ---- use -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def acquire(self) -> Iterator:
+    def acquire(self) -> Iterator[SlotEngine]:
         """Yields the engine, resident on its device, for one generation (loads/reloads first)."""
         engine = self._make_resident()
         try:
@@ -67,7 +71,7 @@ class ModelManager:
                     self._offload_locked()
                 self._cond.notify_all()
 
-    def _make_resident(self):
+    def _make_resident(self) -> SlotEngine:
         with self._cond:
             waited_for_load = False
             while self._state == ModelState.LOADING:
@@ -204,7 +208,7 @@ class ModelManager:
         return self._state
 
     @property
-    def engine(self):
+    def engine(self) -> SlotEngine | None:
         return self._engine
 
     @property
@@ -212,8 +216,6 @@ class ModelManager:
         return self._device
 
     def status(self) -> dict:
-        from ..serve.gpu_info import gpu_facts
-
         with self._cond:
             report = {
                 "state": self._state.value,
@@ -225,7 +227,7 @@ class ModelManager:
                 "offload_after_s": self._offload_after_s,
                 **self._stats,
             }
-        report["gpu"] = gpu_facts(self.gpu_index) if self.gpu_index is not None else None
+        report["gpu"] = self._gpu_facts(self.gpu_index) if self.gpu_index is not None else None
         report["torch_allocated_mib"] = _torch_allocated_mib(report["device"])
         return report
 
@@ -245,8 +247,12 @@ def _torch_allocated_mib(device: str | None) -> int | None:
     return round(torch.cuda.memory_allocated() / (1024 * 1024))
 
 
-def _default_engine_factory(settings: EngineSettings, device: str):
-    if settings.test_faults:
+def _default_engine_factory(settings: EngineSettings, device: str) -> SlotEngine:
+    if settings.test_engine:  # tests only
+        from .fakes import FAKE_ENGINES
+
+        engine_class = FAKE_ENGINES[settings.test_engine]
+    elif settings.test_faults:
         from .faults import FaultyEngine as engine_class
     else:
         from .tts import TTSEngine as engine_class

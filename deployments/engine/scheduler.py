@@ -1,5 +1,5 @@
-"""Feeding the slot engine: requests are prepared off the generation thread, join a free row at
-the next tick, and wait in order when every row is busy.
+"""Feeding a slot engine (any `SlotEngine`, base.py): requests are prepared off the generation
+thread, join a free row at the next tick, and wait in order when every row is busy.
 
 Two kinds of threads: a small pool prepares requests (text, voice files, possibly a hub download:
 nothing of that may pause the model), and one generation thread owns the engine and ticks it for
@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .tts import InvalidRequest, SynthesisJob
+from .base import InvalidRequest, Job, SlotEngine
 from .hub import ModelUnavailableError
 from .model_manager import ModelManager
-from ..protocol import DEFAULT_SLOTS, FailureKind, SynthesisEvent, SynthesisFailed, SynthesisRequest
+from ..protocol import DEFAULT_SLOTS, FailureKind, RequestFailed, SynthesisRequest, TranscriptionRequest
 from .voices import VoiceError
 
 log = logging.getLogger(__name__)
@@ -28,29 +28,32 @@ PREPARE_THREADS = 2
 # How long the generation thread sleeps when every speaking row waits for words that a client
 # has not sent yet (it is woken at once when words or a request arrive).
 IDLE_WAIT_S = 0.05
+# After a generation failed (a bug, a device error): a pause, so that an error that repeats never
+# spins the thread.
+ERROR_PAUSE_S = 1.0
 
 
 @dataclass
 class Submission:
-    request: SynthesisRequest
-    sink: Callable[[SynthesisEvent], None]
+    request: SynthesisRequest | TranscriptionRequest
+    sink: Callable[[object], None]  # gets the engine kind's events (protocol.py)
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.monotonic)
-    job: SynthesisJob | None = None  # set once prepared
+    job: Job | None = None  # set once prepared
     prepared: threading.Event = field(default_factory=threading.Event)
 
 
-def failure_for(exc: Exception, request_id: str) -> SynthesisFailed:
+def failure_for(exc: Exception, request_id: str) -> RequestFailed:
     """What to tell the caller of a request that could not be prepared."""
     if isinstance(exc, InvalidRequest):
-        return SynthesisFailed(str(exc), kind=FailureKind.INVALID, param=exc.param)
+        return RequestFailed(str(exc), kind=FailureKind.INVALID, param=exc.param)
     if isinstance(exc, VoiceError):
-        return SynthesisFailed(str(exc), kind=FailureKind.INVALID, param="voice")
+        return RequestFailed(str(exc), kind=FailureKind.INVALID, param="voice")
     if isinstance(exc, ModelUnavailableError):
         log.warning("request %s: %s", request_id, exc.detail)  # str(exc) is the client's version
-        return SynthesisFailed(str(exc), kind=FailureKind.UNAVAILABLE)
+        return RequestFailed(str(exc), kind=FailureKind.UNAVAILABLE)
     log.error("preparing request %s failed", request_id, exc_info=exc)
-    return SynthesisFailed("the worker could not prepare this request (the details are in its log)")
+    return RequestFailed("the worker could not prepare this request (the details are in its log)")
 
 
 class SlotScheduler:
@@ -66,7 +69,7 @@ class SlotScheduler:
         self._closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="tts-prepare")
         self.busy_samples: collections.deque[int] = collections.deque(maxlen=100)
-        self.engine = None  # the engine while the generation thread holds it
+        self.engine: SlotEngine | None = None  # the engine while the generation thread holds it
         self._beat = time.monotonic()  # the generation thread's last sign of progress
         self._thread = threading.Thread(target=self._run, name="tts-generation", daemon=True)
         self._thread.start()
@@ -77,9 +80,9 @@ class SlotScheduler:
             self._submitted.append(submission)
             self._cond.notify_all()
 
-    def extend(self, submission: Submission, text: str | None, complete: bool = False) -> None:
-        """More words for a streamed request (`complete`: its last). Blocks until the request is
-        prepared; a refused text fails the request."""
+    def extend(self, submission: Submission, more, complete: bool = False) -> None:
+        """More input for a streamed request, words or audio (`complete`: its last). Blocks until
+        the request is prepared; a refused input fails the request."""
         while not submission.prepared.wait(0.5):
             if submission.cancelled.is_set():  # failed or gone before it was prepared
                 return
@@ -87,7 +90,7 @@ class SlotScheduler:
         if submission.job is None or engine is None or submission.cancelled.is_set():
             return
         try:
-            engine.extend(submission.job, text, complete)
+            engine.extend(submission.job, more, complete)
         except Exception as exc:
             submission.cancelled.set()  # frees its row at the next tick
             submission.sink(failure_for(exc, submission.request.request_id))
@@ -108,7 +111,7 @@ class SlotScheduler:
         """Model steps and requests admitted to a row so far, and the last busy-row counts (one
         sample per change)."""
         engine = self.engine or self.manager.engine
-        return {"steps": getattr(engine, "steps", 0), "admissions": getattr(engine, "admissions", 0),
+        return {"steps": engine.steps if engine else 0, "admissions": engine.admissions if engine else 0,
                 "recent_busy_slots": list(self.busy_samples)[-20:]}
 
     @property
@@ -131,7 +134,7 @@ class SlotScheduler:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- preparing (pool threads) ------------------------------------------------------------
-    def _prepare(self, engine, submission: Submission) -> None:
+    def _prepare(self, engine: SlotEngine, submission: Submission) -> None:
         try:
             submission.job = engine.prepare(submission.request, submission.sink, submission.cancelled.is_set)
         except Exception as exc:  # this request alone fails
@@ -144,7 +147,7 @@ class SlotScheduler:
                     self._ready.append(submission)
                 self._cond.notify_all()
 
-    def _dispatch(self, engine) -> None:
+    def _dispatch(self, engine: SlotEngine) -> None:
         with self._cond:
             while self._submitted:
                 submission = self._submitted.popleft()
@@ -153,7 +156,7 @@ class SlotScheduler:
                 self._preparing += 1
                 self._pool.submit(self._prepare, engine, submission)
 
-    def _admit(self, engine) -> None:
+    def _admit(self, engine: SlotEngine) -> None:
         with self._cond:
             while self._ready and engine.free_rows:
                 submission = self._ready.popleft()
@@ -176,12 +179,12 @@ class SlotScheduler:
                     self._serve_until_idle(engine)
             except ModelUnavailableError as exc:
                 # Everyone waiting would only hit the same failure: tell them now.
-                self._fail_waiting(SynthesisFailed(str(exc), kind=FailureKind.UNAVAILABLE))
+                self._fail_waiting(RequestFailed(str(exc), kind=FailureKind.UNAVAILABLE))
             except Exception:  # a bug or a CUDA error: the rows were failed, the queue goes on
                 log.exception("generation failed")
-                time.sleep(1.0)  # never spin on an error that repeats
+                time.sleep(ERROR_PAUSE_S)
 
-    def _fail_waiting(self, failure: SynthesisFailed) -> None:
+    def _fail_waiting(self, failure: RequestFailed) -> None:
         with self._cond:
             waiting = list(self._submitted) + list(self._ready)
             self._submitted.clear()
@@ -189,7 +192,7 @@ class SlotScheduler:
         for submission in waiting:
             submission.sink(failure)
 
-    def _serve_until_idle(self, engine) -> None:
+    def _serve_until_idle(self, engine: SlotEngine) -> None:
         self._beat = time.monotonic()
         self.engine = engine
         try:

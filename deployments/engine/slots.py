@@ -1,7 +1,7 @@
 """The model's persistent streaming state: B rows ("slots") that each speak their own request.
 
 `SlotBatch` owns moshi's `LMGen` and the Mimi decoder in `streaming` mode for the life of the
-loaded model (DESIGN §7). Rows are independent: each has its own offset, voice (cross-attention
+loaded model (ARCHITECTURE.md, "moshi's streaming API"). Rows are independent: each has its own offset, voice (cross-attention
 K/V), cfg conditioning and moshi text `State`; a row joins by being reset and written, and rows
 that are free or waiting for words are frozen by the exec mask. It knows nothing of requests:
 `deployments/engine/tts.py` decides which rows step and what their outputs mean.

@@ -7,6 +7,9 @@ thread). `admit(job)` puts a job in a free row of the persistent `SlotBatch`; fr
 frames and word timestamps as they are made. A job joins at the next tick, whatever the others are
 saying; rows still inside their 16-step audio delay get extra cheap text-only steps so that they
 start speaking after a few ticks (`CATCH_UP_STEPS`).
+
+Rows, admission and the order of a tick are the engine protocol's (`SlotEngine`, base.py); what
+moshi does in them is here.
 """
 
 from __future__ import annotations
@@ -17,19 +20,19 @@ import hashlib
 import logging
 import numbers
 import threading
-import unicodedata
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from . import loading
 from ..settings import EngineSettings
-from .slots import SlotBatch, Voice
-from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisEvent,
-                        SynthesisFailed, SynthesisRequest, Word, WordSpoken)
-from .text import normalize_breaks
+from .base import InvalidRequest, SlotEngine, SpeechJob, clean_text, starting_text
+from ..protocol import AudioChunk, SynthesisDone, SynthesisEvent, SynthesisFailed, SynthesisRequest
 from .voices import VoiceCatalog, VoiceError, validate_voice_embedding
+
+if TYPE_CHECKING:  # slots.py imports torch: the ingress imports this module without it
+    from .slots import SlotBatch, Voice
 
 log = logging.getLogger(__name__)
 
@@ -47,103 +50,35 @@ VOICE_EMBEDDINGS_CACHED = 256
 VOICE_KV_CACHED = 8
 
 
-class InvalidRequest(ValueError):
-    """The caller's request cannot be synthesized; the message is safe to show to them, and
-    `param` names the field at fault."""
-
-    def __init__(self, message: str, param: str = "text"):
-        super().__init__(message)
-        self.param = param
-
-
-def clean_text(text: object, max_chars: int) -> str:
-    if not isinstance(text, str):
-        raise InvalidRequest("text must be a string")
-    if "\x00" in text:
-        raise InvalidRequest("text must not contain NUL characters")
-    # Control characters (other than whitespace) carry nothing to say.
-    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text).strip()
-    if not text:
-        raise InvalidRequest("text must not be empty")
-    if len(text) > max_chars:
-        raise InvalidRequest(f"text is {len(text)} characters long; the limit is {max_chars}")
-    try:
-        return normalize_breaks(text)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
-
-
 def voice_from_embedding(values: object, shape: object) -> Voice:
     """A client-sent speaker embedding (WebSocket `Voice` message), validated."""
     import torch
+
+    from .slots import Voice
 
     array = validate_voice_embedding(values, shape)
     key = "embedding:" + hashlib.sha256(array.tobytes()).hexdigest()[:16]
     return Voice(key, torch.from_numpy(array))
 
 
-@dataclass
-class SynthesisJob:
-    """One request: its words, voice and conditioning, and (once admitted) its row's progress."""
+@dataclass(kw_only=True, eq=False)
+class SynthesisJob(SpeechJob):
+    """One request: its words, voice and conditioning, and (once admitted) its row's progress.
+    Words streamed in while it runs are moshi `Entry`s (`feed`); `input_complete` is False while
+    a streamed text may still grow."""
 
     request: SynthesisRequest
-    voice_name: str
+    sink: Callable[[SynthesisEvent], None]
     voice: Voice
     cfg_coef: float | None
     entries: list  # moshi `Entry`s known when prepared (later words go straight to `state`)
-    sink: Callable[[SynthesisEvent], None]
-    is_cancelled: Callable[[], bool] = lambda: False
-    text_complete: bool = True  # False while a streamed text may still grow
     text_chars: int = 0
     has_words: bool = False
     min_steps: int = 0          # a lower bound on the steps the text needs (for max_audio_s)
     max_steps: int = 0          # a runaway guard: no text needs more steps than this
-    # Words streamed in while the job runs (thread-safe through `_lock`).
-    _incoming: list = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    # Progress in its row.
-    row: int | None = None
     state: object = None        # moshi tts.State: the row's text state machine
-    steps: int = 0              # model steps this row executed
     frames_decoded: int = 0
-    frames_out: int = 0
-    words: list[Word] = field(default_factory=list)
     _words_seen: int = 0
-    _pending_word: tuple[str, float] | None = None
-    admitted_tick: int | None = None
-    first_audio_tick: int | None = None
-
-    @property
-    def seconds_out(self) -> float:
-        return self.frames_out * FRAME_SAMPLES / SAMPLE_RATE
-
-    def word_started(self, text: str, start_s: float) -> None:
-        self._close_pending_word(start_s)
-        self._pending_word = (text, start_s)
-
-    def _close_pending_word(self, end_s: float) -> None:
-        if self._pending_word is not None:
-            text, start_s = self._pending_word
-            word = Word(text, start_s, max(start_s, end_s))
-            self.words.append(word)
-            self.sink(WordSpoken(word))
-            self._pending_word = None
-
-    def finish(self) -> None:
-        self._close_pending_word(self.seconds_out)
-        self.sink(SynthesisDone(request_id=self.request.request_id, voice=self.voice_name,
-                                duration_s=round(self.seconds_out, 3), words=list(self.words)))
-
-    # ---- words streamed in (from any thread) -------------------------------------------------
-    def feed(self, entries: list, complete: bool = False) -> None:
-        with self._lock:
-            self._incoming.extend(entries)
-            self.text_complete = self.text_complete or complete
-
-    def take_incoming(self) -> tuple[list, bool]:
-        with self._lock:
-            incoming, self._incoming = self._incoming, []
-            return incoming, self.text_complete
 
 
 class _LRU(collections.OrderedDict):
@@ -161,13 +96,12 @@ class _LRU(collections.OrderedDict):
         return value
 
 
-class TTSEngine:
-    """One loaded model on one device. `prepare` may run on any thread; everything else runs on
-    the one generation thread that owns the engine."""
+class TTSEngine(SlotEngine):
+    """Kyutai's 1.6B TTS (`kyutai/tts-1.6b-en_fr`: voices are speaker embeddings, cfg a
+    conditioning input) on one device."""
 
     def __init__(self, settings: EngineSettings, device: str):
-        self.settings = settings
-        self.device = device
+        super().__init__(settings, device)
         if device == "cpu" and settings.cpu_threads:
             import torch
 
@@ -181,25 +115,16 @@ class TTSEngine:
         self._host_lock = threading.Lock()  # the two caches above, shared by preparing threads
         self._conditioning = _LRU(VOICE_KV_CACHED)
         self.slots: SlotBatch | None = None
-        self._jobs: dict[int, SynthesisJob] = {}
         self._synthesize_lock = threading.Lock()
-        # Counters, for status pages and tests: ticks, model steps, requests admitted to a row.
-        self.ticks = 0
-        self.steps = 0
-        self.admissions = 0
         # Page-locked host copies of the weights, kept across offloads (CUDA only).
         self._pinned: dict = {}
 
     # ---- placement -----------------------------------------------------------------------
-    def move_to(self, device: str) -> None:
-        """Moves the weights (LM and codec) to `device`; used to offload to host RAM and back.
-        The streaming state and cached K/V live on the old device: they are dropped (and CUDA
-        graphs with them), and rebuilt, warm, by the next `ensure_slots`."""
+    def _move_weights(self, device: str) -> None:
+        """Moves the LM and the codec. The cached K/V lives on the old device: dropped (the
+        slots, and CUDA graphs with them, were closed by `move_to`)."""
         import torch
 
-        if self._jobs:
-            raise RuntimeError("cannot move the model while rows are speaking")
-        self.close_slots()
         self._conditioning.clear()
         to_host = device == "cpu" and torch.cuda.is_available()
         for name, module in (("lm", self.tts.lm), ("mimi", self.tts.mimi)):
@@ -231,16 +156,17 @@ class TTSEngine:
             host.copy_(tensor.data, non_blocking=True)
             tensor.data = host
 
-    def ensure_slots(self, batch_size: int) -> None:
-        """Builds (and warms up) the streaming state with `batch_size` rows; a different size
-        is applied once no row is speaking."""
+    @property
+    def batch_size(self) -> int:
+        return 0 if self.slots is None else self.slots.batch_size
+
+    def _build_slots(self, rows: int) -> None:
         import torch
 
-        if self.slots is not None and (self.slots.batch_size == batch_size or self._jobs):
-            return
-        self.close_slots()
+        from .slots import SlotBatch
+
         with torch.no_grad(), self._compile_setting():
-            self.slots = SlotBatch(self.tts, batch_size, self._on_text)
+            self.slots = SlotBatch(self.tts, rows, self._on_text)
 
     def _compile_setting(self):
         """moshi compiles a few small functions with torch.compile unless told not to. On an H100
@@ -317,9 +243,7 @@ class TTSEngine:
                 is_cancelled: Callable[[], bool] = lambda: False) -> SynthesisJob:
         """Validates the request and builds its job. Raises InvalidRequest / VoiceError."""
         streamed = request.stream_text
-        # A streamed text may start empty: its words come later (`extend`).
-        empty_start = streamed and isinstance(request.text, str) and not request.text.strip()
-        text = "" if empty_start else clean_text(request.text, self.settings.max_text_chars)
+        text = starting_text(request, self.settings.max_text_chars)
         cfg_coef = self._cfg_coef(request)
         voice_name, voice = self._voice(request)
         entries = self.entries_for(text) if text else []
@@ -327,7 +251,7 @@ class TTSEngine:
             raise InvalidRequest("text has no words to speak")
         machine = self.tts.machine
         job = SynthesisJob(request=request, voice_name=voice_name, voice=voice, cfg_coef=cfg_coef,
-                           entries=entries, sink=sink, is_cancelled=is_cancelled, text_complete=not streamed,
+                           entries=entries, sink=sink, is_cancelled=is_cancelled, input_complete=not streamed,
                            text_chars=len(text), has_words=bool(entries),
                            max_steps=machine.initial_padding + self.tts.delay_steps + self.tts.final_padding
                            + SKIPPED_FRAMES + 8)
@@ -350,48 +274,23 @@ class TTSEngine:
         job.feed(entries, complete)
 
     # ---- the generation thread ---------------------------------------------------------------
-    @property
-    def busy_rows(self) -> int:
-        return len(self._jobs)
-
-    @property
-    def free_rows(self) -> int:
-        return 0 if self.slots is None else self.slots.batch_size - len(self._jobs)
-
     def _conditioning_for(self, job: SynthesisJob):
         return self._conditioning.get_or_make(
             (job.voice.key, job.cfg_coef),
             lambda: self.slots.conditioning(job.voice, job.cfg_coef))
 
-    def admit(self, job: SynthesisJob) -> bool:
-        """Puts the job in a free row (it speaks from the next tick); False when none is free."""
+    def _start_row(self, row: int, job: SynthesisJob) -> None:
         import torch
 
-        if self.slots is None or not self.free_rows:
-            return False
-        row = next(r for r in range(self.slots.batch_size) if r not in self._jobs)
         with torch.no_grad():
             cond_sum, kv = self._conditioning_for(job)
             self.slots.start_row(row, cond_sum, kv)
         job.state = self.tts.machine.new_state(job.entries)
-        job.row, job.admitted_tick = row, self.ticks
-        self._jobs[row] = job
-        self.admissions += 1
-        return True
 
-    def _release(self, job: SynthesisJob) -> None:
-        self._jobs.pop(job.row, None)
-
-    def fail_all(self, message: str) -> None:
-        """Tells every speaking job that generation failed, and frees their rows."""
-        for job in list(self._jobs.values()):
-            job.sink(SynthesisFailed(message))
-        self._jobs.clear()
-
-    def _can_step(self, job: SynthesisJob) -> bool:
+    def runnable(self, job: SynthesisJob) -> bool:
         """A row steps when its text is complete, or when moshi cannot need a word it lacks:
         it is still feeding a word's tokens or forced pauses, or has its look-ahead words queued."""
-        if job.text_complete:
+        if job.input_complete:
             return True
         state = job.state
         if state.queued or state.forced_padding > 0:
@@ -399,36 +298,23 @@ class TTSEngine:
         ahead = self.tts.machine.second_stream_ahead
         return sum(1 for entry in state.entries if entry.tokens) > ahead
 
-    def _take_words(self, job: SynthesisJob) -> None:
-        incoming, complete = job.take_incoming()
+    def _accept_input(self, job: SynthesisJob, incoming: list) -> None:
         job.state.entries.extend(incoming)
-        job.text_complete = complete
 
-    def tick(self) -> bool:
-        """Advances every row that can speak by one step (plus catch-up steps for newcomers).
-        Returns False when no row could step (all free, or waiting for words)."""
+    def _advance(self, rows: list[int]) -> None:
+        """One step of every runnable row, plus catch-up steps for newcomers."""
         import torch
 
-        for job in list(self._jobs.values()):
-            if job.is_cancelled():
-                self._release(job)
-            elif job.request.stream_text:
-                self._take_words(job)
-        ready = [row for row, job in self._jobs.items() if self._can_step(job)]
-        if not ready:
-            return False
-        self.ticks += 1
         delay = self.slots.audio_delay_steps
         with torch.no_grad(), self._compile_setting():
-            catching_up = [row for row in ready if self._jobs[row].steps < delay]
-            self._step(ready, text_only=len(catching_up) == len(ready))
+            catching_up = [row for row in rows if self._jobs[row].steps < delay]
+            self._step(rows, text_only=len(catching_up) == len(rows))
             for _ in range(CATCH_UP_STEPS):
                 catching_up = [row for row in catching_up
-                               if row in self._jobs and self._jobs[row].steps < delay and self._can_step(self._jobs[row])]
+                               if row in self._jobs and self._jobs[row].steps < delay and self.runnable(self._jobs[row])]
                 if not catching_up:
                     break
                 self._step(catching_up, text_only=True)
-        return True
 
     def _on_text(self, rows: list[int], tokens: list[int]) -> list[int]:
         """The sampled text tokens of `rows` go through each row's state machine."""
@@ -444,9 +330,7 @@ class TTSEngine:
 
     def _step(self, rows: list[int], text_only: bool) -> None:
         frame = self.slots.step(rows, text_only)
-        self.steps += 1
-        for row in rows:
-            self._jobs[row].steps += 1
+        self._count_step(rows)
         if text_only:
             return
         speaking = [row for row in rows if self._jobs[row].steps > self.slots.first_audio_step]
@@ -460,10 +344,7 @@ class TTSEngine:
         job.frames_decoded += 1
         end_step = job.state.end_step
         if job.frames_decoded > SKIPPED_FRAMES and (end_step is None or job.frames_out < end_step):
-            job.frames_out += 1
-            if job.first_audio_tick is None:
-                job.first_audio_tick = self.ticks
-            job.sink(AudioChunk(pcm.copy()))
+            job.speak(pcm, self.ticks)
         if (end_step is not None and job.frames_out >= end_step) or job.steps >= job.max_steps:
             if end_step is None:
                 log.warning("request %s stopped at its step limit (%d)", job.request.request_id, job.max_steps)
@@ -512,6 +393,8 @@ def _empty_pinned_like(tensor):
 
 def _load_voice(path) -> Voice:
     from safetensors.torch import load_file
+
+    from .slots import Voice
 
     embedding = load_file(str(path), device="cpu")["speaker_wavs"].float()
     if embedding.dim() != 3:

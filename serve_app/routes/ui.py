@@ -49,8 +49,9 @@ def _version() -> str:
 @router.get("/api/info", summary="Which model is served, and whether it is a random-weight test model")
 async def info(ctx: IngressContext = Depends(get_ctx)) -> dict:
     settings = ctx.settings
-    test_model = bool(settings.build_test_checkpoint) or bool(
+    engine = settings.test_engine  # a scripted fake runs instead of the model (tests only)
+    test_model = bool(engine) or bool(settings.build_test_checkpoint) or bool(
         settings.model_path and _checkpoint_is_test_model(settings.model_path))
-    return {"model": settings.model_name(), "test_model": test_model,
+    return {"model": settings.model_name(), "test_model": test_model, "engine": engine,
             "version": _version(), "default_voice": settings.default_voice,
             "default_cfg_coef": settings.default_cfg_coef, "max_text_chars": settings.max_text_chars}

@@ -160,6 +160,8 @@ async function loadInfo() {
   } catch {
     return; // the page works without it
   }
+  if (info.engine) ui.note.dataset.i18n = "fakeEngineNote"; // a scripted fake, not even a random model
+  ui.note.textContent = t(ui.note.dataset.i18n);
   ui.note.hidden = !info.test_model;
   ui.model.textContent = info.model;
   ui.version.textContent = info.version;

@@ -112,3 +112,15 @@ def test_the_rayservice_image_runs_the_ray_version_the_project_pins():
     pinned = next(line for line in (REPO / "pyproject.toml").read_text().splitlines() if "ray[serve]==" in line)
     version = pinned.split("==")[1].split('"')[0]
     assert rayservice()["spec"]["rayClusterConfig"]["rayVersion"] == version
+
+
+# Settings that make a worker something other than the real model: tests and the demo only.
+TEST_ONLY_SETTINGS = ("test_engine", "test_faults", "build_test_checkpoint", "model_path")
+
+
+@pytest.mark.parametrize("loader", [lambda: read_config(SERVE_CONFIG), embedded_config],
+                         ids=["serve_config", "rayservice"])
+def test_production_configs_never_select_a_fake_engine_or_a_test_model(loader):
+    for app in loader()["applications"]:
+        staged = [name for name in TEST_ONLY_SETTINGS if app.get("args", {}).get(name)]
+        assert not staged, f"{app['name']} sets {staged}"

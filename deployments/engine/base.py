@@ -1,0 +1,342 @@
+"""What every engine is, whatever goes in and comes out: the protocol the scheduler and the model
+manager are written against (scheduler.py, model_manager.py know no other engine type).
+
+An engine is one loaded model on one device, run as a slot machine: requests share one streaming
+batch, one row each, and every `tick()` gives each row that can run one model step (80 ms of
+audio, made or heard). Its life, in order:
+
+- load: the constructor, `Engine(settings, device)` (seconds; on the manager's thread);
+- warm-up: `ensure_slots(n)` builds n rows and runs every kind of step on them before any request
+  (CUDA graphs are captured there); `close_slots()` drops them;
+- requests: `prepare` and `extend` (more input while it runs) on any thread, then `admit` and
+  `tick` on the one generation thread that owns the engine;
+- `move_to(device)` offloads the weights to host RAM and brings them back (the slots go with the
+  old placement: `ensure_slots` again); `fail_all`, `close` when something broke or it goes away.
+
+Each row has a runnable flag (`runnable(job)`): a row waiting for words, audio or its client is
+frozen and costs no step; a tick in which no row can run is not a tick.
+
+Two kinds of jobs, one per direction: `SpeechJob` (text in, audio out: SynthesisRequest ->
+AudioChunk, WordSpoken, SynthesisDone) and `TranscriptionJob` (audio in, text out:
+TranscriptionRequest -> WordHeard, TranscriptionDone). Both fail with `RequestFailed`.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import numpy as np
+
+from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, RequestFailed, SynthesisDone,
+                        TranscriptionDone, Word, WordHeard, WordSpoken)
+from ..settings import EngineSettings
+from .text import normalize_breaks
+
+
+class InvalidRequest(ValueError):
+    """The caller's request cannot be served; the message is safe to show to them, and `param`
+    names the field at fault."""
+
+    def __init__(self, message: str, param: str = "text"):
+        super().__init__(message)
+        self.param = param
+
+
+def clean_text(text: object, max_chars: int) -> str:
+    """A text to speak, validated (InvalidRequest) and with its <break> tags normalized."""
+    if not isinstance(text, str):
+        raise InvalidRequest("text must be a string")
+    if "\x00" in text:
+        raise InvalidRequest("text must not contain NUL characters")
+    # Control characters (other than whitespace) carry nothing to say.
+    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in text).strip()
+    if not text:
+        raise InvalidRequest("text must not be empty")
+    if len(text) > max_chars:
+        raise InvalidRequest(f"text is {len(text)} characters long; the limit is {max_chars}")
+    try:
+        return normalize_breaks(text)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def starting_text(request, max_chars: int) -> str:
+    """A request's text, validated; a streamed one may start empty (its words come by `extend`)."""
+    if request.stream_text and isinstance(request.text, str) and not request.text.strip():
+        return ""
+    return clean_text(request.text, max_chars)
+
+
+def clean_audio(audio: object) -> np.ndarray:
+    """Audio to transcribe, validated: mono float PCM (one dimension), finite samples."""
+    try:
+        pcm = np.asarray(audio, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidRequest("audio must be float PCM samples", param="audio") from None
+    if pcm.ndim != 1:
+        raise InvalidRequest("audio must be mono: one dimension of samples", param="audio")
+    if not np.isfinite(pcm).all():
+        raise InvalidRequest("audio must not hold NaN or infinite samples", param="audio")
+    return pcm
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+@dataclass(kw_only=True, eq=False)
+class Job:
+    """One request inside an engine: built by `prepare`, then (once admitted) one row's progress.
+    Its input may keep coming while it runs (`feed`, any thread); the row takes it at a tick."""
+
+    request: object
+    sink: Callable[[object], None]
+    is_cancelled: Callable[[], bool] = lambda: False
+    # False while the client may still send input; the row's view, updated at each tick (so a
+    # row never sees "complete" before it has the last input).
+    input_complete: bool = True
+    row: int | None = None
+    steps: int = 0              # model steps this row executed
+    admitted_tick: int | None = None
+    _incoming: list = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self._input_ended = self.input_complete  # the client's side of `input_complete`
+
+    def feed(self, items: list, complete: bool = False) -> None:
+        with self._lock:
+            self._incoming.extend(items)
+            self._input_ended = self._input_ended or complete
+
+    def take_incoming(self) -> tuple[list, bool]:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+            return incoming, self._input_ended
+
+
+@dataclass(kw_only=True, eq=False)
+class _WordsOut(Job):
+    """A job that reports words with times: a word is sent once the next one starts (or the job
+    ends), when its end is known."""
+
+    word_event: ClassVar[type]  # WordSpoken or WordHeard
+    words: list[Word] = field(default_factory=list)
+    _pending_word: tuple[str, float] | None = None
+
+    def word_started(self, text: str, start_s: float) -> None:
+        self._close_pending_word(start_s)
+        self._pending_word = (text, start_s)
+
+    def _close_pending_word(self, end_s: float) -> None:
+        if self._pending_word is not None:
+            text, start_s = self._pending_word
+            word = Word(text, start_s, max(start_s, end_s))
+            self.words.append(word)
+            self.sink(self.word_event(word))
+            self._pending_word = None
+
+
+@dataclass(kw_only=True, eq=False)
+class SpeechJob(_WordsOut):
+    """Text in, audio out: the frames sent so far and the words spoken in them."""
+
+    word_event = WordSpoken
+    voice_name: str
+    frames_out: int = 0
+    first_audio_tick: int | None = None
+
+    @property
+    def seconds_out(self) -> float:
+        return self.frames_out * FRAME_SAMPLES / SAMPLE_RATE
+
+    def speak(self, pcm: np.ndarray, tick: int) -> None:
+        """Sends one frame of audio, made at engine tick `tick`."""
+        self.frames_out += 1
+        if self.first_audio_tick is None:
+            self.first_audio_tick = tick
+        self.sink(AudioChunk(pcm.copy()))
+
+    def finish(self) -> None:
+        self._close_pending_word(self.seconds_out)
+        self.sink(SynthesisDone(request_id=self.request.request_id, voice=self.voice_name,
+                                duration_s=round(self.seconds_out, 3), words=list(self.words)))
+
+
+@dataclass(kw_only=True, eq=False)
+class TranscriptionJob(_WordsOut):
+    """Audio in, text out: audio waits here until a step consumes it, one 80 ms frame at a time."""
+
+    word_event = WordHeard
+    frames_in: int = 0          # frames the row has consumed
+    _audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def seconds_in(self) -> float:
+        return self.frames_in * FRAME_SAMPLES / SAMPLE_RATE
+
+    def add_audio(self, pcm: np.ndarray) -> None:
+        """Audio for the row, validated (`clean_audio`): by `prepare`, then by the generation
+        thread (other threads `feed` it)."""
+        self._audio = np.concatenate([self._audio, pcm])
+
+    def has_frame(self) -> bool:
+        """A whole frame is waiting, or the input has ended with a part of one."""
+        return len(self._audio) >= FRAME_SAMPLES or (self.input_complete and len(self._audio) > 0)
+
+    def next_frame(self) -> np.ndarray | None:
+        """The next frame to consume (the last one padded with silence), or None."""
+        if not self.has_frame():
+            return None
+        frame, self._audio = self._audio[:FRAME_SAMPLES], self._audio[FRAME_SAMPLES:]
+        self.frames_in += 1
+        return np.pad(frame, (0, FRAME_SAMPLES - len(frame)))
+
+    def finish(self) -> None:
+        self._close_pending_word(self.seconds_in)
+        self.sink(TranscriptionDone(request_id=self.request.request_id, duration_s=round(self.seconds_in, 3),
+                                    words=list(self.words)))
+
+
+# ---- engines ------------------------------------------------------------------------------------
+class SlotEngine(abc.ABC):
+    """One loaded model on one device, its rows and their jobs. `prepare` and `extend` may run on
+    any thread; everything else runs on the one generation thread that owns the engine."""
+
+    def __init__(self, settings: EngineSettings, device: str):
+        self.settings = settings
+        self.device = device
+        self._jobs: dict[int, Job] = {}  # row -> its job
+        # Counters, for status pages and tests: ticks that stepped, model steps, requests admitted.
+        self.ticks = 0
+        self.steps = 0
+        self.admissions = 0
+
+    # ---- slots -------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def batch_size(self) -> int:
+        """Rows built now; 0 before `ensure_slots`, after `close_slots` or a move."""
+
+    def ensure_slots(self, rows: int) -> None:
+        """Builds (and warms up) `rows` rows; a different size is applied once no row is busy."""
+        if self.batch_size and (self.batch_size == rows or self._jobs):
+            return
+        self.close_slots()
+        self._build_slots(rows)
+
+    @abc.abstractmethod
+    def _build_slots(self, rows: int) -> None:
+        """Builds the streaming state of `rows` rows and warms it up."""
+
+    @abc.abstractmethod
+    def close_slots(self) -> None:
+        """Drops the rows' streaming state (`ensure_slots` rebuilds it)."""
+
+    @property
+    def busy_rows(self) -> int:
+        return len(self._jobs)
+
+    @property
+    def free_rows(self) -> int:
+        return max(0, self.batch_size - len(self._jobs))
+
+    # ---- placement and end -------------------------------------------------------------------
+    def move_to(self, device: str) -> None:
+        """Moves the weights to `device` (host RAM to offload, and back). The rows' state lives
+        on the old device: it is dropped, and rebuilt by the next `ensure_slots`."""
+        if self._jobs:
+            raise RuntimeError("cannot move the model while rows are busy")
+        self.close_slots()
+        self._move_weights(device)
+
+    @abc.abstractmethod
+    def _move_weights(self, device: str) -> None:
+        """Moves the weights (the slots are already closed)."""
+
+    def fail_all(self, message: str) -> None:
+        """Tells every admitted job that generation failed, and frees their rows."""
+        for job in list(self._jobs.values()):
+            job.sink(RequestFailed(message))
+        self._jobs.clear()
+
+    def close(self) -> None:
+        """Fails what still runs and drops the slots; the weights go with the engine."""
+        self.fail_all("the engine was closed; retry the request")
+        self.close_slots()
+
+    def health(self) -> str | None:
+        """What the engine knows to be wrong with itself, for the worker's health check; None
+        when nothing. (A generation thread that stopped making progress is the scheduler's
+        business: `SlotScheduler.stalled_s`.)"""
+        return None
+
+    # ---- requests (any thread) ---------------------------------------------------------------
+    @abc.abstractmethod
+    def prepare(self, request, sink: Callable[[object], None],
+                is_cancelled: Callable[[], bool] = lambda: False) -> Job:
+        """Validates the request and builds its job, doing everything that may touch the disk or
+        the network here, off the generation thread. Raises InvalidRequest (or VoiceError)."""
+
+    @abc.abstractmethod
+    def extend(self, job: Job, more, complete: bool = False) -> None:
+        """More input for a running job (words, audio); `complete`: the last of it."""
+
+    # ---- the generation thread ---------------------------------------------------------------
+    def admit(self, job: Job) -> bool:
+        """Puts the job in a free row (it runs from the next tick); False when none is free."""
+        if not self.free_rows:
+            return False
+        row = next(r for r in range(self.batch_size) if r not in self._jobs)
+        self._start_row(row, job)
+        job.row, job.admitted_tick = row, self.ticks
+        self._jobs[row] = job
+        self.admissions += 1
+        return True
+
+    @abc.abstractmethod
+    def _start_row(self, row: int, job: Job) -> None:
+        """Resets `row` for `job` (its conditioning written in place)."""
+
+    @abc.abstractmethod
+    def runnable(self, job: Job) -> bool:
+        """Whether the job's row can take a step now; False while it waits for input."""
+
+    def tick(self) -> bool:
+        """Frees cancelled rows, hands each row its new input, and advances the runnable rows.
+        Returns False when no row could run (all free, or waiting)."""
+        for job in list(self._jobs.values()):
+            if job.is_cancelled():
+                self._release(job)
+                continue
+            incoming, job.input_complete = job.take_incoming()
+            if incoming:
+                self._accept_input(job, incoming)
+        ready = [row for row, job in self._jobs.items() if self.runnable(job)]
+        if not ready:
+            return False
+        self.ticks += 1
+        self._advance(ready)
+        return True
+
+    @abc.abstractmethod
+    def _accept_input(self, job: Job, incoming: list) -> None:
+        """Gives a row the input `extend` queued for it since the last tick."""
+
+    @abc.abstractmethod
+    def _advance(self, rows: list[int]) -> None:
+        """One tick of the runnable `rows`: their model step(s) (each counted by `_count_step`),
+        the events it makes, and `_release` + `finish` of the jobs that end."""
+
+    def _count_step(self, rows: list[int]) -> None:
+        self.steps += 1
+        for row in rows:
+            self._jobs[row].steps += 1
+
+    def _release(self, job: Job) -> None:
+        self._jobs.pop(job.row, None)
+
+
+# How the model manager builds an engine: load it, on `device`.
+EngineFactory = Callable[[EngineSettings, str], SlotEngine]

@@ -1,0 +1,68 @@
+"""One row per Kyutai model this service serves or is about to: what kind of engine it needs and
+the facts that engine must respect, so that a new model is a new row and a new engine, not a
+branch in an existing one. Today only `kyutai/tts-1.6b-en_fr` is served (deployments/engine/tts.py);
+the other rows hold what the next engines must honour. Nothing switches on a row yet but a lookup
+by repo (`spec_for`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ..protocol import CFG_COEFS, FRAME_RATE, SAMPLE_RATE
+
+
+class ModelKind(str, enum.Enum):
+    # Text in, audio out; a voice is a speaker embedding (`kyutai/tts-voices` files made for the
+    # model), cfg a conditioning input of a CFG-distilled model.
+    TTS_EMBEDDING_VOICES = "tts-embedding-voices"
+    # Text in, audio out; a voice is an audio prompt the model continues, cfg is real
+    # classifier-free guidance (a null-conditioned pass next to each row's).
+    TTS_AUDIO_PROMPT = "tts-audio-prompt"
+    # Audio in, text out: one text token per row per 80 ms frame, lagging the audio by a delay.
+    STT = "stt"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    repo: str
+    kind: ModelKind
+    sample_rate: int = SAMPLE_RATE  # Mimi's, audio in or out
+    frame_rate: float = FRAME_RATE  # model steps per second of audio
+    # The cfg coefficients a CFG-distilled model takes as a conditioning input; None: none (no
+    # cfg, or `real_cfg`).
+    cfg_coefs: tuple[float, ...] | None = None
+    real_cfg: bool = False
+    # Audio codebooks generated per frame (TTS): the default, and the values the model accepts.
+    n_q_default: int | None = None
+    n_q_allowed: tuple[int, ...] | None = None
+    voice_id: str | None = None     # the form of a voice id, in words; None: no voices
+    delay_s: float | None = None    # STT: how far the text lags the audio
+    languages: tuple[str, ...] = ("en",)
+    served: bool = False            # an engine for it exists
+
+
+MODELS: dict[str, ModelSpec] = {spec.repo: spec for spec in (
+    ModelSpec(
+        "kyutai/tts-1.6b-en_fr", ModelKind.TTS_EMBEDDING_VOICES, cfg_coefs=CFG_COEFS,
+        # 24 of its 32: what Kyutai's own server generates (EngineSettings.n_q's default).
+        n_q_default=24, n_q_allowed=tuple(range(1, 33)),
+        voice_id="a path in kyutai/tts-voices (expresso/ex03-ex01_happy_001_channel1_334s.wav); the engine "
+                 "loads its speaker embedding, the path + '.<sig>@<epoch>.safetensors' of the checkpoint's model_id",
+        languages=("en", "fr"), served=True),
+    ModelSpec(
+        # moshi's PUBLIC_DATA_DSM_TTS_REPO: trained on public data only, English; no speaker
+        # embeddings and no cfg conditioner (moshi's TTSModel then uses no voice suffix, and
+        # applies cfg_coef as real CFG).
+        "kyutai/tts-0.75b-en-public", ModelKind.TTS_AUDIO_PROMPT, real_cfg=True,
+        n_q_default=16, n_q_allowed=(16,),
+        voice_id="an audio file in kyutai/tts-voices (a .wav path, no suffix): its audio is the prompt"),
+    ModelSpec("kyutai/stt-1b-en_fr", ModelKind.STT, delay_s=0.5, languages=("en", "fr")),
+    ModelSpec("kyutai/stt-2.6b-en", ModelKind.STT, delay_s=2.5),
+)}
+
+
+def spec_for(repo: str) -> ModelSpec | None:
+    """The row of a hub repo; None for a repo not listed (a local checkpoint, another model)."""
+    return MODELS.get(repo)
