@@ -11,19 +11,25 @@ import logging
 import os
 import socket
 import threading
+import time
+import uuid
 from typing import AsyncIterator
 
 from ray import serve
 
-from .metrics import RequestTimer, WorkerMetrics
 from ..engine.model_manager import ModelManager
-from .registry import RegistryReporter
 from ..engine.scheduler import SlotScheduler, Submission
-from ..settings import EngineSettings
 from ..protocol import DEFAULT_SLOTS, AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from ..settings import EngineSettings
+from .gpu_info import gpu_facts
+from .metrics import RequestTimer, WorkerMetrics
+from .registry import RegistryReporter
 from .text_inbox import TextInbox
 
 log = logging.getLogger(__name__)
+# Serve's logger: its lines land in the replica's log file, tagged with Serve's request fields;
+# one line per request, naming the id the ingress gave it (serve_app/request_ids.py).
+request_log = logging.getLogger("ray.serve")
 
 # After the first audio, events are sent on at most this often: each yield is a Ray object, and one
 # per 80 ms frame cost ~0.6 s per request on a 2-core machine (benchmarks/serve_overhead.py).
@@ -83,7 +89,8 @@ class TTSWorker:
         self.node = socket.gethostname()
         # Ray's node id: two nodes of one host (or two pods of one machine) share a hostname.
         self.node_id = _node_id()
-        self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index)
+        self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index,
+                                    gpu_facts=gpu_facts)
         self.metrics = WorkerMetrics()
         self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"],
                                        on_tick=self.metrics.tick_seconds.observe)
@@ -105,23 +112,25 @@ class TTSWorker:
     def served_by(self) -> dict:
         return {"gpu": self.gpu_index, "replica": self.replica, "node": self.node, "node_id": self.node_id}
 
-    async def synthesize_stream(self, request: dict) -> AsyncIterator[list]:
+    async def synthesize_stream(self, request: SynthesisRequest | dict) -> AsyncIterator[list]:
         """Yields lists of events (AudioChunk, WordSpoken, then SynthesisDone or SynthesisFailed)
         as the model produces them. Closing the stream cancels the request. With `stream_text`,
         the first event is a TextFeedOpened: the rest of the text comes through this replica's
         inbox while the request speaks."""
+        if isinstance(request, dict):  # for one release: during a rolling upgrade, old ingresses send dicts
+            request = SynthesisRequest(**request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        submission = Submission(SynthesisRequest(**request),
-                                sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        submission = Submission(request, sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
         timer = RequestTimer(self.metrics)
         outcome = "cancelled"
-        session = submission.request.request_id
+        # The inbox's key for this stream: unique, whatever id the client gave its request.
+        session = uuid.uuid4().hex
         words = None
         self.scheduler.submit(submission)
         try:
             if submission.request.stream_text:
-                words = asyncio.create_task(self._take_words(submission))
+                words = asyncio.create_task(self._take_words(submission, session))
                 yield [TextFeedOpened(inbox=self.inbox, session=session)]
             while True:
                 events = await self._next_events(queue, first=timer.first_audio_at is None)
@@ -145,10 +154,11 @@ class TTSWorker:
                 self.inbox.close.remote(session)
             if outcome == "cancelled":
                 timer.finished(outcome)
+            request_log.info("request %s: %s after %.2f s", request.request_id, outcome,
+                             time.perf_counter() - timer.started)
 
-    async def _take_words(self, submission: Submission) -> None:
+    async def _take_words(self, submission: Submission, session: str) -> None:
         """Moves a streamed request's words from the inbox into its job, until its last."""
-        session = submission.request.request_id
         while not submission.cancelled.is_set():
             for text, end in await self.inbox.take.remote(session):
                 await asyncio.to_thread(self.scheduler.extend, submission, text, end)
@@ -205,6 +215,10 @@ class TTSWorker:
         clean error from the ingress)."""
         if not self.scheduler.alive:
             raise RuntimeError("the generation thread died")
+        engine = self.manager.engine
+        problem = engine.health() if engine is not None else None
+        if problem:
+            raise RuntimeError(problem)
         stalled = self.scheduler.stalled_s()
         if stalled > self.settings.generation_stall_s:
             raise RuntimeError(f"the generation thread has made no progress for {stalled:.0f} s with work pending")

@@ -29,10 +29,10 @@ from fastapi import APIRouter, Depends
 from .. import audio
 from ..protocols.openai import MODEL_ALIASES, SpeechRequest, model_entry, usage
 from ..service import openai_voices
-from ..service.speech import voice_header
+from ..service.speech import synthesis_request, voice_header
 from ..context import IngressContext, get_ctx
-from ..service.streaming import (SSE_MEDIA_TYPE, STREAM_HEADERS, ClosingStreamingResponse, encoded_audio,
-                                 open_speech, sse_speech)
+from ..protocols.sse import SSE_MEDIA_TYPE
+from ..service.streaming import STREAM_HEADERS, ClosingStreamingResponse, encoded_audio, open_speech, sse_speech
 
 router = APIRouter(tags=["openai"])
 
@@ -40,17 +40,15 @@ router = APIRouter(tags=["openai"])
              responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()}, SSE_MEDIA_TYPE: {}},
                               "description": "The audio as it is generated, or SSE events (stream_format sse)."}})
 async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_ctx)):
-    text = ctx.check_text(body.input, param="input")
-    voice = (openai_voices.resolve_voice(ctx, body.voice_name) if body.voice_name is not None
-             else ctx.settings.default_voice)
-    stream = await open_speech(ctx, {"text": text, "voice": voice, "cfg_coef": None})
-    headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(voice)}
+    request = synthesis_request(ctx, body.input, body.voice_name, text_param="input", openai_names=True)
+    stream = await open_speech(ctx, request)
+    headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(request.voice)}
     if body.instructions:
         headers["X-TTS-Instructions"] = "ignored"
     if body.stream_format == "sse":
         events = sse_speech(stream, body.response_format, body.speed, audio_type="speech.audio.delta",
-                            word_type=None,
-                            done=lambda _, __, frames: {"type": "speech.audio.done", "usage": usage(text, frames)})
+                            word_type=None, done=lambda _, __, frames: {"type": "speech.audio.done",
+                                                                        "usage": usage(request.text, frames)})
         return ClosingStreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
     return ClosingStreamingResponse(encoded_audio(stream, body.response_format, body.speed),
                                     media_type=audio.FORMATS[body.response_format].media_type, headers=headers)

@@ -16,7 +16,7 @@ from ..service import speech, streaming
 from ..context import IngressContext, get_ctx
 from ..errors import APIError
 from ..protocols.rest import TTSRequest
-from ..service.streaming import SSE_MEDIA_TYPE
+from ..protocols.sse import SSE_MEDIA_TYPE
 from ..audio.tempo import Tempo
 
 router = APIRouter(tags=["tts"])
@@ -82,9 +82,9 @@ def _stretched(result: speech.Speech, speed: float) -> speech.Speech:
 
 
 async def _streamed(body: TTSRequest, ctx: IngressContext):
-    request = speech.worker_request(ctx, body.text, body.voice, body.cfg_coef)
+    request = speech.synthesis_request(ctx, body.text, body.voice, body.cfg_coef)
     stream = await streaming.open_speech(ctx, request)
-    headers = {**streaming.STREAM_HEADERS, "X-TTS-Voice": speech.voice_header(request["voice"])}
+    headers = {**streaming.STREAM_HEADERS, "X-TTS-Voice": speech.voice_header(request.voice)}
     if not (body.timestamps or body.captions):
         return streaming.ClosingStreamingResponse(streaming.encoded_audio(stream, body.format, body.speed),
                                                   media_type=audio.FORMATS[body.format].media_type, headers=headers)

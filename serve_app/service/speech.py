@@ -6,13 +6,14 @@ import urllib.parse
 from dataclasses import dataclass
 
 import numpy as np
-from ray.serve.exceptions import BackPressureError
 
-from deployments.protocol import FailureKind, SynthesisDone
+from deployments.protocol import VOICE_EMBEDDING_SHAPE, FailureKind, SynthesisDone, SynthesisRequest
 
 from .. import audio
 from ..context import IngressContext
 from ..errors import APIError
+from ..request_ids import current_request_id
+from . import openai_voices
 from .worker_client import WorkerError
 
 RETRY_AFTER_S = "5"
@@ -35,11 +36,9 @@ def api_error_for(exc: WorkerError) -> APIError:
         return APIError(503, exc.message, code="worker_timeout", headers={"Retry-After": "30"})
     if exc.kind == FailureKind.CRASHED:
         return APIError(503, exc.message, code="worker_failed", headers={"Retry-After": RETRY_AFTER_S})
+    if exc.kind == FailureKind.OVERLOADED:
+        return APIError(503, exc.message, code="overloaded", headers={"Retry-After": RETRY_AFTER_S})
     return APIError(500, exc.message, code="generation_failed")
-
-
-OVERLOADED = APIError(503, "all TTS workers are busy and their queues are full; retry shortly",
-                      code="overloaded", headers={"Retry-After": RETRY_AFTER_S})
 
 
 @dataclass
@@ -57,20 +56,32 @@ class Speech:
                 "X-TTS-Duration": f"{self.done.duration_s:.3f}", "X-TTS-Voice": voice_header(self.done.voice)}
 
 
-def worker_request(ctx: IngressContext, text: str, voice: str | None, cfg_coef: float | None) -> dict:
-    return {"text": ctx.check_text(text), "voice": ctx.check_voice(voice), "cfg_coef": cfg_coef}
+def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, cfg_coef: float | None = None,
+                      *, text_param: str = "text", openai_names: bool = False, stream_text: bool = False,
+                      voice_embedding: list | None = None) -> SynthesisRequest:
+    """The worker request of every route, made here only: text then voice checked as the routes
+    answer them (APIError 422 naming `text_param`, 400 for the voice; None is the default voice).
+    `openai_names` also accepts OpenAI's voice names (the openai_voices setting); `stream_text`
+    marks text that keeps coming while it speaks (the WebSocket); a client's speaker embedding
+    (already validated) replaces the named voice. cfg_coef is the worker's to check."""
+    text = ctx.check_text(text, param=text_param)
+    voice_id = (openai_voices.resolve_voice(ctx, voice) if openai_names and voice is not None
+                else ctx.check_voice(voice))
+    # The HTTP request's id (serve_app/request_ids.py) names it in the worker's log too.
+    ids = {"request_id": current_request_id()} if current_request_id() else {}
+    return SynthesisRequest(text=text, voice=voice_id, cfg_coef=cfg_coef, stream_text=stream_text,
+                            voice_embedding=voice_embedding,
+                            voice_shape=None if voice_embedding is None else list(VOICE_EMBEDDING_SHAPE), **ids)
 
 
 async def synthesize(ctx: IngressContext, text: str, voice: str | None = None,
                      cfg_coef: float | None = None) -> Speech:
     """Whole-clip synthesis; raises APIError with the right status for every failure."""
-    request = worker_request(ctx, text, voice, cfg_coef)
+    request = synthesis_request(ctx, text, voice, cfg_coef)
     try:
         pcm, done = await ctx.workers.synthesize(request)
     except WorkerError as exc:
         raise api_error_for(exc) from None
-    except BackPressureError:
-        raise OVERLOADED from None
     return Speech(pcm, done)
 
 

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from typing import AsyncIterator, Callable
 
 import numpy as np
-from ray.serve.exceptions import BackPressureError
 from starlette.responses import StreamingResponse
 
-from deployments.protocol import FRAME_SAMPLES, AudioChunk, SynthesisDone, WordSpoken
+from deployments.protocol import FRAME_SAMPLES, AudioChunk, SynthesisDone, SynthesisRequest, WordSpoken
 
 from .. import audio
 from ..context import IngressContext
-from ..errors import APIError, error_body
-from .speech import OVERLOADED, api_error_for
+from ..errors import APIError
+from ..protocols.sse import error_event, sse
+from .speech import api_error_for
 from ..audio.tempo import Tempo
 from .worker_client import WorkerError
 
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 
 # Headers for every streamed response: no buffering by proxies (nginx honours X-Accel-Buffering).
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_MEDIA_TYPE = "text/event-stream"
 
 
 class SpeechStream:
@@ -59,16 +57,14 @@ class SpeechStream:
         await self._batches.aclose()
 
 
-async def open_speech(ctx: IngressContext, request: dict) -> SpeechStream:
-    """Submits a validated worker request and waits for its first event; raises APIError with the
-    right status for every refusal."""
+async def open_speech(ctx: IngressContext, request: SynthesisRequest) -> SpeechStream:
+    """Submits a validated worker request (`speech.synthesis_request`) and waits for its first
+    event; raises APIError with the right status for every refusal."""
     batches = ctx.workers.stream_batches(request)
     try:
         first = await batches.__anext__()
     except WorkerError as exc:
         raise api_error_for(exc) from None
-    except BackPressureError:
-        raise OVERLOADED from None
     except StopAsyncIteration:
         raise APIError(500, "the worker ended the stream without a result", code="generation_failed") from None
     except BaseException:
@@ -140,17 +136,14 @@ async def encoded_audio(stream: SpeechStream, fmt: str, speed: float = 1.0,
         await stream.aclose()
 
 
-def sse(payload: dict) -> bytes:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
-
-
 def sse_error(exc: Exception) -> bytes:
+    """The error event that ends a started SSE stream: a worker's failure as its HTTP error would
+    say it, anything else as a generic 500 (the details go to the log only)."""
     if isinstance(exc, WorkerError):
-        error = api_error_for(exc)
-        return sse({"type": "error", **error_body(error.status, error.message, error.param, error.code)})
+        return error_event(api_error_for(exc))
     log.error("streamed synthesis failed", exc_info=exc)
-    return sse({"type": "error", **error_body(500, "generation failed (the details are in the service's log)",
-                                               code="generation_failed")})
+    return error_event(APIError(500, "generation failed (the details are in the service's log)",
+                                code="generation_failed"))
 
 
 async def sse_speech(stream: SpeechStream, fmt: str, speed: float, *, audio_type: str,

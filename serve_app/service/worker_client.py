@@ -15,7 +15,8 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 
 from deployments.serve.registry import REPORT_PERIOD_S, get_registry
-from deployments.protocol import AudioChunk, FailureKind, SynthesisDone, SynthesisFailed
+from deployments.protocol import (AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest,
+                                  TextFeedOpened)
 
 from .cache import TTLCache
 from ..errors import APIError
@@ -52,6 +53,7 @@ def public_summary(text: str | None, limit: int = 240) -> str:
 
 WORKER_CRASHED = ("the TTS worker serving this request stopped (it crashed or was replaced); "
                   "retry the request")
+WORKERS_BUSY = "all TTS workers are busy and their queues are full; retry shortly"
 
 
 class WorkerClient:
@@ -68,7 +70,7 @@ class WorkerClient:
         self.deployment_states: TTLCache[dict] = TTLCache(self.deployment_state, DEPLOYMENT_STATE_TTL_S)
 
     # ---- synthesis -----------------------------------------------------------------------
-    async def stream(self, request: dict, last_input: Callable[[], float] | None = None) -> AsyncIterator:
+    async def stream(self, request: SynthesisRequest, last_input: Callable[[], float] | None = None) -> AsyncIterator:
         """Events of one synthesis as the worker produces them (see `stream_batches`)."""
         batches = self.stream_batches(request, last_input)
         try:
@@ -78,14 +80,15 @@ class WorkerClient:
         finally:
             await batches.aclose()
 
-    async def stream_batches(self, request: dict, last_input: Callable[[], float] | None = None) -> AsyncIterator[list]:
+    async def stream_batches(self, request: SynthesisRequest,
+                             last_input: Callable[[], float] | None = None) -> AsyncIterator[list]:
         """Events of one synthesis in the batches the worker sends them (every event that
         accumulated over its flush interval: a route that sends one message per batch sends a few
         times fewer than one per 80 ms frame). Closing this iterator (a client that went away)
         cancels the request on the worker. Raises WorkerError, after the batch's events before
-        the failure, when the worker fails, dies or goes silent for `timeout_s`; `last_input()`
-        (the loop time of the client's last words, for streamed text) restarts that wait: a
-        worker owes nothing until it has words."""
+        the failure, when the workers refuse it (OVERLOADED: every queue is full), fail, die or go
+        silent for `timeout_s`; `last_input()` (the loop time of the client's last words, for
+        streamed text) restarts that wait: a worker owes nothing until it has words."""
         responses = self.handle.synthesize_stream.options(stream=True).remote(request)
         finished = False
         started = False
@@ -113,7 +116,7 @@ class WorkerClient:
                     return
         finally:
             if not finished:
-                responses.cancel()
+                _cancel(responses)
 
     async def _next_events(self, responses, started: bool, last_input: Callable[[], float] | None) -> list | None:
         """The worker's next batch of events (None at the end of its stream)."""
@@ -138,13 +141,15 @@ class WorkerClient:
             return waiting.result()
         except StopAsyncIteration:
             return None
-        except (WorkerError, BackPressureError):
+        except WorkerError:
             raise
+        except BackPressureError:  # Serve refused it: every replica and its queue are full
+            raise WorkerError(WORKERS_BUSY, kind=FailureKind.OVERLOADED) from None
         except Exception as exc:  # RayActorError and kin: the replica died under this request
             log.warning("a TTS worker stream broke (%s: %s)", exc.__class__.__name__, str(exc)[:500])
             raise WorkerError(WORKER_CRASHED, kind=FailureKind.CRASHED) from None
 
-    async def synthesize(self, request: dict) -> tuple[np.ndarray, SynthesisDone]:
+    async def synthesize(self, request: SynthesisRequest) -> tuple[np.ndarray, SynthesisDone]:
         chunks = []
         async for event in self.stream(request):
             if isinstance(event, AudioChunk):
@@ -153,6 +158,12 @@ class WorkerClient:
                 audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
                 return audio, event
         raise WorkerError("the worker ended the stream without a result")
+
+    def open_text_stream(self, request: SynthesisRequest) -> "TextStream":
+        """A `stream_text` synthesis whose words keep coming while it speaks (see TextStream)."""
+        if not request.stream_text:
+            raise ValueError("open_text_stream needs a stream_text request")
+        return TextStream(self, request)
 
     # ---- status and control (never through the handle) ------------------------------------
     async def registry(self):
@@ -229,6 +240,56 @@ class WorkerClient:
             await asyncio.sleep(REPORT_PERIOD_S / 4)
         return {"requested": len(targets), "results": list(progress["results"].values()),
                 "pending": progress["pending"]}
+
+
+def _cancel(responses) -> None:
+    """Cancels a request on its worker. For a request Serve never assigned, cancel() raises again
+    why (back-pressure, no replica): nothing runs then, and the caller already has that failure as
+    a WorkerError, which this must not replace."""
+    try:
+        responses.cancel()
+    except Exception as exc:  # noqa: BLE001
+        log.debug("cancelling a TTS request: %s: %s", exc.__class__.__name__, exc)
+
+
+class TextStream:
+    """One synthesis fed word by word (the WebSocket): iterate `events()` once for what the worker
+    sends (AudioChunk, WordSpoken, then SynthesisDone; WorkerError on failure; closing it cancels
+    the synthesis), and `send()` / `end()` the rest of the text meanwhile. The words go to the
+    text inbox of the replica that runs it (its TextFeedOpened event says where), so they wait
+    here until that event has come."""
+
+    def __init__(self, client: WorkerClient, request: SynthesisRequest):
+        # Loop time of the latest words: a worker owes nothing until it has them, so its silence
+        # counts from here (see WorkerClient.stream_batches).
+        self._last_input = asyncio.get_running_loop().time()
+        self._events = client.stream(request, last_input=lambda: self._last_input)
+        self._feed: TextFeedOpened | None = None
+        self._opened = asyncio.Event()
+
+    async def events(self) -> AsyncIterator:
+        try:
+            async for event in self._events:
+                if isinstance(event, TextFeedOpened):
+                    self._feed = event
+                    self._opened.set()
+                else:
+                    yield event
+        finally:
+            await self._events.aclose()
+
+    async def send(self, text: str) -> None:
+        """More words, spoken after those sent before."""
+        await self._put(text, end=False)
+
+    async def end(self) -> None:
+        """The text is complete: the model speaks its last words without waiting for more."""
+        await self._put(None, end=True)
+
+    async def _put(self, text: str | None, end: bool) -> None:
+        self._last_input = asyncio.get_running_loop().time()
+        await self._opened.wait()
+        await self._feed.inbox.put.remote(self._feed.session, text, end)
 
 
 @ray.remote(num_cpus=0)

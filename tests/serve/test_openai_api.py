@@ -134,7 +134,8 @@ def test_bad_requests_get_openai_shaped_errors(base_url, oai):
     assert caught.value.body["param"] == "input"
     response = httpx.post(f"{base_url}/v1/audio/speech", json={"input": TEXT, "response_format": "ogg"})
     body = response.json()
-    assert response.status_code == 422 and set(body["error"]) == {"message", "type", "param", "code"}
+    assert response.status_code == 422 and set(body["error"]) == {"message", "type", "param", "code", "request_id"}
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
     assert body["error"]["param"] == "response_format"
 
 
