@@ -116,11 +116,13 @@ def build_app(pcm: np.ndarray, outputs_dir: str):
     from serve_app.ingress import create_app
     from serve_app.service.outputs import OutputStore
     from serve_app.settings import AppSettings
+    from serve_app.service.cluster import ClusterView
     from serve_app.service.worker_client import WorkerClient
 
     settings = AppSettings(outputs_dir=outputs_dir, voice_repo=None)
     ctx = IngressContext(settings, WorkerClient(FakeHandle(pcm), "bench"), VoiceCatalog([], None),
-                         OutputStore(outputs_dir, None, None), SimpleNamespace(ids=frozenset()))
+                         OutputStore(outputs_dir, None, None), SimpleNamespace(ids=frozenset()),
+                         ClusterView("bench"))
     return create_app(ctx)
 
 

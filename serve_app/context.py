@@ -16,6 +16,7 @@ from .errors import APIError
 from .service.outputs import OutputStore
 from .service.voices import VoiceIndex
 from .settings import AppSettings
+from .service.cluster import ClusterView
 from .service.worker_client import WorkerClient
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,11 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngressContext:
     settings: AppSettings
-    workers: WorkerClient
+    workers: WorkerClient      # synthesis through the worker handle
     voices: VoiceCatalog
     outputs: OutputStore
     voice_index: VoiceIndex
+    cluster: ClusterView       # status and offload, never through the handle
     # The full listing for /api/voices, /v1/audio/voices and MCP: read in a thread (a directory
     # walk, maybe the hub) at most every few seconds, one read shared by concurrent callers.
     voice_list: TTLCache = field(init=False, repr=False)
@@ -44,7 +46,7 @@ class IngressContext:
                               suffix=None, hub_timeout_s=settings.hub_timeout_s)
         return cls(settings, WorkerClient(worker_handle, app_name, settings.worker_timeout_s), voices,
                    OutputStore(settings.outputs_dir, settings.outputs_max_age_s,
-                               settings.outputs_max_bytes), VoiceIndex(voices))
+                               settings.outputs_max_bytes), VoiceIndex(voices), ClusterView(app_name))
 
     def check_voice(self, voice: str | None, param: str = "voice") -> str:
         """The voice id to use; 400 for a refused or unknown name. When no voice is known here yet

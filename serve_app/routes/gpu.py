@@ -18,4 +18,4 @@ async def status(ctx: IngressContext = Depends(get_ctx)) -> dict:
 @router.post("/api/gpu/offload", summary="Offload the model from VRAM (all replicas, or one GPU/replica)")
 async def offload(target: OffloadRequest | None = Body(None), ctx: IngressContext = Depends(get_ctx)) -> dict:
     target = target or OffloadRequest()
-    return await ctx.workers.offload(gpu=target.gpu, replica=target.replica)
+    return await ctx.cluster.offload(gpu=target.gpu, replica=target.replica)

@@ -169,7 +169,7 @@ def build_server(ctx: IngressContext) -> FastMCP:
         """Move the model's weights out of VRAM on one GPU or all; the next request reloads them.
         Returns how many replicas were asked and each one's result. Workers at zero replicas are
         not woken (nothing to offload)."""
-        return await ctx.workers.offload(gpu=gpu)
+        return await ctx.cluster.offload(gpu=gpu)
 
     return server
 

@@ -14,16 +14,16 @@ from ..errors import APIError
 async def gpu_status(ctx: IngressContext) -> dict:
     # Node facts and Serve's view come from short-lived caches shared by every caller of this
     # ingress replica (serve_app/service/cache.py); the replicas' reports are read fresh (one actor call).
-    workers = ctx.workers
+    cluster = ctx.cluster
     replicas, nodes, deployment = await asyncio.gather(
-        workers.replicas(), workers.node_facts.get(), workers.deployment_states.get())
+        cluster.replicas(), cluster.node_facts.get(), cluster.deployment_states.get())
     return {
         "nodes": nodes,
         "total_gpus": sum(len(n["gpus"]) for n in nodes),
         "total_ray_gpus": sum(n["ray_gpus"] for n in nodes),
         # How fresh `nodes` is, and how many times this ingress replica has asked the nodes.
-        "node_facts": {"age_s": round(workers.node_facts.age_s() or 0.0, 2), "reads": workers.node_facts.loads,
-                       "ttl_s": workers.node_facts.ttl_s},
+        "node_facts": {"age_s": round(cluster.node_facts.age_s() or 0.0, 2), "reads": cluster.node_facts.loads,
+                       "ttl_s": cluster.node_facts.ttl_s},
         "worker_deployment": deployment,
         "replicas": [{
             "replica": r.get("replica"), "node": r.get("node"), "node_id": r.get("node_id"), "gpu": r.get("gpu"),
@@ -45,9 +45,9 @@ async def gpu_status(ctx: IngressContext) -> dict:
 async def readiness(ctx: IngressContext) -> tuple[dict, int, dict | None]:
     """(body, HTTP status, headers) of /ready: can a TTS request succeed now? Never wakes a
     deployment scaled to zero (Serve's status and the registry only)."""
-    deployment = await ctx.workers.deployment_state()
+    deployment = await ctx.cluster.deployment_state()
     try:
-        replicas = await ctx.workers.replicas()
+        replicas = await ctx.cluster.replicas()
     except APIError as exc:
         return ({"ready": False, "reason": exc.message, "worker_deployment": deployment, "replicas": None},
                 503, exc.headers)

@@ -1,28 +1,23 @@
-"""The ingress's view of the TTSWorker deployment: synthesis through the Serve handle, status and
-offload through the worker registry (which never wakes a deployment scaled to zero)."""
+"""The ingress's view of the TTSWorker deployment for synthesis: requests through the Serve handle,
+every Ray failure turned into a `WorkerError`, streamed text through a `TextStream`, and what the
+last outcome says about the model. Status and offload are serve_app/service/cluster.py's (they
+never use the handle, which would wake a deployment scaled to zero)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from typing import AsyncIterator, Callable
 
 import numpy as np
-import ray
-from ray import serve
 from ray.serve.exceptions import BackPressureError
 
-from deployments.serve.registry import REPORT_PERIOD_S, get_registry
 from deployments.protocol import (AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest,
                                   TextFeedOpened)
 
-from .cache import TTLCache
-from ..errors import APIError
 
 log = logging.getLogger(__name__)
-WORKER_DEPLOYMENT = "TTSWorker"
 
 
 class WorkerError(Exception):
@@ -32,24 +27,6 @@ class WorkerError(Exception):
         super().__init__(message)
         self.message, self.kind, self.param = message, kind, param
 
-
-REGISTRY_TIMEOUT_S = 10.0
-# How long node facts (Ray's node list and one NVML task per node) and Serve's view of the
-# deployment are reused: the web page polls every 3 s per open tab, all tabs share one read.
-NODE_FACTS_TTL_S = 5.0
-DEPLOYMENT_STATE_TTL_S = 1.0
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/][^\s'\"`,;()\[\]{}]+")
-_LONG_HEX_ID = re.compile(r"\b[0-9a-fA-F]{16,}\b")
-
-
-def public_summary(text: str | None, limit: int = 240) -> str:
-    """A Serve or Ray message made fit for clients: its first line only (Serve appends the
-    replica's traceback after "Error:" on the next lines), with no absolute paths and no actor,
-    node or replica ids. The whole text belongs in the server's log."""
-    lines = (text or "").strip().splitlines()
-    first = re.sub(r"\s*(with exception)?\.?\s*Error:\s*$", ".", lines[0]) if lines else ""
-    first = _LONG_HEX_ID.sub("<id>", _ABSOLUTE_PATH.sub("<path>", first))
-    return first if len(first) <= limit else first[:limit - 1] + "\u2026"
 
 WORKER_CRASHED = ("the TTS worker serving this request stopped (it crashed or was replaced); "
                   "retry the request")
@@ -65,9 +42,6 @@ class WorkerClient:
         self.timeout_s = timeout_s
         self.last_model_error: str | None = None
         self._outcome_at = float("-inf")  # time.monotonic() of the last synthesis outcome
-        self._registry_handle = None  # looked up once (a blocking call, made in a thread)
-        self.node_facts: TTLCache[list[dict]] = TTLCache(cluster_gpus, NODE_FACTS_TTL_S)
-        self.deployment_states: TTLCache[dict] = TTLCache(self.deployment_state, DEPLOYMENT_STATE_TTL_S)
 
     # ---- synthesis -----------------------------------------------------------------------
     async def stream(self, request: SynthesisRequest, last_input: Callable[[], float] | None = None) -> AsyncIterator:
@@ -165,26 +139,7 @@ class WorkerClient:
             raise ValueError("open_text_stream needs a stream_text request")
         return TextStream(self, request)
 
-    # ---- status and control (never through the handle) ------------------------------------
-    async def registry(self):
-        """The registry actor's handle. Looking it up is a blocking call to Ray's control plane:
-        done once, in a thread; `replicas()` forgets it when the registry stops answering."""
-        if self._registry_handle is None:
-            self._registry_handle = await asyncio.to_thread(get_registry, self.app_name)
-        return self._registry_handle
-
-    async def replicas(self) -> list[dict]:
-        """Every running replica's last report. APIError 503 while the registry actor is down
-        (Ray restarts it; replicas report again within a second)."""
-        try:
-            registry = await self.registry()
-            return await asyncio.wait_for(registry.snapshot.remote(), timeout=REGISTRY_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - RayActorError, a timeout: the same answer
-            self._registry_handle = None  # looked up again next time (a new actor, if it was lost)
-            log.warning("the worker registry did not answer: %s: %s", exc.__class__.__name__, str(exc)[:300])
-            raise APIError(503, "the worker registry is not answering (it is being restarted); retry shortly",
-                           code="registry_unavailable", headers={"Retry-After": "2"}) from None
-
+    # ---- what the last outcome says about the model -------------------------------------------
     def model_error(self, replicas: list[dict]) -> str | None:
         """Why a TTS request cannot succeed now, or None: the last load failed and no replica has
         the model. Replicas report every REPORT_PERIOD_S, so right after a synthesis a report may
@@ -201,46 +156,6 @@ class WorkerClient:
     def note_outcome(self, model_error: str | None) -> None:
         """Records how the last synthesis went: None when the model spoke, else why it could not load."""
         self.last_model_error, self._outcome_at = model_error, time.monotonic()
-
-    async def deployment_state(self) -> dict:
-        """Serve's own view of the TTSWorker deployment (replica counts by state)."""
-        def read() -> dict:
-            try:
-                app = serve.status().applications.get(self.app_name)
-                deployment = app.deployments.get(WORKER_DEPLOYMENT) if app else None
-            except Exception as exc:
-                log.warning("reading Serve's status failed: %s: %s", exc.__class__.__name__, str(exc)[:500])
-                return {"status": "UNKNOWN", "message": "Serve's status could not be read; retry shortly",
-                        "replicas": {}}
-            if deployment is None:
-                return {"status": "NOT_DEPLOYED", "message": "", "replicas": {}}
-            message = public_summary(deployment.message)
-            if message != (deployment.message or "").strip():
-                log.warning("TTSWorker deployment: %s", deployment.message)  # the whole story, here only
-            return {"status": str(getattr(deployment.status, "value", deployment.status)),
-                    "message": message,
-                    "replicas": {str(getattr(k, "value", k)): v for k, v in deployment.replica_states.items()}}
-        return await asyncio.to_thread(read)
-
-    async def offload(self, gpu: int | None = None, replica: str | None = None,
-                      wait_s: float = 10.0) -> dict:
-        """Asks matching replicas to offload; replies with each one's result. At zero replicas
-        this is a no-op: nothing is woken."""
-        targets = [r for r in await self.replicas()
-                   if (gpu is None or r.get("gpu") == gpu) and (replica is None or r.get("replica") == replica)]
-        if not targets:
-            return {"requested": 0, "results": [], "note": "no running TTSWorker replica matched"}
-        registry = await self.registry()
-        command_id = await registry.submit.remote({"action": "offload"}, [t["replica"] for t in targets])
-        deadline = time.monotonic() + wait_s
-        while True:
-            progress = await registry.results.remote(command_id)
-            if not progress["pending"] or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(REPORT_PERIOD_S / 4)
-        return {"requested": len(targets), "results": list(progress["results"].values()),
-                "pending": progress["pending"]}
-
 
 def _cancel(responses) -> None:
     """Cancels a request on its worker. For a request Serve never assigned, cancel() raises again
@@ -290,37 +205,3 @@ class TextStream:
         self._last_input = asyncio.get_running_loop().time()
         await self._opened.wait()
         await self._feed.inbox.put.remote(self._feed.session, text, end)
-
-
-@ray.remote(num_cpus=0)
-def _node_report() -> dict:
-    from deployments.serve.gpu_info import node_report
-
-    return node_report()
-
-
-async def cluster_gpus() -> list[dict]:
-    """Every alive node with its GPUs: Ray's logical GPU count, and NVML facts where NVIDIA GPUs
-    exist (asked by a zero-CPU task pinned to each node: no Serve replica is involved)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = [n for n in await asyncio.to_thread(ray.nodes) if n.get("Alive")]
-    refs = [_node_report.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
-            for n in nodes]
-    reports = []
-    for node, ref in zip(nodes, refs):
-        try:
-            facts = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=10)
-        except Exception as exc:
-            log.warning("GPU report of node %s failed: %s: %s", node.get("NodeManagerHostname"),
-                        exc.__class__.__name__, str(exc)[:500])
-            facts = {"node": node.get("NodeManagerHostname"), "gpus": [],
-                     "error": "this node did not report its GPUs (the ingress's log has the cause); retry shortly"}
-        reports.append({
-            "node_id": node["NodeID"],
-            "node_ip": node.get("NodeManagerAddress"),
-            "hostname": facts.get("node") or node.get("NodeManagerHostname"),
-            "ray_gpus": node.get("Resources", {}).get("GPU", 0.0),
-            "gpus": facts.get("gpus", []),
-        })
-    return reports

@@ -40,7 +40,7 @@ def test_a_local_model_that_cannot_load_names_no_path(engine_settings, tmp_path)
     ("", ""), (None, ""),
 ])
 def test_serve_messages_are_cut_to_a_safe_summary(message, expected):
-    from serve_app.service.worker_client import public_summary
+    from serve_app.service.cluster import public_summary
 
     assert public_summary(message) == expected
     assert len(public_summary("x" * 1000)) == 240
