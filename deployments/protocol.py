@@ -7,6 +7,7 @@ Events travel from the GPU replica to the ingress through Ray, so they are small
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -26,6 +27,20 @@ VOICE_EMBEDDING_SIZE = VOICE_EMBEDDING_SHAPE[1] * VOICE_EMBEDDING_SHAPE[2]
 # free float): 1.0 to 4.0 in steps of 0.5.
 CFG_MIN, CFG_MAX, CFG_STEP = 1.0, 4.0, 0.5
 CFG_COEFS = tuple(CFG_MIN + CFG_STEP * i for i in range(int((CFG_MAX - CFG_MIN) / CFG_STEP) + 1))
+
+# Models of an app (the `models` table of its args) are named by short ids; an app without a table
+# has one model, named DEFAULT_MODEL_NAME. Each model has a worker deployment of its own: the
+# default model's keeps the name operators, dashboards and manifests know (WORKER_DEPLOYMENT), each
+# other model's is WORKER_DEPLOYMENT + "_" + its name (`worker_deployment`).
+DEFAULT_MODEL_NAME = "default"
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+WORKER_DEPLOYMENT = "TTSWorker"
+
+
+def worker_deployment(model: str, default_model: str) -> str:
+    """The worker deployment that serves `model` in an app whose default model is `default_model`."""
+    return WORKER_DEPLOYMENT if model == default_model else f"{WORKER_DEPLOYMENT}_{model}"
+
 
 # Rows of a replica's streaming batch when no config says otherwise (user_config max_batch_size;
 # the worker's max_ongoing_requests follows it, see deployments/routing.py).

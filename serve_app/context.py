@@ -17,6 +17,7 @@ from .service.outputs import OutputStore
 from .service.voices import VoiceIndex
 from .settings import AppSettings
 from .service.cluster import ClusterView
+from .service.served_models import ServedModel, served_models
 from .service.worker_client import WorkerClient
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngressContext:
     settings: AppSettings
-    workers: WorkerClient      # synthesis through the worker handle
+    workers: WorkerClient      # synthesis through the default model's worker handle
     voices: VoiceCatalog
     outputs: OutputStore
     voice_index: VoiceIndex
     cluster: ClusterView       # status and offload, never through the handle
+    # Every model of the app by name (the default one included): serve_app/service/served_models.py.
+    models: dict[str, ServedModel] = field(default_factory=dict)
     # The full listing for /api/voices, /v1/audio/voices and MCP: read in a thread (a directory
     # walk, maybe the hub) at most every few seconds, one read shared by concurrent callers.
     voice_list: TTLCache = field(init=False, repr=False)
@@ -40,13 +43,16 @@ class IngressContext:
         self.voice_list = TTLCache(lambda: asyncio.to_thread(self.voices.list_voices), self.VOICE_LIST_TTL_S)
 
     @classmethod
-    def create(cls, settings: AppSettings, worker_handle, app_name: str) -> "IngressContext":
-        engine = settings.engine_settings()
+    def create(cls, settings: AppSettings, worker_handles: dict, app_name: str) -> "IngressContext":
+        models = served_models(settings, worker_handles, app_name)
+        default = models[settings.default_model_name]
+        engine = default.settings
         voices = VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine),
                               suffix=None, hub_timeout_s=settings.hub_timeout_s)
-        return cls(settings, WorkerClient(worker_handle, app_name, settings.worker_timeout_s), voices,
+        return cls(settings, default.workers, voices,
                    OutputStore(settings.outputs_dir, settings.outputs_max_age_s,
-                               settings.outputs_max_bytes), VoiceIndex(voices), ClusterView(app_name))
+                               settings.outputs_max_bytes), VoiceIndex(voices),
+                   ClusterView(app_name, [m.deployment for m in models.values()]), models)
 
     def check_voice(self, voice: str | None, param: str = "voice") -> str:
         """The voice id to use; 400 for a refused or unknown name. When no voice is known here yet

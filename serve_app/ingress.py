@@ -78,10 +78,11 @@ def build_fastapi_app() -> FastAPI:
                   max_ongoing_requests=200)
 @serve.ingress(build_fastapi_app)
 class Ingress:
-    def __init__(self, worker_handle, settings: dict):
+    def __init__(self, worker_handles: dict, settings: dict):
+        """`worker_handles`: model name -> its worker deployment's handle (serve_app/app.py)."""
         # This class reaches the replica pickled by value (with a copy of this module's globals):
         # set the builder's context on the real module.
         from serve_app import ingress as this_module
 
         app_name = serve.get_replica_context().app_name
-        this_module._context_for_builder = IngressContext.create(AppSettings(**settings), worker_handle, app_name)
+        this_module._context_for_builder = IngressContext.create(AppSettings(**settings), worker_handles, app_name)

@@ -27,6 +27,10 @@ def read_config(path: str | Path) -> dict:
 
 
 def _absolute_paths(args: dict, base: Path) -> None:
+    """Relative paths of the args, and of each entry of its model table, made absolute."""
+    for entry in (args.get("models") or {}).values():
+        if isinstance(entry, dict):
+            _absolute_paths(entry, base)
     for key in PATH_ARGS:
         if args.get(key):
             args[key] = str((base / Path(args[key]).expanduser()).resolve())

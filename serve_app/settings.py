@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from deployments.protocol import DEFAULT_MODEL_NAME, MODEL_NAME
 from deployments.settings import EngineSettings
 
 from .protocols.openai import default_openai_voices
@@ -45,13 +46,61 @@ class AppSettings(EngineSettings):
     websocket_idle_timeout_s: float = Field(60.0, gt=0)
     # Seconds the ingress waits for a worker (including a cold start from zero replicas).
     worker_timeout_s: float = Field(600.0, gt=0)
+    # Several models in one app, each with a worker deployment of its own: short name -> the engine
+    # settings in which it differs from the ones above (model_repo or model_path, n_q, voices...).
+    # Empty: one model, the settings above, named "default". Deployment options (GPUs, replicas)
+    # go in the config's `deployments` list under the model's deployment name (deployments/protocol.py).
+    models: dict[str, dict] = Field(default_factory=dict)
+    # The model a request gets when it names none (or a name this app does not have, as OpenAI's
+    # `tts-1`); None: the first of `models`.
+    default_model: str | None = None
 
-    def model_name(self) -> str:
-        """The model as clients see it: the hub repo, or `local/<folder name>`, never a local path."""
-        return f"local/{Path(self.model_path).name}" if self.model_path else self.model_repo
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict) -> dict:
+        for name in models:
+            if not MODEL_NAME.fullmatch(name):
+                raise ValueError(f"model name {name!r}: use 1 to 32 lowercase letters, digits, '_' or '-'")
+        return models
 
-    def engine_settings(self) -> EngineSettings:
-        return EngineSettings(**{name: getattr(self, name) for name in EngineSettings.model_fields})
+    @model_validator(mode="after")
+    def _table_is_whole(self):
+        if self.default_model is not None and self.default_model not in self.model_names():
+            raise ValueError(f"default_model {self.default_model!r} is not one of models "
+                             f"({', '.join(self.model_names())})")
+        self.model_table()  # every entry must be valid engine settings: said at start, by name
+        return self
+
+    def model_names(self) -> list[str]:
+        return list(self.models) or [DEFAULT_MODEL_NAME]
+
+    @property
+    def default_model_name(self) -> str:
+        return self.default_model or self.model_names()[0]
+
+    def model_table(self) -> dict[str, EngineSettings]:
+        """Each model's engine settings: the ones above, overridden by its entry."""
+        base = {name: getattr(self, name) for name in EngineSettings.model_fields}
+        if not self.models:
+            return {DEFAULT_MODEL_NAME: EngineSettings(**base)}
+        table = {}
+        for name, entry in self.models.items():
+            try:
+                table[name] = EngineSettings(**{**base, **entry})
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ValueError(f"model {name!r}: {problems}") from None
+        return table
+
+    def model_name(self, name: str | None = None) -> str:
+        """A model as clients see it: the hub repo, or `local/<folder name>`, never a local path
+        (`name`: an entry of the table; None: the default model)."""
+        engine = self.model_table()[name or self.default_model_name]
+        return f"local/{Path(engine.model_path).name}" if engine.model_path else engine.model_repo
+
+    def engine_settings(self, name: str | None = None) -> EngineSettings:
+        """The engine settings of a model of the table (None: the default model)."""
+        return self.model_table()[name or self.default_model_name]
 
 
 def _keys_from(environ: dict) -> list[str]:
@@ -86,4 +135,9 @@ def load_settings(args: dict | None, environ: dict | None = None, dotenv_path: s
         if value:
             setattr(settings, name, str(Path(value).expanduser().resolve()))
     settings.voice_dirs = [str(Path(d).expanduser().resolve()) for d in settings.voice_dirs]
+    for entry in settings.models.values():
+        if entry.get("model_path"):
+            entry["model_path"] = str(Path(entry["model_path"]).expanduser().resolve())
+        if entry.get("voice_dirs"):
+            entry["voice_dirs"] = [str(Path(d).expanduser().resolve()) for d in EngineSettings._split_dirs(entry["voice_dirs"])]
     return settings

@@ -99,9 +99,14 @@ class ServeCluster:
 
     def deploy(self, name: str, route_prefix: str, args: dict | None = None, worker: dict | None = None,
                ingress: dict | None = None) -> str:
+        return self.deploy_app(self.app_config(name, route_prefix, args, worker, ingress))
+
+    def deploy_app(self, app: dict) -> str:
+        """Deploys an application config (as `app_config` makes them) beside the others."""
         from serve_app.launch import deploy
 
-        self.apps[name] = self.app_config(name, route_prefix, args, worker, ingress)
+        name, route_prefix = app["name"], app["route_prefix"]
+        self.apps[name] = app
         config = {**{k: v for k, v in self.base_config.items() if k != "applications"},
                   "applications": list(self.apps.values())}
         config["http_options"] = {**config.get("http_options", {}), "port": self.port, "host": "127.0.0.1"}

@@ -19,7 +19,7 @@ from ray import serve
 
 from ..engine.model_manager import ModelManager
 from ..engine.scheduler import SlotScheduler, Submission
-from ..protocol import DEFAULT_SLOTS, AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from ..protocol import DEFAULT_MODEL_NAME, DEFAULT_SLOTS, WORKER_DEPLOYMENT, AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
 from ..settings import EngineSettings
 from .gpu_info import gpu_facts
 from .metrics import RequestTimer, WorkerMetrics
@@ -61,13 +61,13 @@ def _gpu_index() -> int | None:
         return None
 
 
-def _replica_context() -> tuple[str, str]:
-    """(app name, replica id) of this replica."""
+def _replica_context() -> tuple[str, str, str]:
+    """(app name, deployment name, replica id) of this replica."""
     try:
         context = serve.get_replica_context()
-        return context.app_name, context.replica_id.unique_id
+        return context.app_name, context.deployment, context.replica_id.unique_id
     except Exception:  # constructed outside Serve (unit use)
-        return "default", f"local-{os.getpid()}"
+        return "default", WORKER_DEPLOYMENT, f"local-{os.getpid()}"
 
 
 def _node_id() -> str | None:
@@ -82,10 +82,11 @@ def _node_id() -> str | None:
 # max_ongoing_requests = the slots (user_config max_batch_size): see deployments/routing.py.
 @serve.deployment(name="TTSWorker", max_ongoing_requests=DEFAULT_SLOTS, health_check_period_s=5)
 class TTSWorker:
-    def __init__(self, engine_settings: dict | None = None):
+    def __init__(self, engine_settings: dict | None = None, model: str = DEFAULT_MODEL_NAME):
         self.settings = EngineSettings(**(engine_settings or {}))
+        self.model = model  # its name in the app's model table
         self.gpu_index = _gpu_index()
-        self.app_name, self.replica = _replica_context()
+        self.app_name, self.deployment, self.replica = _replica_context()
         self.node = socket.gethostname()
         # Ray's node id: two nodes of one host (or two pods of one machine) share a hostname.
         self.node_id = _node_id()
@@ -110,7 +111,8 @@ class TTSWorker:
 
     @property
     def served_by(self) -> dict:
-        return {"gpu": self.gpu_index, "replica": self.replica, "node": self.node, "node_id": self.node_id}
+        return {"gpu": self.gpu_index, "replica": self.replica, "node": self.node, "node_id": self.node_id,
+                "model_name": self.model, "deployment": self.deployment}
 
     async def synthesize_stream(self, request: SynthesisRequest | dict) -> AsyncIterator[list]:
         """Yields lists of events (AudioChunk, WordSpoken, then SynthesisDone or SynthesisFailed)

@@ -60,7 +60,11 @@ async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
 
 
 def _model_ids(ctx: IngressContext) -> list[str]:
-    return [ctx.settings.model_name(), *MODEL_ALIASES]
+    """Every model's id, then the short names of a model table, then OpenAI's names (which, like
+    any unknown name, get the default model)."""
+    ids = [m.public_id for m in ctx.models.values()]
+    names = [m.name for m in ctx.models.values() if ctx.settings.models and m.name not in ids]
+    return [*ids, *names, *MODEL_ALIASES]
 
 
 @router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)")

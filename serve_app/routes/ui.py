@@ -6,15 +6,12 @@ no network beyond this service.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-
-from deployments.engine.random_weights import is_random_weights_checkpoint
 
 from ..context import IngressContext, get_ctx
 
@@ -34,11 +31,6 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
-@lru_cache(maxsize=8)
-def _checkpoint_is_test_model(model_path: str) -> bool:
-    return is_random_weights_checkpoint(model_path)  # read once per folder
-
-
 def _version() -> str:
     try:
         return metadata.version("kyutai-tts-serve")
@@ -49,9 +41,11 @@ def _version() -> str:
 @router.get("/api/info", summary="Which model is served, and whether it is a random-weight test model")
 async def info(ctx: IngressContext = Depends(get_ctx)) -> dict:
     settings = ctx.settings
-    engine = settings.test_engine  # a scripted fake runs instead of the model (tests only)
-    test_model = bool(engine) or bool(settings.build_test_checkpoint) or bool(
-        settings.model_path and _checkpoint_is_test_model(settings.model_path))
-    return {"model": settings.model_name(), "test_model": test_model, "engine": engine,
-            "version": _version(), "default_voice": settings.default_voice,
-            "default_cfg_coef": settings.default_cfg_coef, "max_text_chars": settings.max_text_chars}
+    default_name = settings.default_model_name
+    models = [m.describe(default=m.name == default_name) for m in ctx.models.values()]
+    default = next(m for m in models if m["default"])
+    # The top-level fields describe the default model (`engine`: a scripted fake runs, tests only).
+    return {"model": default["id"], "test_model": default["test_model"], "engine": default["engine"],
+            "version": _version(), "default_voice": default["default_voice"],
+            "default_cfg_coef": default["default_cfg_coef"], "max_text_chars": settings.max_text_chars,
+            "models": models}

@@ -44,11 +44,13 @@ class ClusterView:
     """One per ingress replica: the registry actor's handle (looked up once) and short-lived
     caches of what every caller of this replica shares."""
 
-    def __init__(self, app_name: str):
+    def __init__(self, app_name: str, worker_deployments: list[str] | None = None):
         self.app_name = app_name
+        # The app's worker deployments, one per model (the default model's first).
+        self.worker_deployments = list(worker_deployments or [WORKER_DEPLOYMENT])
         self._registry_handle = None  # looked up once (a blocking call, made in a thread)
         self.node_facts: TTLCache[list[dict]] = TTLCache(cluster_gpus, NODE_FACTS_TTL_S)
-        self.deployment_states: TTLCache[dict] = TTLCache(self.deployment_state, DEPLOYMENT_STATE_TTL_S)
+        self.deployment_states: TTLCache[dict] = TTLCache(self.read_deployment_states, DEPLOYMENT_STATE_TTL_S)
 
     async def registry(self):
         """The registry actor's handle. Looking it up is a blocking call to Ray's control plane:
@@ -69,25 +71,20 @@ class ClusterView:
             raise APIError(503, "the worker registry is not answering (it is being restarted); retry shortly",
                            code="registry_unavailable", headers={"Retry-After": "2"}) from None
 
-    async def deployment_state(self) -> dict:
-        """Serve's own view of the TTSWorker deployment (replica counts by state)."""
-        def read() -> dict:
-            try:
-                app = serve.status().applications.get(self.app_name)
-                deployment = app.deployments.get(WORKER_DEPLOYMENT) if app else None
-            except Exception as exc:
-                log.warning("reading Serve's status failed: %s: %s", exc.__class__.__name__, str(exc)[:500])
-                return {"status": "UNKNOWN", "message": "Serve's status could not be read; retry shortly",
-                        "replicas": {}}
-            if deployment is None:
-                return {"status": "NOT_DEPLOYED", "message": "", "replicas": {}}
-            message = public_summary(deployment.message)
-            if message != (deployment.message or "").strip():
-                log.warning("TTSWorker deployment: %s", deployment.message)  # the whole story, here only
-            return {"status": str(getattr(deployment.status, "value", deployment.status)),
-                    "message": message,
-                    "replicas": {str(getattr(k, "value", k)): v for k, v in deployment.replica_states.items()}}
-        return await asyncio.to_thread(read)
+    async def read_deployment_states(self) -> dict[str, dict]:
+        """Serve's own view of each worker deployment (status, message, replica counts by state),
+        by deployment name: one read of Serve's status for all of them."""
+        return await asyncio.to_thread(self._deployment_states)
+
+    def _deployment_states(self) -> dict[str, dict]:
+        try:
+            app = serve.status().applications.get(self.app_name)
+            deployments = app.deployments if app else {}
+        except Exception as exc:
+            log.warning("reading Serve's status failed: %s: %s", exc.__class__.__name__, str(exc)[:500])
+            unknown = {"status": "UNKNOWN", "message": "Serve's status could not be read; retry shortly", "replicas": {}}
+            return {name: dict(unknown) for name in self.worker_deployments}
+        return {name: _deployment_view(name, deployments.get(name)) for name in self.worker_deployments}
 
     async def offload(self, gpu: int | None = None, replica: str | None = None,
                       wait_s: float = 10.0) -> dict:
@@ -96,7 +93,7 @@ class ClusterView:
         targets = [r for r in await self.replicas()
                    if (gpu is None or r.get("gpu") == gpu) and (replica is None or r.get("replica") == replica)]
         if not targets:
-            return {"requested": 0, "results": [], "note": "no running TTSWorker replica matched"}
+            return {"requested": 0, "results": [], "note": "no running worker replica matched"}
         registry = await self.registry()
         command_id = await registry.submit.remote({"action": "offload"}, [t["replica"] for t in targets])
         deadline = time.monotonic() + wait_s
@@ -107,6 +104,17 @@ class ClusterView:
             await asyncio.sleep(REPORT_PERIOD_S / 4)
         return {"requested": len(targets), "results": list(progress["results"].values()),
                 "pending": progress["pending"]}
+
+
+def _deployment_view(name: str, deployment) -> dict:
+    """One deployment's status as clients may read it (Serve's message without internals)."""
+    if deployment is None:
+        return {"status": "NOT_DEPLOYED", "message": "", "replicas": {}}
+    message = public_summary(deployment.message)
+    if message != (deployment.message or "").strip():
+        log.warning("%s deployment: %s", name, deployment.message)  # the whole story, here only
+    return {"status": str(getattr(deployment.status, "value", deployment.status)), "message": message,
+            "replicas": {str(getattr(k, "value", k)): v for k, v in deployment.replica_states.items()}}
 
 
 @ray.remote(num_cpus=0)

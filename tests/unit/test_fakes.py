@@ -109,10 +109,13 @@ def test_test_engine_selects_a_fake_and_the_fakes_refuse_the_other_kind():
 
 def test_api_info_says_a_fake_engine_runs():
     from serve_app.routes.ui import info
+    from serve_app.service.served_models import served_models
     from serve_app.settings import AppSettings
 
-    def info_for(**settings) -> dict:
-        return asyncio.run(info(ctx=SimpleNamespace(settings=AppSettings(**settings))))
+    def info_for(**values) -> dict:
+        settings = AppSettings(**values)
+        models = served_models(settings, {name: None for name in settings.model_names()}, "unit")
+        return asyncio.run(info(ctx=SimpleNamespace(settings=settings, models=models)))
 
     assert (info_for(test_engine="fake-tts")["engine"], info_for(test_engine="fake-tts")["test_model"]) == ("fake-tts", True)
     real = info_for(model_repo="kyutai/tts-1.6b-en_fr")
@@ -130,3 +133,17 @@ def test_model_rows_hold_the_facts_the_next_engines_need():
     assert stt == {"kyutai/stt-1b-en_fr": 0.5, "kyutai/stt-2.6b-en": 2.5}
     assert all(MODELS[repo].voice_id is None and MODELS[repo].n_q_default is None for repo in stt)
     assert spec_for("local/tiny") is None
+
+
+def test_api_info_lists_every_model_of_the_table_with_its_kind():
+    from serve_app.routes.ui import info
+    from serve_app.service.served_models import served_models
+    from serve_app.settings import AppSettings
+
+    settings = AppSettings(models={"real": {"model_repo": "kyutai/tts-1.6b-en_fr"}, "fake": {"test_engine": "fake-tts"}},
+                           default_model="fake")
+    models = served_models(settings, {name: None for name in settings.model_names()}, "unit")
+    body = asyncio.run(info(ctx=SimpleNamespace(settings=settings, models=models)))
+    assert [(m["name"], m["default"], m["test_model"], m["kind"]) for m in body["models"]] == [
+        ("real", False, False, "tts-embedding-voices"), ("fake", True, True, "tts-embedding-voices")]
+    assert (body["engine"], body["test_model"]) == ("fake-tts", True)  # the top level: the default model

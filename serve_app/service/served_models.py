@@ -1,0 +1,60 @@
+"""The app's models as the ingress sees them: for each entry of the model table (AppSettings.models),
+its name, the id clients see, its worker deployment, its engine settings and the client of its
+workers. Requests choose among them by name; status and readiness report each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from deployments.engine.models import ModelKind, spec_for
+from deployments.engine.random_weights import is_random_weights_checkpoint
+from deployments.protocol import worker_deployment
+from deployments.settings import EngineSettings
+
+from ..settings import AppSettings
+from .worker_client import WorkerClient
+
+
+@dataclass
+class ServedModel:
+    name: str             # its key in the model table, e.g. "default"
+    public_id: str        # what clients see: the hub repo, or local/<folder>
+    deployment: str       # its worker deployment's name
+    settings: EngineSettings
+    workers: WorkerClient
+
+    @property
+    def kind(self) -> str:
+        """Its engine kind (deployments/engine/models.py); a local checkpoint is a 1.6B-style TTS,
+        the one engine there is today."""
+        spec = None if self.settings.model_path else spec_for(self.settings.model_repo)
+        return (spec.kind if spec else ModelKind.TTS_EMBEDDING_VOICES).value
+
+    @property
+    def test_model(self) -> bool:
+        """True when its audio is noise: a scripted fake engine, or a random-weight checkpoint."""
+        engine = self.settings
+        return bool(engine.test_engine or engine.build_test_checkpoint or (
+            engine.model_path and checkpoint_is_test_model(engine.model_path)))
+
+    def describe(self, default: bool) -> dict:
+        """What /api/info says of it."""
+        return {"name": self.name, "id": self.public_id, "kind": self.kind, "default": default,
+                "test_model": self.test_model, "engine": self.settings.test_engine,
+                "default_voice": self.settings.default_voice, "default_cfg_coef": self.settings.default_cfg_coef}
+
+
+@lru_cache(maxsize=8)
+def checkpoint_is_test_model(model_path: str) -> bool:
+    return is_random_weights_checkpoint(model_path)  # read once per folder
+
+
+def served_models(settings: AppSettings, handles: dict, app_name: str) -> dict[str, ServedModel]:
+    """One ServedModel per model of the table, from the worker handles build_app bound by name."""
+    missing = set(settings.model_names()) - set(handles)
+    if missing:
+        raise ValueError(f"no worker deployment bound for models {sorted(missing)}")
+    return {name: ServedModel(name, settings.model_name(name), worker_deployment(name, settings.default_model_name),
+                              engine, WorkerClient(handles[name], app_name, settings.worker_timeout_s))
+            for name, engine in settings.model_table().items()}
