@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deployments.protocol import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, SynthesisDone  # noqa: E402
-from serve_app import audio  # noqa: E402
+from serve_app.audio import encoding as audio  # noqa: E402
 
 FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
 OLD_CODEC_OPTIONS: dict = {}  # before: every codec at FFmpeg's defaults
@@ -111,19 +111,12 @@ class FakeHandle:
 
 
 def build_app(pcm: np.ndarray, outputs_dir: str):
-    from deployments.engine.voices import VoiceCatalog
     from serve_app.context import IngressContext
     from serve_app.ingress import create_app
-    from serve_app.service.outputs import OutputStore
     from serve_app.settings import AppSettings
-    from serve_app.service.cluster import ClusterView
-    from serve_app.service.worker_client import WorkerClient
 
     settings = AppSettings(outputs_dir=outputs_dir, voice_repo=None)
-    ctx = IngressContext(settings, WorkerClient(FakeHandle(pcm), "bench"), VoiceCatalog([], None),
-                         OutputStore(outputs_dir, None, None), SimpleNamespace(ids=frozenset()),
-                         ClusterView("bench"))
-    return create_app(ctx)
+    return create_app(IngressContext.create(settings, {"default": FakeHandle(pcm)}, "bench"))
 
 
 async def call(app, fmt: str) -> int:

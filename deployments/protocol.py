@@ -71,6 +71,8 @@ class SynthesisRequest:
     voice_embedding: list[float] | None = None
     voice_shape: list[int] | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # The app's model it was routed to (its name in the model table); the worker serves one model.
+    model: str | None = None
 
 
 @dataclass
@@ -137,6 +139,8 @@ class TranscriptionRequest:
     audio: np.ndarray | None = None
     stream_audio: bool = False
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # The app's model it was routed to (its name in the model table); the worker serves one model.
+    model: str | None = None
 
 
 @dataclass

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from deployments.engine import loading
 from deployments.engine.voices import VoiceCatalog, VoiceError, validate_voice_name
 
 from .service.cache import TTLCache
@@ -46,29 +45,52 @@ class IngressContext:
     def create(cls, settings: AppSettings, worker_handles: dict, app_name: str) -> "IngressContext":
         models = served_models(settings, worker_handles, app_name)
         default = models[settings.default_model_name]
-        engine = default.settings
-        voices = VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine),
-                              suffix=None, hub_timeout_s=settings.hub_timeout_s)
-        return cls(settings, default.workers, voices,
-                   OutputStore(settings.outputs_dir, settings.outputs_max_age_s,
-                               settings.outputs_max_bytes), VoiceIndex(voices),
-                   ClusterView(app_name, [m.deployment for m in models.values()]), models)
+        ctx = cls(settings, default.workers, default.voices.catalog,
+                  OutputStore(settings.outputs_dir, settings.outputs_max_age_s, settings.outputs_max_bytes),
+                  default.voices.index, ClusterView(app_name, [m.deployment for m in models.values()]), models)
+        ctx.voice_list = default.voices.listing  # one listing per model, the default's shared
+        return ctx
 
-    def check_voice(self, voice: str | None, param: str = "voice") -> str:
-        """The voice id to use; 400 for a refused or unknown name. When no voice is known here yet
-        (hub unreachable and nothing cached, or the first listing still running) the worker has
-        the last word. Never blocks: it reads the background-refreshed index."""
+    def model_for(self, name: str | None, param: str = "model", any_name: bool = False) -> ServedModel:
+        """The model a request names: None -> the default one; a name of the table, or a model's
+        id (its repo, or local/<folder>) -> that one. Any other name is a 400, unless `any_name`
+        (OpenAI's API, whose clients send `tts-1` and the like): then it is the default model."""
+        default = self.models[self.settings.default_model_name]
+        if name is None:
+            return default
+        if name in self.models:
+            return self.models[name]
+        by_id = next((m for m in self.models.values() if m.public_id == name), None)
+        if by_id is not None:
+            return by_id
+        if any_name:
+            return default
+        raise APIError(400, f"unknown model {name[:100]!r}: GET /v1/models lists the models of this service",
+                       param=param, code="unknown_model")
+
+    def check_voice(self, voice: str | None, param: str = "voice", model: ServedModel | None = None) -> str:
+        """The voice id to use with `model` (None: the default model); 400 for a refused name or
+        one the model does not have. When no voice is known here yet (hub unreachable and nothing
+        cached, or the first listing still running) the worker has the last word. Never blocks: it
+        reads the background-refreshed index."""
+        voices = model.voices if model is not None else self.models[self.settings.default_model_name].voices
         if voice is None:
-            return self.settings.default_voice
+            return voices.default_voice
         try:
             voice_id = validate_voice_name(voice)
         except VoiceError as exc:
             raise APIError(400, str(exc), param=param, code="invalid_voice") from None
-        known = self.voice_index.ids
+        known = voices.index.ids
         if known and voice_id not in known:
-            raise APIError(400, f"unknown voice '{voice_id}': GET /api/voices lists the available voices",
+            where = "" if model is None or len(self.models) == 1 else f" of model '{model.name}'"
+            raise APIError(400, f"unknown voice '{voice_id}'{where}: GET /api/voices lists the available voices",
                            param=param, code="unknown_voice")
         return voice_id
+
+    def workers_for(self, request) -> WorkerClient:
+        """The worker client of the model a request was made for (speech.synthesis_request)."""
+        model = getattr(request, "model", None)
+        return self.models[model].workers if model in self.models else self.workers
 
     def check_text(self, text: str, param: str = "text") -> str:
         if not text.strip():

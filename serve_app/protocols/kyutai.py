@@ -183,6 +183,7 @@ class Options(NamedTuple):
     format: str
     voice: str | None  # as the client named it (a voice id or an OpenAI name); None: the default
     cfg_coef: float | None
+    model: str | None = None  # a model's name or id (GET /v1/models); None: the default model
 
 
 def parse_query(query) -> Options:
@@ -201,7 +202,7 @@ def parse_query(query) -> Options:
         if cfg_coef not in CFG_COEFS:
             raise APIError(400, f"cfg_alpha must be one of {', '.join(f'{v:g}' for v in CFG_COEFS)}",
                            param="cfg_alpha", code="invalid_cfg")
-    return Options(fmt, query.get("voice") or None, cfg_coef)
+    return Options(fmt, query.get("voice") or None, cfg_coef, query.get("model") or None)
 
 
 def close_code(kind: FailureKind) -> int:

@@ -34,3 +34,6 @@ class Voice(BaseModel):
 class VoiceList(BaseModel):
     default: str = Field(description="The voice used when text_to_speech gets no voice.")
     voices: list[Voice]
+    model: str = Field(description="The model these voices are for (its name).")
+    models: list[str] = Field(description="Every model of the service, the default one first: a value for "
+                                          "text_to_speech's `model`.")

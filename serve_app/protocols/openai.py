@@ -45,7 +45,8 @@ class SpeechRequest(BaseModel):
     # Unknown fields are ignored, as OpenAI-compatible servers do: clients add fields over time.
     model_config = {"extra": "ignore"}
 
-    model: StrictStr = Field("tts-1", description="Any name: there is one model.")
+    model: StrictStr = Field("tts-1", description="A model's name or id from GET /v1/models; any other name "
+                             "(tts-1, tts-1-hd, gpt-4o-mini-tts, ...) gets the default model.")
     input: StrictStr = Field(..., description="The text to speak.", examples=["Hello from the cluster."])
     voice: StrictStr | VoiceRef | None = Field(
         None, description="An OpenAI voice name (alloy, echo, nova, ...) or a voice id from GET /v1/audio/voices.")

@@ -18,6 +18,8 @@ class TTSRequest(BaseModel):
 
     text: StrictStr = Field(..., description="Text to speak. Supports <break time=\"0.5s\"/> pauses.",
                             examples=["Hello from the cluster."])
+    model: StrictStr | None = Field(None, description="A model's name or id from GET /v1/models (default: the "
+                                    "default model); an unknown one is a 400.")
     voice: StrictStr | None = Field(None, description="Voice id from GET /api/voices (default: the configured voice).")
     format: AudioFormatName = Field("wav", description="Audio format of the response.")
     cfg_coef: float | None = Field(None, description="Voice adherence, 1.0 to 4.0 in steps of 0.5 (default 2.0).")

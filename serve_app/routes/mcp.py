@@ -121,13 +121,15 @@ def build_server(ctx: IngressContext) -> FastMCP:
             "true (default): also save the file on the server and return its download `url`, a "
             "short link to hand to a user or another tool instead of the audio bytes. false: no "
             "file is written and `url` is null; the audio comes only inline."))] = True,
+        model: Annotated[str | None, Field(max_length=200, description=(
+            f"A model's name or id (see list_voices' models); default {settings.default_model_name}."))] = None,
     ) -> Annotated[CallToolResult, SpeechResult]:
         """Speak a text: returns the audio itself (base64 audio content with its MIME type) and, as
         structured content, its duration, the voice used, word timestamps and (save=true, the
         default) a download URL, kept for a limited time. Pass the URL on rather than the base64
         audio, which is large (about 64 kB per second of WAV). With save=false nothing is stored
         on the server."""
-        result = await speech.synthesize(ctx, text, voice, cfg_coef)  # APIErrors: see call_tool
+        result = await speech.synthesize(ctx, text, voice, cfg_coef, model=model)  # APIErrors: see call_tool
         data, name = await asyncio.to_thread(speech.encode_and_maybe_save, ctx, result, format, save)
         request = mcp_context.request_context.request
         facts = SpeechResult(
@@ -149,10 +151,14 @@ def build_server(ctx: IngressContext) -> FastMCP:
         filter: Annotated[str | None, Field(max_length=100, description=(
             "Keep voices whose id contains this text (case-insensitive), or whose language is this "
             "code (e.g. fr). Omit for all voices."))] = None,
+        model: Annotated[str | None, Field(max_length=200, description=(
+            f"The model whose voices to list (a name from `models`); default {settings.default_model_name}."))] = None,
     ) -> VoiceList:
-        """The voices text_to_speech accepts, and the default one."""
-        listing = await voice_listing(ctx, filter)
-        return VoiceList(default=listing["default"], voices=listing["voices"])
+        """The voices text_to_speech accepts for a model, its default one, and every model's name."""
+        served = ctx.model_for(model)
+        listing = await voice_listing(ctx, filter, model=served.name)
+        names = sorted(ctx.models, key=lambda name: name != settings.default_model_name)
+        return VoiceList(default=listing["default"], voices=listing["voices"], model=served.name, models=names)
 
     @tool(server, title="GPU status", readOnlyHint=True)
     async def get_gpu_status() -> dict[str, Any]:

@@ -40,7 +40,8 @@ router = APIRouter(tags=["openai"])
              responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()}, SSE_MEDIA_TYPE: {}},
                               "description": "The audio as it is generated, or SSE events (stream_format sse)."}})
 async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_ctx)):
-    request = synthesis_request(ctx, body.input, body.voice_name, text_param="input", openai_names=True)
+    request = synthesis_request(ctx, body.input, body.voice_name, model=body.model, text_param="input",
+                                openai_names=True)
     stream = await open_speech(ctx, request)
     headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(request.voice)}
     if body.instructions:

@@ -52,7 +52,7 @@ def output_url(request: Request, name: str) -> str:
 async def tts(body: TTSRequest, request: Request, ctx: IngressContext = Depends(get_ctx)):
     if body.stream:
         return await _streamed(body, ctx)
-    result = await speech.synthesize(ctx, body.text, body.voice, body.cfg_coef)
+    result = await speech.synthesize(ctx, body.text, body.voice, body.cfg_coef, model=body.model)
     # Stretching and encoding a long clip takes seconds of CPU: off the event loop.
     if body.speed != 1.0:
         result = await asyncio.to_thread(_stretched, result, body.speed)
@@ -82,7 +82,7 @@ def _stretched(result: speech.Speech, speed: float) -> speech.Speech:
 
 
 async def _streamed(body: TTSRequest, ctx: IngressContext):
-    request = speech.synthesis_request(ctx, body.text, body.voice, body.cfg_coef)
+    request = speech.synthesis_request(ctx, body.text, body.voice, body.cfg_coef, model=body.model)
     stream = await streaming.open_speech(ctx, request)
     headers = {**streaming.STREAM_HEADERS, "X-TTS-Voice": speech.voice_header(request.voice)}
     if not (body.timestamps or body.captions):

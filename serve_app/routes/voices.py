@@ -10,5 +10,7 @@ router = APIRouter(tags=["voices"])
 
 @router.get("/api/voices", summary="List voices (id, group, language)")
 async def list_voices(filter: str | None = Query(None, max_length=100, description="Substring of the id, or a language code"),
+                      model: str | None = Query(None, max_length=200, description="A model's name or id (default: "
+                                                "the default model); an unknown one is a 400"),
                       ctx: IngressContext = Depends(get_ctx)) -> dict:
-    return await voice_listing(ctx, filter)
+    return await voice_listing(ctx, filter, model=model)

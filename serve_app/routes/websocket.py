@@ -68,6 +68,7 @@ async def tts_streaming(websocket: WebSocket) -> None:
         return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
     try:
         options = kyutai.parse_query(websocket.query_params)
+        model = ctx.model_for(options.model)
     except APIError as exc:
         return await refuse_websocket(websocket, exc)
     await websocket.accept()
@@ -82,12 +83,12 @@ async def tts_streaming(websocket: WebSocket) -> None:
     try:
         voice = None  # the default voice
         if options.voice is not None:  # the catalog may ask the hub: not on the event loop
-            voice = await asyncio.to_thread(openai_voices.resolve_voice, ctx, options.voice)
+            voice = await asyncio.to_thread(openai_voices.resolve_voice, ctx, options.voice, model=model)
 
         def open_stream(first_words: str, voice_embedding: list | None) -> TextStream:
-            request = speech.synthesis_request(ctx, first_words, voice, options.cfg_coef, stream_text=True,
-                                               voice_embedding=voice_embedding)
-            return ctx.workers.open_text_stream(request)
+            request = speech.synthesis_request(ctx, first_words, voice, options.cfg_coef, model=model.name,
+                                               stream_text=True, voice_embedding=voice_embedding)
+            return model.workers.open_text_stream(request)
 
         session = KyutaiSession(connection, output, open_stream, max_text_chars=ctx.settings.max_text_chars,
                                 idle_timeout_s=ctx.settings.websocket_idle_timeout_s)

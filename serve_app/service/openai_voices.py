@@ -16,6 +16,7 @@ from ..protocols.openai import DEFAULT_OPENAI_VOICES
 
 if TYPE_CHECKING:
     from ..context import IngressContext
+    from .served_models import ServedModel
 
 def voice_table(ctx: IngressContext) -> dict[str, str]:
     """The effective table: defaults, overridden by the configured entries."""
@@ -23,16 +24,17 @@ def voice_table(ctx: IngressContext) -> dict[str, str]:
     return {**DEFAULT_OPENAI_VOICES, **configured}
 
 
-def resolve_voice(ctx: IngressContext, voice: str, param: str = "voice") -> str:
-    """The Kyutai voice id for an OpenAI voice name or a real voice id; 400 when it does not
-    exist here, naming both the OpenAI name and what it maps to."""
+def resolve_voice(ctx: IngressContext, voice: str, param: str = "voice", model: ServedModel | None = None) -> str:
+    """The Kyutai voice id for an OpenAI voice name or a real voice id of `model` (None: the
+    default model); 400 when it does not exist there, naming both the OpenAI name and what it
+    maps to."""
     name = voice.strip()
     table = voice_table(ctx)
     target = table.get(name.lower())
     if target is None:
-        return ctx.check_voice(name, param=param)
+        return ctx.check_voice(name, param=param, model=model)
     try:
-        return ctx.check_voice(target, param=param)
+        return ctx.check_voice(target, param=param, model=model)
     except APIError as exc:
         raise APIError(400, f"voice '{name}' maps to '{target}' (setting openai_voices), which is not "
                        f"available on this server: {exc.message}", param=param, code="unknown_voice") from None

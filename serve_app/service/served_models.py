@@ -7,12 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+from deployments.engine import loading
 from deployments.engine.models import ModelKind, spec_for
+from deployments.engine.voices import VoiceCatalog
 from deployments.engine.random_weights import is_random_weights_checkpoint
 from deployments.protocol import worker_deployment
 from deployments.settings import EngineSettings
 
 from ..settings import AppSettings
+from .voices import ModelVoices
 from .worker_client import WorkerClient
 
 
@@ -23,6 +26,7 @@ class ServedModel:
     deployment: str       # its worker deployment's name
     settings: EngineSettings
     workers: WorkerClient
+    voices: ModelVoices
 
     @property
     def kind(self) -> str:
@@ -56,5 +60,13 @@ def served_models(settings: AppSettings, handles: dict, app_name: str) -> dict[s
     if missing:
         raise ValueError(f"no worker deployment bound for models {sorted(missing)}")
     return {name: ServedModel(name, settings.model_name(name), worker_deployment(name, settings.default_model_name),
-                              engine, WorkerClient(handles[name], app_name, settings.worker_timeout_s))
+                              engine, WorkerClient(handles[name], app_name, settings.worker_timeout_s),
+                              ModelVoices(_catalog(engine, settings.hub_timeout_s), engine.default_voice))
             for name, engine in settings.model_table().items()}
+
+
+def _catalog(engine: EngineSettings, hub_timeout_s: float) -> VoiceCatalog:
+    """The voices a model's worker can load, as the ingress lists them (any model suffix: the
+    ingress does not load the model to learn its own)."""
+    return VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine), suffix=None,
+                        hub_timeout_s=hub_timeout_s)

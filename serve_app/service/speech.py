@@ -57,29 +57,33 @@ class Speech:
 
 
 def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, cfg_coef: float | None = None,
-                      *, text_param: str = "text", openai_names: bool = False, stream_text: bool = False,
-                      voice_embedding: list | None = None) -> SynthesisRequest:
+                      *, model: str | None = None, text_param: str = "text", openai_names: bool = False,
+                      stream_text: bool = False, voice_embedding: list | None = None) -> SynthesisRequest:
     """The worker request of every route, made here only: text then voice checked as the routes
     answer them (APIError 422 naming `text_param`, 400 for the voice; None is the default voice).
     `openai_names` also accepts OpenAI's voice names (the openai_voices setting); `stream_text`
     marks text that keeps coming while it speaks (the WebSocket); a client's speaker embedding
-    (already validated) replaces the named voice. cfg_coef is the worker's to check."""
+    (already validated) replaces the named voice. cfg_coef is the worker's to check. `model`
+    names the model (ctx.model_for: None is the default one; with `openai_names` any unknown
+    name is the default one too, as OpenAI's clients send `tts-1`)."""
+    served = ctx.model_for(model, any_name=openai_names)
     text = ctx.check_text(text, param=text_param)
-    voice_id = (openai_voices.resolve_voice(ctx, voice) if openai_names and voice is not None
-                else ctx.check_voice(voice))
+    voice_id = (openai_voices.resolve_voice(ctx, voice, model=served) if openai_names and voice is not None
+                else ctx.check_voice(voice, model=served))
     # The HTTP request's id (serve_app/request_ids.py) names it in the worker's log too.
     ids = {"request_id": current_request_id()} if current_request_id() else {}
     return SynthesisRequest(text=text, voice=voice_id, cfg_coef=cfg_coef, stream_text=stream_text,
                             voice_embedding=voice_embedding,
-                            voice_shape=None if voice_embedding is None else list(VOICE_EMBEDDING_SHAPE), **ids)
+                            voice_shape=None if voice_embedding is None else list(VOICE_EMBEDDING_SHAPE),
+                            model=served.name, **ids)
 
 
 async def synthesize(ctx: IngressContext, text: str, voice: str | None = None,
-                     cfg_coef: float | None = None) -> Speech:
+                     cfg_coef: float | None = None, model: str | None = None) -> Speech:
     """Whole-clip synthesis; raises APIError with the right status for every failure."""
-    request = synthesis_request(ctx, text, voice, cfg_coef)
+    request = synthesis_request(ctx, text, voice, cfg_coef, model=model)
     try:
-        pcm, done = await ctx.workers.synthesize(request)
+        pcm, done = await ctx.workers_for(request).synthesize(request)
     except WorkerError as exc:
         raise api_error_for(exc) from None
     return Speech(pcm, done)

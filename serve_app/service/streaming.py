@@ -60,7 +60,7 @@ class SpeechStream:
 async def open_speech(ctx: IngressContext, request: SynthesisRequest) -> SpeechStream:
     """Submits a validated worker request (`speech.synthesis_request`) and waits for its first
     event; raises APIError with the right status for every refusal."""
-    batches = ctx.workers.stream_batches(request)
+    batches = ctx.workers_for(request).stream_batches(request)
     try:
         first = await batches.__anext__()
     except WorkerError as exc:

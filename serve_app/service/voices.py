@@ -4,10 +4,13 @@ index of ids (checks never wait on a directory walk or the hub) and the filtered
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from typing import TYPE_CHECKING
+
+from .cache import TTLCache
 
 if TYPE_CHECKING:  # the context holds a VoiceIndex: no import cycle at run time
     from deployments.engine.voices import VoiceCatalog
@@ -45,11 +48,25 @@ def filter_voices(voices: list[dict], query: str | None) -> list[dict]:
     return [v for v in voices if needle in v["id"].lower() or needle == (v.get("language") or "")]
 
 
-async def voice_listing(ctx: IngressContext, query: str | None = None) -> dict:
-    """{default, voices: [{id, group, language, source}], warning?}: the catalog's listing (read
-    at most every few seconds, shared by concurrent callers), filtered by `query`."""
-    voices = [v.to_dict() for v in await ctx.voice_list.get()]
-    body = {"default": ctx.settings.default_voice, "voices": filter_voices(voices, query)}
-    if ctx.voices.repo_error:
-        body["warning"] = ctx.voices.repo_error
+class ModelVoices:
+    """One model's voices as the ingress checks and lists them: its catalog, the background index
+    requests are checked against, and the listing (read in a thread, a directory walk and maybe the
+    hub, at most every LIST_TTL_S, one read shared by concurrent callers)."""
+
+    LIST_TTL_S = 5.0
+
+    def __init__(self, catalog: VoiceCatalog, default_voice: str):
+        self.catalog, self.default_voice = catalog, default_voice
+        self.index = VoiceIndex(catalog)
+        self.listing = TTLCache(lambda: asyncio.to_thread(catalog.list_voices), self.LIST_TTL_S)
+
+
+async def voice_listing(ctx: IngressContext, query: str | None = None, model: str | None = None) -> dict:
+    """{default, voices: [{id, group, language, source}], warning?} of a model (None: the default
+    one), filtered by `query`."""
+    voices = ctx.model_for(model).voices
+    listed = [v.to_dict() for v in await voices.listing.get()]
+    body = {"default": voices.default_voice, "voices": filter_voices(listed, query)}
+    if voices.catalog.repo_error:
+        body["warning"] = voices.catalog.repo_error
     return body

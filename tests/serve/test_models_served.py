@@ -6,6 +6,7 @@ CPU (num_gpus 0) so that the shared cluster's logical GPUs stay with the main ap
 from __future__ import annotations
 
 import copy
+import time
 
 import httpx
 import pytest
@@ -55,3 +56,82 @@ def test_a_request_naming_no_model_is_served_by_the_default_models_deployment(du
     default_replica = next(r["replica"] for r in replicas if r["deployment"] == "TTSWorker")
     spoken = httpx.post(f"{duo_url}/api/tts", json={"text": "Good morning."}, timeout=120)
     assert spoken.status_code == 200 and spoken.headers["x-tts-replica"] == default_replica
+
+
+def replicas_by_deployment(url: str) -> dict[str, dict]:
+    return {r["deployment"]: r for r in httpx.get(f"{url}/api/gpu/status", timeout=30).json()["replicas"]}
+
+
+def test_the_request_chooses_its_model_on_rest_and_openai(duo_url):
+    replicas = replicas_by_deployment(duo_url)
+    second = replicas["TTSWorker_second"]["replica"]
+    rest = httpx.post(f"{duo_url}/api/tts", json={"text": "Good morning.", "model": "second"}, timeout=120)
+    assert rest.status_code == 200 and rest.headers["x-tts-replica"] == second
+    for model, deployment in [("second", "TTSWorker_second"), ("tts-1", "TTSWorker"), ("no-such-model", "TTSWorker")]:
+        # OpenAI's clients send names of their own: any unknown name is the default model.
+        before = admissions(duo_url, deployment)
+        spoken = httpx.post(f"{duo_url}/v1/audio/speech", json={"input": "Hi.", "model": model,
+                                                                 "response_format": "pcm"}, timeout=120)
+        assert spoken.status_code == 200 and spoken.content, model
+        assert admissions(duo_url, deployment) == before + 1, model
+    refused = httpx.post(f"{duo_url}/api/tts", json={"text": "Hi.", "model": "no-such-model"}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "unknown_model"
+    assert refused.json()["error"]["param"] == "model"
+    assert httpx.get(f"{duo_url}/api/voices", params={"model": "nope"}, timeout=30).status_code == 400
+    assert httpx.get(f"{duo_url}/api/voices", params={"model": "second"}, timeout=30).json()["voices"]
+
+
+def admissions(url: str, deployment: str, timeout_s: float = 15) -> int:
+    """Requests the deployment's replica has admitted to a row, from a report it made after this
+    call began (replicas report once a second), so that every request already answered counts."""
+    asked = time.monotonic()
+    deadline = asked + timeout_s
+    while time.monotonic() < deadline:
+        report = replicas_by_deployment(url)[deployment]
+        if report["reported_s_ago"] is not None and report["reported_s_ago"] < time.monotonic() - asked:
+            return report["admissions"] or 0
+        time.sleep(0.2)
+    raise AssertionError(f"{deployment} made no report for {timeout_s} s")
+
+
+def test_the_websocket_and_mcp_choose_their_model_too(duo_url):
+    import asyncio
+
+    import msgpack
+    import websockets
+    from test_mcp import mcp_session, run
+    from test_websocket import receive_all, ws_url
+
+    before = admissions(duo_url, "TTSWorker_second")
+
+    async def speak() -> list:
+        async with websockets.connect(ws_url(duo_url, model="second")) as ws:
+            await ws.send(msgpack.packb({"type": "Text", "text": "Hello there, my friend."}))
+            await ws.send(msgpack.packb({"type": "Eos"}))
+            return await receive_all(ws)
+
+    messages = [msgpack.unpackb(m) for m in asyncio.run(speak())]
+    assert messages[0] == {"type": "Ready"} and any(m["type"] == "Audio" for m in messages)
+    assert admissions(duo_url, "TTSWorker_second") == before + 1
+
+    async def refused_handshake() -> int:
+        try:
+            async with websockets.connect(ws_url(duo_url, model="no-such-model")):
+                return 101
+        except websockets.InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert asyncio.run(refused_handshake()) == 400
+
+    async def tool_calls():
+        async with mcp_session(f"{duo_url}/mcp") as session:
+            spoken = await session.call_tool("text_to_speech", {"text": "Hi.", "model": "second", "save": False})
+            voices = await session.call_tool("list_voices", {"model": "second"})
+            wrong = await session.call_tool("text_to_speech", {"text": "Hi.", "model": "no-such-model"})
+            return spoken, voices, wrong
+
+    spoken, voices, wrong = run(tool_calls)
+    assert not spoken.isError and spoken.structuredContent["replica"] == replicas_by_deployment(duo_url)[
+        "TTSWorker_second"]["replica"]
+    assert voices.structuredContent["model"] == "second" and voices.structuredContent["models"] == ["first", "second"]
+    assert wrong.isError and "unknown model" in wrong.content[0].text

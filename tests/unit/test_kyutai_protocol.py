@@ -111,11 +111,11 @@ def test_ogg_opus_formats_send_ogg_pages_raw_or_wrapped(fmt):
 
 
 # ---- handshake and close --------------------------------------------------------------------------
-def test_query_gives_format_voice_and_cfg():
-    assert kyutai.parse_query({}) == ("PcmMessagePack", None, None)
-    options = kyutai.parse_query({"format": "OggOpus", "voice": "nova", "cfg_alpha": "1.5", "seed": "4"})
-    assert (options.format, options.voice, options.cfg_coef) == ("OggOpus", "nova", 1.5)
-    assert kyutai.parse_query({"voice": "", "cfg_alpha": ""}) == ("PcmMessagePack", None, None)
+def test_query_gives_format_voice_cfg_and_model():
+    assert kyutai.parse_query({}) == ("PcmMessagePack", None, None, None)
+    options = kyutai.parse_query({"format": "OggOpus", "voice": "nova", "cfg_alpha": "1.5", "seed": "4", "model": "fast"})
+    assert (options.format, options.voice, options.cfg_coef, options.model) == ("OggOpus", "nova", 1.5, "fast")
+    assert kyutai.parse_query({"voice": "", "cfg_alpha": "", "model": ""}) == ("PcmMessagePack", None, None, None)
 
 
 @pytest.mark.parametrize("query, param", [({"format": "Wav"}, "format"), ({"cfg_alpha": "abc"}, "cfg_alpha"),
