@@ -199,3 +199,22 @@ def broken_url(serve_cluster, base_url) -> str:
         worker={"ray_actor_options": {"num_gpus": 0, **UNREACHABLE_HUB},
                 "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}},
         ingress={"ray_actor_options": UNREACHABLE_HUB})
+
+
+DUO_WORKER = {"ray_actor_options": {"num_gpus": 0},
+              "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
+
+
+# An app with two models (the `models` table): the tiny checkpoint under two names, each with a
+# worker deployment of its own (TTSWorker for "first", the default; TTSWorker_second), on CPU.
+@pytest.fixture(scope="session")
+def duo_url(serve_cluster, base_url, tiny_checkpoint) -> str:
+    path = str(tiny_checkpoint)
+    app = serve_cluster.app_config("duo", "/duo", worker=DUO_WORKER,
+                                   args={"models": {"first": {"model_path": path}, "second": {"model_path": path}},
+                                         "default_model": "first"})
+    worker = next(d for d in app["deployments"] if d["name"] == "TTSWorker")
+    app["deployments"].append({**copy.deepcopy(worker), "name": "TTSWorker_second"})
+    url = serve_cluster.deploy_app(app)
+    wait_for_replicas(url, 2)
+    return url

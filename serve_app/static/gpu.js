@@ -1,4 +1,4 @@
-// The GPU panel: every GPU of the cluster and the TTSWorker replica(s) on it, refreshed on a timer.
+// The GPU panel: every GPU of the cluster and the worker replica(s) on it (one deployment per model), refreshed on a timer.
 // GET /api/gpu/status reads the worker registry and the nodes directly: polling it never wakes a
 // deployment that scaled to zero.
 
@@ -69,13 +69,15 @@ export class GpuPanel {
       gpus: status.total_ray_gpus ?? 0, nodes: nodes.length, replicas: replicas.length,
       status: status.worker_deployment?.status ?? "?",
     });
-    const blocks = gpuBlocks(nodes, replicas).map((block) => this.renderGpu(block, nodes.length > 1));
+    // With several models, each replica row names its model.
+    const manyModels = Object.keys(status.worker_deployments || {}).length > 1;
+    const blocks = gpuBlocks(nodes, replicas).map((block) => this.renderGpu(block, nodes.length > 1, manyModels));
     if (!replicas.length) blocks.unshift(paragraph("hint", t("scaledToZero")));
     this.list.replaceChildren(...blocks);
     if (this.lastRefresh) this.updated.textContent = t("updated", { s: REFRESH_S, time: this.lastRefresh.toLocaleTimeString() });
   }
 
-  renderGpu({ node, index, facts, replicas }, manyNodes) {
+  renderGpu({ node, index, facts, replicas }, manyNodes, manyModels) {
     const box = element("div", "gpu");
     box.dataset.gpu = index ?? "cpu";
     const head = element("div", "gpu-head");
@@ -94,7 +96,7 @@ export class GpuPanel {
     const vram = facts?.memory_total_mib ? facts : replicas.find((r) => r.vram?.memory_total_mib)?.vram;
     if (index !== null) box.append(vramBar(vram));
     if (!replicas.length) box.append(paragraph("muted", t("noReplica")));
-    for (const replica of replicas) box.append(replicaRow(replica));
+    for (const replica of replicas) box.append(replicaRow(replica, manyModels));
     return box;
   }
 }
@@ -142,9 +144,10 @@ function vramBar(vram) {
   return wrap;
 }
 
-function replicaRow(replica) {
+function replicaRow(replica, manyModels) {
   const row = element("div", "replica");
   row.dataset.replica = replica.replica;
+  row.dataset.model = replica.model_name || "";
   const state = replica.state || "unloaded";
   // On a CPU replica "ready" means loaded in RAM: there is no VRAM to speak of.
   const label = state === "ready" && replica.device === "cpu" ? "state_ready_cpu" : `state_${state}`;
@@ -157,6 +160,7 @@ function replicaRow(replica) {
   const activity = busy
     ? t("busy", { active: replica.active || 0, queued: replica.queued || 0 })
     : replica.idle_seconds === null || replica.idle_seconds === undefined ? "" : t("idle", { t: duration(replica.idle_seconds) });
+  if (manyModels) row.append(element("span", "model", replica.model_name || ""));
   row.append(name, badge, slotsMeter(replica), element("span", "muted", activity));
   return row;
 }

@@ -503,3 +503,14 @@ def test_an_open_service_never_asks_for_a_key(ui):
     assert all("authorization" not in r.all_headers() for r in ui.requests if "/api/" in r.url)
 
 
+
+
+def test_gpu_panel_names_each_replicas_model_when_the_app_has_several(open_page, duo_url, ui):
+    duo = open_page(f"{duo_url}/")
+    duo.page.wait_for_function("() => document.querySelectorAll('#gpu-list .replica .model').length === 2")
+    shown = duo.page.eval_on_selector_all("#gpu-list .replica", "rows => rows.map(r => [r.dataset.model, "
+                                          "r.querySelector('.model').textContent])")
+    assert sorted(shown) == [["first", "first"], ["second", "second"]]
+    # An app of one model says nothing of models.
+    ui.page.wait_for_function("() => document.querySelectorAll('#gpu-list .replica').length === 2")
+    assert ui.page.eval_on_selector_all("#gpu-list .replica .model", "labels => labels.length") == 0

@@ -5,29 +5,9 @@ CPU (num_gpus 0) so that the shared cluster's logical GPUs stay with the main ap
 
 from __future__ import annotations
 
-import copy
 import time
 
 import httpx
-import pytest
-from conftest import wait_for_replicas
-
-CPU_WORKER = {"ray_actor_options": {"num_gpus": 0},
-              "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
-
-
-@pytest.fixture(scope="module")
-def duo_url(serve_cluster, base_url, tiny_checkpoint) -> str:
-    path = str(tiny_checkpoint)
-    app = serve_cluster.app_config("duo", "/duo", worker=CPU_WORKER,
-                                   args={"models": {"first": {"model_path": path}, "second": {"model_path": path}},
-                                         "default_model": "first"})
-    worker = next(d for d in app["deployments"] if d["name"] == "TTSWorker")
-    app["deployments"].append({**copy.deepcopy(worker), "name": "TTSWorker_second"})
-    url = serve_cluster.deploy_app(app)
-    wait_for_replicas(url, 2)
-    return url
-
 
 def test_each_model_has_its_own_worker_deployment_and_status_lists_both(duo_url):
     status = httpx.get(f"{duo_url}/api/gpu/status", timeout=30).json()
@@ -135,3 +115,33 @@ def test_the_websocket_and_mcp_choose_their_model_too(duo_url):
         "TTSWorker_second"]["replica"]
     assert voices.structuredContent["model"] == "second" and voices.structuredContent["models"] == ["first", "second"]
     assert wrong.isError and "unknown model" in wrong.content[0].text
+
+
+def test_each_models_deployment_scales_to_zero_on_its_own(serve_cluster, duo_url):
+    """Last of this module: the second model's deployment is let scale to zero (a live update of
+    its autoscaling), the first keeps its replica and serves, and a request naming the second
+    model wakes it again."""
+    import copy
+
+    app = copy.deepcopy(serve_cluster.apps["duo"])
+    second = next(d for d in app["deployments"] if d["name"] == "TTSWorker_second")
+    second["autoscaling_config"].update(min_replicas=0, downscale_delay_s=2, downscale_to_zero_delay_s=2,
+                                        look_back_period_s=2)
+    serve_cluster.deploy_app(app)
+    deadline = time.monotonic() + 120  # a bound against hangs only
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{duo_url}/api/gpu/status", timeout=30).json()
+        running = {name: d["replicas"].get("RUNNING", 0) for name, d in status["worker_deployments"].items()}
+        if running == {"first": 1, "second": 0} and set(replicas_by_deployment(duo_url)) == {"TTSWorker"}:
+            break
+        time.sleep(1)
+    assert running == {"first": 1, "second": 0}, status["worker_deployments"]
+    first = replicas_by_deployment(duo_url)["TTSWorker"]["replica"]
+    served = httpx.post(f"{duo_url}/api/tts", json={"text": "Still here."}, timeout=120)
+    assert served.status_code == 200 and served.headers["x-tts-replica"] == first
+    woken = httpx.post(f"{duo_url}/api/tts", json={"text": "Awake again.", "model": "second"}, timeout=300)
+    assert woken.status_code == 200 and woken.headers["x-tts-replica"] != first
+    deadline = time.monotonic() + 30  # replicas report once a second
+    while "TTSWorker_second" not in (reports := replicas_by_deployment(duo_url)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert reports["TTSWorker_second"]["replica"] == woken.headers["x-tts-replica"]

@@ -157,3 +157,11 @@ def test_step_time_is_drawn_against_the_real_time_line(title, threshold):
     defaults = panel["fieldConfig"]["defaults"]
     assert defaults["custom"]["thresholdsStyle"]["mode"] == "line"
     assert [s["value"] for s in defaults["thresholds"]["steps"]][1:] == [threshold]
+
+
+def test_no_panel_is_bound_to_one_worker_deployment():
+    """An app has a worker deployment per model (TTSWorker, TTSWorker_<name>): every panel of the
+    workers' metrics covers them all and tells them apart."""
+    text = json.dumps(dashboard())
+    assert 'deployment=\\"TTSWorker\\"' not in text
+    assert text.count('deployment=~\\"TTSWorker.*\\"') >= 10
