@@ -25,6 +25,9 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+from deployments.protocol import WORKER_DEPLOYMENT  # noqa: E402
 TEXT = "Hello there, this is a short benchmark sentence."
 ZERO_AFTER_S = 3
 
@@ -32,7 +35,7 @@ ZERO_AFTER_S = 3
 def replica_states(app: str) -> dict:
     from ray import serve
 
-    deployment = serve.status().applications[app].deployments["TTSWorker"]
+    deployment = serve.status().applications[app].deployments[WORKER_DEPLOYMENT]  # the default model's
     return {str(getattr(k, "value", k)): v for k, v in deployment.replica_states.items() if v}
 
 

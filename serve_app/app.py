@@ -9,6 +9,7 @@ Ingress.
 from __future__ import annotations
 
 from deployments.engine.loading import ensure_test_checkpoint
+from deployments.engine.models import spec_for
 from deployments.protocol import worker_deployment
 from deployments.serve.worker import TTSWorker
 
@@ -20,7 +21,17 @@ def build_app(args: dict | None = None):
     settings = load_settings(args)
     workers = {}
     for model, engine in settings.model_table().items():
+        _check_servable(model, engine)
         ensure_test_checkpoint(engine)  # demo/test configs: ready before the first replica starts
         deployment = worker_deployment(model, settings.default_model_name)
         workers[model] = TTSWorker.options(name=deployment).bind(engine.model_dump(), model)
     return Ingress.bind(workers, settings.model_dump())
+
+
+def _check_servable(model: str, engine) -> None:
+    """A model of the table this release has no engine for is refused at start, by name (a local
+    checkpoint is taken for a 1.6B-style TTS: the one engine there is)."""
+    spec = None if engine.model_path else spec_for(engine.model_repo)
+    if spec is not None and not spec.served:
+        raise ValueError(f"model {model!r}: {engine.model_repo} is a {spec.kind.value} model, which this release "
+                         f"cannot serve yet")

@@ -51,22 +51,24 @@ class IngressContext:
         ctx.voice_list = default.voices.listing  # one listing per model, the default's shared
         return ctx
 
-    def model_for(self, name: str | None, param: str = "model", any_name: bool = False) -> ServedModel:
+    def model_for(self, name: str | None, param: str = "model", any_name: bool = False,
+                  speaks: bool = True) -> ServedModel:
         """The model a request names: None -> the default one; a name of the table, or a model's
         id (its repo, or local/<folder>) -> that one. Any other name is a 400, unless `any_name`
-        (OpenAI's API, whose clients send `tts-1` and the like): then it is the default model."""
+        (OpenAI's API, whose clients send `tts-1` and the like): then it is the default model.
+        A model of the wrong kind (`speaks`: a text-to-speech model is wanted) is a 400 too."""
         default = self.models[self.settings.default_model_name]
-        if name is None:
-            return default
-        if name in self.models:
-            return self.models[name]
-        by_id = next((m for m in self.models.values() if m.public_id == name), None)
-        if by_id is not None:
-            return by_id
-        if any_name:
-            return default
-        raise APIError(400, f"unknown model {name[:100]!r}: GET /v1/models lists the models of this service",
-                       param=param, code="unknown_model")
+        found = self.models.get(name) if name is not None else default
+        found = found or next((m for m in self.models.values() if m.public_id == name), None)
+        if found is None and not any_name:
+            raise APIError(400, f"unknown model {name[:100]!r}: GET /v1/models lists the models of this service",
+                           param=param, code="unknown_model")
+        found = found or default
+        if found.speaks != speaks:
+            what = "a text-to-speech" if found.speaks else "a speech-to-text"
+            raise APIError(400, f"model '{found.name}' is {what} model: it cannot serve this request",
+                           param=param, code="wrong_model_kind")
+        return found
 
     def check_voice(self, voice: str | None, param: str = "voice", model: ServedModel | None = None) -> str:
         """The voice id to use with `model` (None: the default model); 400 for a refused name or
@@ -92,12 +94,15 @@ class IngressContext:
         model = getattr(request, "model", None)
         return self.models[model].workers if model in self.models else self.workers
 
-    def check_text(self, text: str, param: str = "text") -> str:
+    def check_text(self, text: str, param: str = "text", limit: int | None = None) -> str:
+        """The text, or 422: empty, or longer than `limit` (a model's max_text_chars; None: the
+        app's)."""
+        limit = self.settings.max_text_chars if limit is None else limit
         if not text.strip():
             raise APIError(422, f"{param} must not be empty or only whitespace", param=param, code="empty_text")
-        if len(text) > self.settings.max_text_chars:
-            raise APIError(422, f"{param} is {len(text)} characters long; the limit is "
-                           f"{self.settings.max_text_chars}", param=param, code="text_too_long")
+        if len(text) > limit:
+            raise APIError(422, f"{param} is {len(text)} characters long; the limit is {limit}", param=param,
+                           code="text_too_long")
         return text
 
 

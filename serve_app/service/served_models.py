@@ -36,6 +36,11 @@ class ServedModel:
         return (spec.kind if spec else ModelKind.TTS_EMBEDDING_VOICES).value
 
     @property
+    def speaks(self) -> bool:
+        """True for a text-to-speech model (either kind), False for speech to text."""
+        return self.kind != ModelKind.STT.value
+
+    @property
     def test_model(self) -> bool:
         """True when its audio is noise: a scripted fake engine, or a random-weight checkpoint."""
         engine = self.settings

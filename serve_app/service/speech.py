@@ -67,7 +67,7 @@ def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, 
     names the model (ctx.model_for: None is the default one; with `openai_names` any unknown
     name is the default one too, as OpenAI's clients send `tts-1`)."""
     served = ctx.model_for(model, any_name=openai_names)
-    text = ctx.check_text(text, param=text_param)
+    text = ctx.check_text(text, param=text_param, limit=served.settings.max_text_chars)
     voice_id = (openai_voices.resolve_voice(ctx, voice, model=served) if openai_names and voice is not None
                 else ctx.check_voice(voice, model=served))
     # The HTTP request's id (serve_app/request_ids.py) names it in the worker's log too.

@@ -60,3 +60,37 @@ def test_build_app_binds_one_worker_deployment_per_model(tmp_path):
     assert {model: d.name for model, d in bound.items()} == {"a": f"{WORKER_DEPLOYMENT}_a", "b": WORKER_DEPLOYMENT}
     assert {model: (d.init_args[0]["model_path"], d.init_args[1]) for model, d in bound.items()} == {
         "a": (str(tmp_path / "a"), "a"), "b": (str(tmp_path / "b"), "b")}
+
+
+def test_a_request_names_its_model_by_name_or_id_and_a_wrong_one_is_a_400(tmp_path):
+    from serve_app.context import IngressContext
+    from serve_app.errors import APIError
+
+    settings = AppSettings(voice_repo=None, outputs_dir=str(tmp_path), default_model="small", models={
+        "small": {"model_path": str(tmp_path / "small"), "max_text_chars": 10},
+        "hub": {"model_repo": "kyutai/tts-1.6b-en_fr"},
+        "ears": {"model_repo": "kyutai/stt-1b-en_fr"}})
+    ctx = IngressContext.create(settings, {name: None for name in settings.model_names()}, "unit")
+    assert [ctx.model_for(name).name for name in (None, "hub", "kyutai/tts-1.6b-en_fr", "local/small")] == [
+        "small", "hub", "hub", "small"]
+    assert ctx.model_for("tts-1", any_name=True).name == "small"  # OpenAI's names: the default model
+    with pytest.raises(APIError) as unknown:
+        ctx.model_for("tts-1")
+    assert (unknown.value.status, unknown.value.code, unknown.value.param) == (400, "unknown_model", "model")
+    with pytest.raises(APIError) as wrong_kind:
+        ctx.model_for("ears")  # speech to text: it cannot speak
+    assert (wrong_kind.value.status, wrong_kind.value.code) == (400, "wrong_model_kind")
+    assert ctx.model_for("ears", speaks=False).name == "ears"
+    # Each model's own limits: the small one takes 10 characters.
+    from serve_app.service.speech import synthesis_request
+
+    with pytest.raises(APIError) as too_long:
+        synthesis_request(ctx, "eleven char", model="small")
+    assert too_long.value.code == "text_too_long" and "limit is 10" in too_long.value.message
+
+
+def test_a_model_without_an_engine_is_refused_when_the_app_is_built(tmp_path):
+    from serve_app.app import build_app
+
+    with pytest.raises(ValueError, match="model 'ears': kyutai/stt-1b-en_fr is a stt model"):
+        build_app({"models": {"ears": {"model_repo": "kyutai/stt-1b-en_fr"}}, "outputs_dir": str(tmp_path)})
