@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+from deployments.engine.download_progress import describe
+
 from ..context import IngressContext
 from ..errors import APIError
 
@@ -34,6 +36,9 @@ async def gpu_status(ctx: IngressContext) -> dict:
             "loads": r["model"].get("loads"), "offloads": r["model"].get("offloads"),
             "reloads": r["model"].get("reloads"), "load_seconds": r["model"].get("load_seconds"),
             "reload_seconds": r["model"].get("reload_seconds"),
+            # While it fetches files from the hub: {repo, file, files_done, files_total,
+            # bytes_done, bytes_total, rate_bps, eta_s}.
+            "download": r["model"].get("download"),
             # Slots: rows of the replica's streaming batch; busy ones speak, free ones wait.
             "active": r.get("active"), "queued": r.get("queued"), "max_batch_size": r.get("max_batch_size"),
             "free_slots": r.get("free_slots"), "steps": r.get("steps"), "admissions": r.get("admissions"),
@@ -54,8 +59,21 @@ async def readiness(ctx: IngressContext) -> tuple[dict, int, dict | None]:
     body = {"ready": True, "reason": None, "worker_deployment": deployment,
             "replicas": len(replicas)}
     model_error = ctx.workers.model_error(replicas)
+    downloading = first_download(replicas)
     if deployment["status"] in ("NOT_DEPLOYED", "DEPLOY_FAILED", "UNHEALTHY"):
         body.update(ready=False, reason=f"TTSWorker deployment is {deployment['status']}: {deployment['message']}")
+    elif downloading:
+        body.update(ready=False, reason=downloading)
     elif model_error:
         body.update(ready=False, reason=f"model failed to load: {model_error}")
     return body, 200 if body["ready"] else 503, None
+
+
+def first_download(replicas: list[dict]) -> str | None:
+    """Why no request can succeed soon, in words, while no replica has the model and one is
+    downloading it (a first start: the real model is 3.7 GB), else None."""
+    models = [r.get("model") or {} for r in replicas]
+    if any(m.get("state") in ("ready", "offloaded") for m in models):
+        return None
+    download = next((m["download"] for m in models if m.get("download")), None)
+    return f"downloading the model: {describe(download)}" if download else None
