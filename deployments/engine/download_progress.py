@@ -138,7 +138,7 @@ def describe(download: dict) -> str:
             else f"{download.get('repo')}: {_size(done)}")
     if download.get("rate_bps"):
         text += f" at {_size(download['rate_bps'])}/s"
-    if download.get("eta_s") is not None:
+    if download.get("eta_s"):  # none when unknown, and nothing left to say at 0
         text += f", about {_duration(download['eta_s'])} left"
     return text
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import importlib.util
+import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .download_progress import DOWNLOADS, DownloadProgress, Downloads, PlannedFile, describe
+
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailableError(RuntimeError):
@@ -114,9 +118,14 @@ class HubFetcher:
         if plan is None:
             return {name: self._from_cache(name) for name in filenames}
         progress = DownloadProgress(self.repo, plan)
-        shown = self._downloads.tracking(progress) if progress.needs_download() else contextlib.nullcontext()
-        with shown:
+        if not progress.needs_download():
             return {name: self._download(name, progress, None if xet else self.stall_s) for name in filenames}
+        started = time.monotonic()
+        log.info("downloading from the hub: %s (%s)", describe(progress.snapshot()), ", ".join(filenames))
+        with self._downloads.tracking(progress):
+            paths = {name: self._download(name, progress, None if xet else self.stall_s) for name in filenames}
+        log.info("downloaded %s in %.1fs", describe(progress.snapshot()), time.monotonic() - started)
+        return paths
 
     def _plan(self, filenames: list[str]) -> list[PlannedFile] | None:
         """Each file's size and place in the cache, from the hub; None when it does not answer."""

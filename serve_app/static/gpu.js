@@ -161,7 +161,7 @@ function downloadBar(download) {
   };
   const parts = [t("downloading", vars)];
   if (download.rate_bps) parts.push(t("downloadRate", { rate: size(download.rate_bps) }));
-  if (download.eta_s !== null && download.eta_s !== undefined) parts.push(t("downloadLeft", { t: duration(download.eta_s) }));
+  if (download.eta_s) parts.push(t("downloadLeft", { t: duration(download.eta_s) }));
   if (total) wrap.append(meter("progressbar", download.bytes_done, total));
   wrap.append(element("span", "muted", parts.join(" · ")));
   return wrap;

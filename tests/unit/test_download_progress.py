@@ -63,3 +63,4 @@ def test_describe_says_how_far_how_fast_and_how_long():
     download = {"repo": "org/model", "bytes_done": 420, "bytes_total": 1_000, "rate_bps": 35_000_000, "eta_s": 150}
     assert describe(download) == "org/model: 42% of 1.0 kB at 35.0 MB/s, about 2 min left"
     assert describe({**download, "rate_bps": None, "eta_s": None}) == "org/model: 42% of 1.0 kB"
+    assert describe({**download, "bytes_done": 1_000, "eta_s": 0.0}) == "org/model: 100% of 1.0 kB at 35.0 MB/s"
