@@ -7,8 +7,12 @@ Progress is asserted in bytes (what the hub served, what the status says), never
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -214,4 +218,17 @@ def test_an_offline_second_start_loads_from_the_filled_cache(hub, hf_home, make_
     assert report["status"] == {"state": "ready", "error": None, "failures": 0, "loads": 1}
     # The cached voice is listed (the listing too comes from the cache), and the hub saw nothing.
     assert [v["id"] for v in report["voices"]] == [VOICE_NAMES[1]]
+    assert hub.requests == []
+
+
+def test_a_cache_filled_by_huggingface_cli_download_serves_offline(hub, hf_home):
+    """The README's way to fill the cache before a first start, then HF_HUB_OFFLINE."""
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_XET": "1"}
+    cli = Path(sys.executable).with_name("huggingface-cli")
+    for args in ([DEFAULT_MODEL_REPO], [DEFAULT_VOICE_REPO, "--include", "unmute-prod-website/*"]):
+        subprocess.run([str(cli), "download", *args], env=env, check=True, capture_output=True, timeout=120)
+    hub.reset_counts()
+    report, _ = run_hub_script(hf_home, DEFAULT_MODEL_REPO, DEFAULT_VOICE, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="1")
+    assert report["errors"] == [] and report["status"]["state"] == "ready"
+    assert [v["id"] for v in report["voices"]] == [DEFAULT_VOICE]
     assert hub.requests == []
