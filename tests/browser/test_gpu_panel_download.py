@@ -1,5 +1,5 @@
 """The GPU panel while a replica downloads the model: a progress bar with what, how far, how fast
-and how long, in each language. The page's own files with canned API answers (no cluster: what
+and how long, in each language, beside the GPU's VRAM meter. The page's own files with canned API answers (no cluster: what
 is checked is how the page draws a status, tests/engine/test_hub_downloads.py checks the status)."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ DOWNLOAD = {"repo": "kyutai/tts-1.6b-en_fr", "file": "dsm_tts_1e68beda@240.safet
             "files_total": 3, "bytes_done": 1_554_000_000, "bytes_total": 3_700_000_000,
             "rate_bps": 35_000_000, "eta_s": 61.3}
 GPU_STATUS = {
-    "nodes": [{"hostname": "gpu-node", "node_ip": "10.0.0.2", "ray_gpus": 1, "gpus": []}],
-    "total_gpus": 0, "total_ray_gpus": 1, "worker_deployment": {"status": "UPDATING", "message": ""},
+    "nodes": [{"hostname": "gpu-node", "node_ip": "10.0.0.2", "ray_gpus": 1,
+               "gpus": [{"index": 0, "name": "NVIDIA H100", "memory_total_mib": 81_559, "memory_used_mib": 70_000}]}],
+    "total_gpus": 1, "total_ray_gpus": 1, "worker_deployment": {"status": "UPDATING", "message": ""},
     "replicas": [{"replica": "TTSWorker#first", "node": "gpu-node", "gpu": 0, "state": "loading", "error": None,
                   "device": None, "idle_seconds": 0.0, "active": 0, "queued": 1, "max_batch_size": 64,
                   "free_slots": 64, "download": DOWNLOAD}],
@@ -60,6 +61,10 @@ def test_a_downloading_replica_shows_a_progress_bar_with_its_figures(browser, lo
         text = box.inner_text()
         assert DOWNLOAD["file"] in text and "1.6 GB" in text and "3.7 GB" in text
         assert all(word in text for word in words), text
+        # The VRAM meter beside it (the same bar drawing): 86% used, past the 85% warning line.
+        vram = page.query_selector("#gpu-list .vram [role=meter]")
+        assert (vram.get_attribute("aria-valuenow"), vram.get_attribute("aria-valuemax")) == ("70000", "81559")
+        assert vram.query_selector(".fill.high") is not None
         assert errors == []
     finally:
         context.close()

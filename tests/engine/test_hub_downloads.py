@@ -24,7 +24,7 @@ from deployments.engine.tts import TTSEngine
 from deployments.protocol import SynthesisRequest
 from deployments.settings import DEFAULT_MODEL_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, EngineSettings
 from helpers.hub_script import run_hub_script
-from helpers.hub_server import HubServer, model_repo_files, voice_repo_files
+from helpers.hub_server import HubServer, kyutai_repos
 from helpers.leaks import assert_client_safe
 
 WEIGHTS = "dsm_tts_random.safetensors"
@@ -32,8 +32,7 @@ WEIGHTS = "dsm_tts_random.safetensors"
 
 @pytest.fixture
 def hub(tiny_checkpoint):
-    with HubServer({DEFAULT_MODEL_REPO: model_repo_files(tiny_checkpoint),
-                    DEFAULT_VOICE_REPO: voice_repo_files(tiny_checkpoint)}) as server:
+    with HubServer(kyutai_repos(tiny_checkpoint)) as server:
         yield server
 
 

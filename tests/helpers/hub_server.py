@@ -91,6 +91,13 @@ class HubServer:
             self.bytes_served[path] = self.bytes_served.get(path, 0) + sent
 
 
+def kyutai_repos(checkpoint: Path) -> dict[str, dict[str, bytes]]:
+    """A tiny checkpoint under the real repo names: the production config's path, its files tiny."""
+    from deployments.settings import DEFAULT_MODEL_REPO, DEFAULT_VOICE_REPO
+
+    return {DEFAULT_MODEL_REPO: model_repo_files(checkpoint), DEFAULT_VOICE_REPO: voice_repo_files(checkpoint)}
+
+
 def model_repo_files(checkpoint: Path) -> dict[str, bytes]:
     """A checkpoint folder (deployments.checkpoint) as the model repo: every file but voices/."""
     return {p.relative_to(checkpoint).as_posix(): p.read_bytes() for p in sorted(checkpoint.rglob("*"))
