@@ -59,6 +59,10 @@ class EngineSettings(BaseModel):
     test_engine: Literal["fake-tts", "fake-stt"] | None = None
     # Seconds to wait for the hub before failing a model or voice download.
     hub_timeout_s: float = Field(20.0, gt=0)
+    # A model or voice download that puts no byte on disk for this long fails with an error saying
+    # so (the next request resumes it). huggingface_hub alone gives up on a silent connection after
+    # ~66 s (6 reads of HF_HUB_DOWNLOAD_TIMEOUT, 10 s) but never on one that trickles.
+    hub_stall_s: float = Field(60.0, gt=0)
 
     @field_validator("voice_dirs", mode="before")
     @classmethod

@@ -83,16 +83,17 @@ def checkpoint_info(settings: EngineSettings):
     if settings.model_path:
         ensure_test_checkpoint(settings)
         return local_checkpoint_info(settings.model_path)
-    return hub_checkpoint_info(settings.model_repo, settings.hub_timeout_s)
+    return hub_checkpoint_info(settings.model_repo, settings.hub_timeout_s, settings.hub_stall_s)
 
 
-def hub_checkpoint_info(repo: str, timeout_s: float):
+def hub_checkpoint_info(repo: str, timeout_s: float, stall_s: float = 60.0):
     """Fetches config.json and the files it names ourselves (failing fast when the hub is
-    unreachable, see HubFetcher), then lets moshi parse them exactly as `from_hf_repo(repo)`
-    would. Left to moshi, a failed config.json download is taken for a legacy Moshi repo."""
+    unreachable, failing when a download stalls, with progress in the status: see HubFetcher),
+    then lets moshi parse them exactly as `from_hf_repo(repo)` would. Left to moshi, a failed
+    config.json download is taken for a legacy Moshi repo."""
     from moshi.models.loaders import CheckpointInfo
 
-    fetcher = HubFetcher(repo, timeout_s)
+    fetcher = HubFetcher(repo, timeout_s, stall_s)
     config_path = fetcher.fetch("config.json")
     try:
         config = json.loads(config_path.read_text())
@@ -100,8 +101,10 @@ def hub_checkpoint_info(repo: str, timeout_s: float):
         raise ModelUnavailableError(f"config.json of '{repo}' is not valid JSON: the operator must check "
                                     f"the model setting (details in the worker's log)",
                                     detail=f"config.json of '{repo}' is not valid JSON ({exc})") from exc
-    files = {argument: fetcher.fetch(config[key]) for argument, key in _LOCAL_FILE_KEYS.items()
+    named = {argument: config[key] for argument, key in _LOCAL_FILE_KEYS.items()
              if isinstance(config.get(key), str) and "://" not in config[key]}
+    fetched = fetcher.fetch_all(list(dict.fromkeys(named.values())))  # one download, one progress
+    files = {argument: fetched[name] for argument, name in named.items()}
     try:
         return CheckpointInfo.from_hf_repo(repo, config_path=config_path, **files)
     except Exception as exc:  # a file moshi fetches itself (`hf://...` names)

@@ -1,7 +1,8 @@
 """One model per process (per GPU): lazy load, idle offload to host RAM, reload on demand.
 
 States: `unloaded` -> `loading` -> `ready` <-> `offloaded`; `failed` (with the error) when a load
-fails, retried by the next request. Offloading never happens under a running generation: it is
+fails, retried by the next request. While files come from the hub (the model's while `loading`,
+a voice's at any time) the status carries the download's progress (`download`). Offloading never happens under a running generation: it is
 deferred until the last one ends.
 """
 
@@ -15,6 +16,7 @@ import time
 from typing import Callable, Iterator
 
 from .base import EngineFactory, SlotEngine
+from .download_progress import DOWNLOADS
 from .hub import ModelUnavailableError
 from .loading import pick_device
 from ..settings import EngineSettings
@@ -227,6 +229,8 @@ class ModelManager:
                 "offload_after_s": self._offload_after_s,
                 **self._stats,
             }
+        # {repo, file, files_done, files_total, bytes_done, bytes_total, rate_bps, eta_s} or None.
+        report["download"] = DOWNLOADS.current()
         report["gpu"] = self._gpu_facts(self.gpu_index) if self.gpu_index is not None else None
         report["torch_allocated_mib"] = _torch_allocated_mib(report["device"])
         return report

@@ -108,7 +108,8 @@ class TTSEngine(SlotEngine):
             torch.set_num_threads(settings.cpu_threads)
         self.tts = loading.load_tts_model(settings, device)
         self.voices = VoiceCatalog(loading.local_voice_dirs(settings), loading.voice_repo(settings),
-                                   suffix=self.tts.voice_suffix, hub_timeout_s=settings.hub_timeout_s)
+                                   suffix=self.tts.voice_suffix, hub_timeout_s=settings.hub_timeout_s,
+                                   hub_stall_s=settings.hub_stall_s)
         self.frame_rate = float(self.tts.mimi.frame_rate)
         self._voice_paths = _LRU(VOICE_PATHS_CACHED)
         self._embeddings = _LRU(VOICE_EMBEDDINGS_CACHED)

@@ -111,11 +111,12 @@ class VoiceCatalog:
     REPO_LISTING_TTL_S = 300.0
 
     def __init__(self, voice_dirs: list[str | Path], voice_repo: str | None = None,
-                 suffix: str | None = None, hub_timeout_s: float = 20.0):
+                 suffix: str | None = None, hub_timeout_s: float = 20.0, hub_stall_s: float = 60.0):
         self.voice_dirs = [Path(d).expanduser() for d in voice_dirs]
         self.voice_repo = voice_repo
         self.suffix = suffix
         self.hub_timeout_s = hub_timeout_s
+        self.hub_stall_s = hub_stall_s
         self._repo_files: list[str] | None = None
         # Why the voice repo could not be listed last time (None when it could).
         self.repo_error: str | None = None
@@ -205,7 +206,8 @@ class VoiceCatalog:
             if filename in self._repo_listing():
                 from .hub import download_file
 
-                return download_file(self.voice_repo, filename, timeout_s=self.hub_timeout_s)
+                return download_file(self.voice_repo, filename, timeout_s=self.hub_timeout_s,
+                                     stall_s=self.hub_stall_s)
         raise VoiceError(f"unknown voice '{voice_id}': GET /api/voices lists the available voices")
 
     def _resolve_local(self, directory: Path, voice_id: str) -> Path | None:

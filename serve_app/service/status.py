@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from deployments.engine.download_progress import describe
 from deployments.protocol import DEFAULT_MODEL_NAME, WORKER_DEPLOYMENT
 
 from ..context import IngressContext
@@ -53,6 +54,9 @@ async def gpu_status(ctx: IngressContext) -> dict:
             "loads": r["model"].get("loads"), "offloads": r["model"].get("offloads"),
             "reloads": r["model"].get("reloads"), "load_seconds": r["model"].get("load_seconds"),
             "reload_seconds": r["model"].get("reload_seconds"),
+            # While it fetches files from the hub: {repo, file, files_done, files_total,
+            # bytes_done, bytes_total, rate_bps, eta_s}.
+            "download": r["model"].get("download"),
             # Slots: rows of the replica's streaming batch; busy ones speak, free ones wait.
             "active": r.get("active"), "queued": r.get("queued"), "max_batch_size": r.get("max_batch_size"),
             "free_slots": r.get("free_slots"), "steps": r.get("steps"), "admissions": r.get("admissions"),
@@ -67,8 +71,11 @@ def _model_readiness(model: ServedModel, state: dict, replicas: list[dict]) -> d
     view = {"ready": True, "reason": None, "deployment": model.deployment, "model": model.public_id,
             "replicas": len(own)}
     model_error = model.workers.model_error(own)
+    downloading = first_download(own)
     if state["status"] in FAILED_DEPLOYMENT_STATES:
         view.update(ready=False, reason=f"{model.deployment} deployment is {state['status']}: {state['message']}")
+    elif downloading:
+        view.update(ready=False, reason=downloading)
     elif model_error:
         view.update(ready=False, reason=f"model failed to load: {model_error}")
     return view
@@ -91,3 +98,13 @@ async def readiness(ctx: IngressContext) -> tuple[dict, int, dict | None]:
     body = {"ready": default["ready"], "reason": default["reason"], "worker_deployment": default_state,
             "replicas": default["replicas"], "models": views}
     return body, 200 if body["ready"] else 503, None
+
+
+def first_download(replicas: list[dict]) -> str | None:
+    """Why no request can succeed soon, in words, while no replica has the model and one is
+    downloading it (a first start: the real model is 3.7 GB), else None."""
+    models = [r.get("model") or {} for r in replicas]
+    if any(m.get("state") in ("ready", "offloaded") for m in models):
+        return None
+    download = next((m["download"] for m in models if m.get("download")), None)
+    return f"downloading the model: {describe(download)}" if download else None

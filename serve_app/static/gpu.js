@@ -96,7 +96,10 @@ export class GpuPanel {
     const vram = facts?.memory_total_mib ? facts : replicas.find((r) => r.vram?.memory_total_mib)?.vram;
     if (index !== null) box.append(vramBar(vram));
     if (!replicas.length) box.append(paragraph("muted", t("noReplica")));
-    for (const replica of replicas) box.append(replicaRow(replica, manyModels));
+    for (const replica of replicas) {
+      box.append(replicaRow(replica, manyModels));
+      if (replica.download) box.append(downloadBar(replica.download));
+    }
     return box;
   }
 }
@@ -129,19 +132,48 @@ function vramBar(vram) {
     wrap.append(unknown);
     return wrap;
   }
-  const share = Math.min(1, vram.memory_used_mib / vram.memory_total_mib);
-  const bar = element("div", "bar");
-  bar.setAttribute("role", "meter");
-  bar.setAttribute("aria-valuemin", "0");
-  bar.setAttribute("aria-valuemax", String(vram.memory_total_mib));
-  bar.setAttribute("aria-valuenow", String(vram.memory_used_mib));
-  const fill = element("div", "fill");
-  fill.style.width = `${(share * 100).toFixed(1)}%`;
-  fill.classList.toggle("high", share > 0.85);
-  bar.append(fill);
+  const bar = meter("meter", vram.memory_used_mib, vram.memory_total_mib);
+  bar.firstChild.classList.toggle("high", vram.memory_used_mib / vram.memory_total_mib > 0.85);
   const gib = (mib) => (mib / 1024).toFixed(1);
   wrap.append(bar, element("span", "muted", t("vram", { used: gib(vram.memory_used_mib), total: gib(vram.memory_total_mib) })));
   return wrap;
+}
+
+/** A bar filled to value / max (`role`: "meter" for a level, "progressbar" for a download). */
+function meter(role, value, max) {
+  const bar = element("div", "bar");
+  bar.setAttribute("role", role);
+  bar.setAttribute("aria-valuemin", "0");
+  bar.setAttribute("aria-valuemax", String(max));
+  bar.setAttribute("aria-valuenow", String(value));
+  const fill = element("div", "fill");
+  fill.style.width = `${(Math.min(1, value / max) * 100).toFixed(1)}%`;
+  bar.append(fill);
+  return bar;
+}
+
+/** A replica's hub download: a progress bar, then file, share, size, rate and time left. */
+function downloadBar(download) {
+  const wrap = element("div", "download");
+  wrap.dataset.repo = download.repo;
+  const total = download.bytes_total;
+  const vars = {
+    file: download.file || download.repo, done: size(download.bytes_done), total: total ? size(total) : "?",
+    pct: total ? Math.floor((100 * download.bytes_done) / total) : "?",
+  };
+  const parts = [t("downloading", vars)];
+  if (download.rate_bps) parts.push(t("downloadRate", { rate: size(download.rate_bps) }));
+  if (download.eta_s) parts.push(t("downloadLeft", { t: duration(download.eta_s) }));
+  if (total) wrap.append(meter("progressbar", download.bytes_done, total));
+  wrap.append(element("span", "muted", parts.join(" · ")));
+  return wrap;
+}
+
+function size(bytes) {
+  for (const [unit, scale] of [["GB", 1e9], ["MB", 1e6], ["kB", 1e3]]) {
+    if (bytes >= scale) return `${(bytes / scale).toFixed(1)} ${unit}`;
+  }
+  return `${bytes} B`;
 }
 
 function replicaRow(replica, manyModels) {

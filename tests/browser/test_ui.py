@@ -15,32 +15,17 @@ import msgpack
 import pytest
 import websockets
 from conftest import API_KEY
+from helpers.browser import browser  # noqa: F401 (a fixture)
 from helpers.speech_checks import wait_idle
 
 pytestmark = [pytest.mark.serve, pytest.mark.browser]
 
-CHROMIUM = Path("/usr/bin/chromium")
-# No sandbox (containers, root), no GPU, and nothing that phones home: the page must need only the service.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 WAIT_MS = 120_000  # generous: the CPU is shared; tests assert on events and content, not on time
 
 AUDIO_STATE = """() => { const a = document.getElementById('audio');
   return {duration: a.duration, readyState: a.readyState, src: a.currentSrc, error: a.error && a.error.code}; }"""
 AUDIO_PLAYABLE = "() => { const a = document.getElementById('audio'); return a.readyState >= 2 && a.duration > 0; }"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Page:

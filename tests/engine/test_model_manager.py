@@ -7,11 +7,7 @@ On CPU "offloading" moves the weights from CPU to CPU; what is tested is the man
 
 import concurrent.futures
 import json
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -24,8 +20,8 @@ from deployments.engine.tts import TTSEngine
 from deployments.engine.hub import ModelUnavailableError
 from deployments.engine.model_manager import ModelManager, ModelState
 from deployments.protocol import SAMPLE_RATE, AudioChunk, SynthesisDone, SynthesisRequest
+from helpers.hub_script import run_hub_script
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TEXT = "Offloading must wait until this sentence has been spoken, every word of it, to the end."
 
 
@@ -220,44 +216,6 @@ def test_a_failed_load_is_reported_and_retried_by_the_next_request(make_manager,
     assert (status["state"], status["error"], status["loads"], status["failures"]) == ("ready", None, 1, 2)
 
 
-# huggingface_hub reads HF_ENDPOINT and HF_HOME when it is imported (huggingface_hub.constants),
-# and this test process imported it long ago: the hub cases run in a fresh interpreter.
-HUB_SCRIPT = textwrap.dedent("""
-    import json, sys, time
-    from deployments.settings import EngineSettings
-    from deployments.engine.model_manager import ModelManager
-    from deployments.protocol import SynthesisRequest
-
-    repo, voice = sys.argv[1], sys.argv[2]
-    manager = ModelManager(EngineSettings(model_repo=repo, n_q=8, cpu_threads=1, device="cpu",
-                                          default_voice=voice))
-    report = {"errors": []}
-    for attempt in range(2):
-        try:
-            with manager.acquire() as engine:
-                [result] = engine.synthesize([SynthesisRequest("Spoken from the cache.")])
-                report["words"] = [w.word for w in result["words"]]
-                report["voices"] = [v.to_dict() for v in engine.voices.list_voices()]
-        except Exception as exc:
-            report["errors"].append([exc.__class__.__name__, str(exc)])
-        report["status"] = {k: manager.status()[k] for k in ("state", "error", "failures", "loads")}
-    print(json.dumps(report))
-""")
-
-
-def run_hub_script(tmp_path, repo: str, voice: str = VOICE_NAMES[0]) -> tuple[dict, str]:
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"),
-           "HF_ENDPOINT": "http://127.0.0.1:9",  # nothing listens there: connection refused
-           "NO_TORCH_COMPILE": "1", "NO_CUDA_GRAPH": "1"}
-    for name in ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        env.pop(name, None)
-    # The timeout only turns a hang into a failure; the retry check below is what shows "fast".
-    done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, repo, voice], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
-
-
 def fill_hf_cache(hf_home: Path, repo: str, files: dict[str, Path]) -> None:
     """Lays files out as `huggingface-cli download` leaves them in the HF cache."""
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -272,7 +230,7 @@ def fill_hf_cache(hf_home: Path, repo: str, files: dict[str, Path]) -> None:
 
 def test_an_unreachable_model_repo_fails_fast_with_a_clear_error(tmp_path):
     repo = "kyutai-test/no-such-model"
-    report, stderr = run_hub_script(tmp_path, repo)
+    report, stderr = run_hub_script(tmp_path / "hf-home", repo, VOICE_NAMES[0])
     assert [kind for kind, _ in report["errors"]] == ["ModelUnavailableError"] * 2
     message = report["errors"][0][1]
     assert f"'{repo}'" in message and "model_path" in message and "HF_HUB_OFFLINE" in message
@@ -294,7 +252,7 @@ def test_a_prefilled_hf_cache_serves_when_the_hub_is_unreachable(tmp_path, tiny_
     fill_hf_cache(tmp_path / "hf-home", model_repo, model_files)
     fill_hf_cache(tmp_path / "hf-home", voice_repo, voice_files)
 
-    report, stderr = run_hub_script(tmp_path, model_repo, voice=VOICE_NAMES[1])
+    report, stderr = run_hub_script(tmp_path / "hf-home", model_repo, VOICE_NAMES[1])
     assert report["errors"] == []
     assert report["words"] == ["Spoken", "from", "the", "cache."]
     assert {v["id"]: v["source"] for v in report["voices"]} == {name: "repo" for name in VOICE_NAMES}

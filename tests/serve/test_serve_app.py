@@ -14,6 +14,7 @@ import wave
 import httpx
 import pytest
 from conftest import wait_for_replicas
+from helpers.hub_server import HubServer, kyutai_repos
 from helpers.speech_checks import worker_reports
 from ray import serve
 from test_mcp import mcp_session
@@ -346,6 +347,42 @@ def test_ready_says_why_until_a_replica_has_loaded_the_model(serve_cluster, base
     assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["reason"] is None
 
 
+
+
+def test_ready_is_503_with_the_progress_while_a_first_start_downloads_the_model(serve_cluster, tiny_checkpoint,
+                                                                                 tmp_path):
+    """The production config's path on an empty cache, against the test hub (the real repo names,
+    the tiny files, throttled): while the replica downloads, /ready is 503 saying how far it got and
+    /api/gpu/status carries the download; the request that started it then succeeds."""
+    with HubServer(kyutai_repos(tiny_checkpoint), rate_bps=150_000) as hub:  # ~11 s for the model
+        hub_env = {"runtime_env": {"env_vars": {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"),
+                                                "HF_HUB_DISABLE_XET": "1"}}}
+        url = serve_cluster.deploy(
+            "first-start", "/first-start", args={"model_path": None},  # model_repo / voice_repo: the defaults
+            worker={"ray_actor_options": {"num_gpus": 0, **hub_env},
+                    "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}},
+            ingress={"ray_actor_options": hub_env})
+        wait_for_replicas(url, 1)
+        assert httpx.get(f"{url}/ready", timeout=30).status_code == 200  # nothing asked of the hub yet
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            speech = pool.submit(httpx.post, f"{url}/api/tts", json={"text": "Downloaded first."}, timeout=240)
+            while True:  # until the replica reports the download (bytes, not seconds, are asserted)
+                ready = httpx.get(f"{url}/ready", timeout=30)
+                if ready.status_code == 503 or speech.done():
+                    break
+                time.sleep(0.2)
+            assert ready.status_code == 503 and ready.json()["reason"].startswith(
+                "downloading the model: kyutai/tts-1.6b-en_fr: "), ready.text
+            [replica] = httpx.get(f"{url}/api/gpu/status", timeout=30).json()["replicas"]
+            download = replica["download"]
+            assert replica["state"] == "loading" and download["repo"] == "kyutai/tts-1.6b-en_fr"
+            assert 0 <= download["bytes_done"] < download["bytes_total"]
+            assert speech.result().status_code == 200
+        assert httpx.get(f"{url}/ready", timeout=30).status_code == 200
+        [replica] = httpx.get(f"{url}/api/gpu/status", timeout=30).json()["replicas"]
+        assert (replica["state"], replica["download"]) == ("ready", None)
+        model_bytes = sum(len(data) for data in hub.repos["kyutai/tts-1.6b-en_fr"].files.values())
+        assert sum(hub.bytes_served.get(name, 0) for name in hub.repos["kyutai/tts-1.6b-en_fr"].files) == model_bytes
 
 
 def test_health_ready_docs(client):
