@@ -63,6 +63,10 @@ class EngineSettings(BaseModel):
     # so (the next request resumes it). huggingface_hub alone gives up on a silent connection after
     # ~66 s (6 reads of HF_HUB_DOWNLOAD_TIMEOUT, 10 s) but never on one that trickles.
     hub_stall_s: float = Field(60.0, gt=0)
+    # A request that finds the model being downloaded (a first start: the real model is 3.7 GB)
+    # waits this long for it, then is refused with the download's progress (503 + Retry-After at
+    # the ingress) instead of waiting as long as the download.
+    first_download_wait_s: float = Field(30.0, gt=0)
 
     @field_validator("voice_dirs", mode="before")
     @classmethod

@@ -113,6 +113,14 @@ class ServeCluster:
         deploy(config, wait_s=180)
         return self.url(route_prefix)
 
+    def remove(self, name: str) -> None:
+        """Deletes an application a test no longer needs: each holds replicas (a process and
+        ~1 GB each for a worker, CPU reservations), and the shared cluster has room for a few."""
+        from ray import serve
+
+        if self.apps.pop(name, None) is not None:
+            serve.delete(name)
+
     def url(self, route_prefix: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{route_prefix.rstrip('/')}"
 
@@ -130,6 +138,21 @@ def _deep_update(target: dict, changes: dict) -> None:
             _deep_update(target[key], value)
         else:
             target[key] = value
+
+
+@pytest.fixture
+def temporary_apps(serve_cluster):
+    """`temporary_apps(name, route_prefix, ...)` deploys like `serve_cluster.deploy` an app that is
+    deleted when the test ends (pass or fail)."""
+    names: list[str] = []
+
+    def deploy(name: str, route_prefix: str, **kwargs) -> str:
+        names.append(name)
+        return serve_cluster.deploy(name, route_prefix, **kwargs)
+
+    yield deploy
+    for name in names:
+        serve_cluster.remove(name)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,10 @@ from typing import AsyncIterator
 
 from ray import serve
 
+from ..engine import download_progress
 from ..engine.model_manager import ModelManager
 from ..engine.scheduler import SlotScheduler, Submission
-from ..protocol import DEFAULT_MODEL_NAME, DEFAULT_SLOTS, WORKER_DEPLOYMENT, AudioChunk, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from ..protocol import DEFAULT_MODEL_NAME, DEFAULT_SLOTS, WORKER_DEPLOYMENT, AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
 from ..settings import EngineSettings
 from .gpu_info import gpu_facts
 from .metrics import RequestTimer, WorkerMetrics
@@ -34,6 +35,8 @@ request_log = logging.getLogger("ray.serve")
 # After the first audio, events are sent on at most this often: each yield is a Ray object, and one
 # per 80 ms frame cost ~0.6 s per request on a 2-core machine (benchmarks/serve_overhead.py).
 STREAM_FLUSH_S = 0.1
+# How often a request waiting for its first event looks whether the model is being downloaded.
+DOWNLOAD_POLL_S = 1.0
 
 # Run-time settings (`user_config`), applied by reconfigure() without a restart.
 DEFAULT_USER_CONFIG = {"offload_after_s": 300.0, "max_batch_size": DEFAULT_SLOTS}
@@ -134,8 +137,8 @@ class TTSWorker:
             if submission.request.stream_text:
                 words = asyncio.create_task(self._take_words(submission, session))
                 yield [TextFeedOpened(inbox=self.inbox, session=session)]
+            events = await self._first_events(queue)
             while True:
-                events = await self._next_events(queue, first=timer.first_audio_at is None)
                 if any(isinstance(event, AudioChunk) for event in events):
                     timer.audio()
                 last = events[-1]
@@ -149,6 +152,7 @@ class TTSWorker:
                 yield events
                 if outcome != "cancelled":
                     return
+                events = await self._next_events(queue, first=timer.first_audio_at is None)
         finally:
             submission.cancelled.set()
             if words is not None:
@@ -166,6 +170,26 @@ class TTSWorker:
                 await asyncio.to_thread(self.scheduler.extend, submission, text, end)
                 if end:
                     return
+
+    async def _first_events(self, queue: asyncio.Queue) -> list:
+        """The request's first events. While the model is being downloaded (a first start), at
+        most `first_download_wait_s`: then a refusal saying how far the download is (the ingress
+        answers 503 with Retry-After), and the download goes on for the next request."""
+        getting = asyncio.ensure_future(self._next_events(queue, first=True))
+        deadline = time.monotonic() + self.settings.first_download_wait_s
+        try:
+            while True:
+                done, _ = await asyncio.wait({getting}, timeout=DOWNLOAD_POLL_S)
+                if done:
+                    return getting.result()
+                # Through the module: the deployment class is pickled with the globals it names.
+                download = download_progress.DOWNLOADS.current()
+                if download is not None and time.monotonic() >= deadline:
+                    return [SynthesisFailed(f"the model is still being downloaded ({download_progress.describe(download)}); "
+                                            "retry in a while", kind=FailureKind.UNAVAILABLE)]
+        finally:
+            if not getting.done():
+                getting.cancel()
 
     @staticmethod
     async def _next_events(queue: asyncio.Queue, first: bool) -> list:

@@ -155,10 +155,9 @@ def build_server(ctx: IngressContext) -> FastMCP:
             f"The model whose voices to list (a name from `models`); default {settings.default_model_name}."))] = None,
     ) -> VoiceList:
         """The voices text_to_speech accepts for a model, its default one, and every model's name."""
-        served = ctx.model_for(model)
-        listing = await voice_listing(ctx, filter, model=served.name)
-        names = sorted(ctx.models, key=lambda name: name != settings.default_model_name)
-        return VoiceList(default=listing["default"], voices=listing["voices"], model=served.name, models=names)
+        listing = await voice_listing(ctx, filter, model=model)
+        return VoiceList(default=listing["default"], voices=listing["voices"], model=listing["model"],
+                         models=listing["models"])
 
     @tool(server, title="GPU status", readOnlyHint=True)
     async def get_gpu_status() -> dict[str, Any]:

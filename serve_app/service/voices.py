@@ -62,11 +62,14 @@ class ModelVoices:
 
 
 async def voice_listing(ctx: IngressContext, query: str | None = None, model: str | None = None) -> dict:
-    """{default, voices: [{id, group, language, source}], warning?} of a model (None: the default
-    one), filtered by `query`."""
-    voices = ctx.model_for(model).voices
+    """{default, voices: [{id, group, language, source}], model, models, warning?} of a model (None:
+    the default one), filtered by `query`; `models`: every model's name, the default one first."""
+    served = ctx.model_for(model)
+    voices = served.voices
     listed = [v.to_dict() for v in await voices.listing.get()]
-    body = {"default": voices.default_voice, "voices": filter_voices(listed, query)}
+    names = sorted(ctx.models, key=lambda name: name != ctx.settings.default_model_name)
+    body = {"default": voices.default_voice, "voices": filter_voices(listed, query), "model": served.name,
+            "models": names}
     if voices.catalog.repo_error:
         body["warning"] = voices.catalog.repo_error
     return body

@@ -31,11 +31,12 @@ INTERNALS = ("Actor", "actor_id", "Traceback", "ray.", "Error:")
 
 @pytest.fixture(scope="module")
 def faults_url(serve_cluster, base_url) -> str:
-    return serve_cluster.deploy(
+    yield serve_cluster.deploy(
         APP, "/faults",
         args={"test_faults": True, "generation_stall_s": 4, "worker_timeout_s": 60},
         worker={"ray_actor_options": {"num_gpus": 0}, "health_check_period_s": 1, "graceful_shutdown_timeout_s": 2,
                 "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
+    serve_cluster.remove(APP)
 
 
 def live_replica(min_active: int = 0, since: float | None = None) -> dict:

@@ -32,7 +32,8 @@ def unwritable_url(serve_cluster, tmp_path_factory) -> str:
     """An app whose outputs_dir is a regular file: saving fails with an OSError naming the path."""
     blocker = tmp_path_factory.mktemp("blocked") / "outputs"
     blocker.write_text("not a folder")
-    return serve_cluster.deploy("unwritable", "/unwritable", args={"outputs_dir": str(blocker)}, worker=CPU_WORKER)
+    yield serve_cluster.deploy("unwritable", "/unwritable", args={"outputs_dir": str(blocker)}, worker=CPU_WORKER)
+    serve_cluster.remove("unwritable")
 
 
 def test_an_unexpected_rest_failure_is_a_generic_json_500(unwritable_url):

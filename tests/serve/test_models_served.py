@@ -58,7 +58,8 @@ def test_the_request_chooses_its_model_on_rest_and_openai(duo_url):
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "unknown_model"
     assert refused.json()["error"]["param"] == "model"
     assert httpx.get(f"{duo_url}/api/voices", params={"model": "nope"}, timeout=30).status_code == 400
-    assert httpx.get(f"{duo_url}/api/voices", params={"model": "second"}, timeout=30).json()["voices"]
+    listing = httpx.get(f"{duo_url}/api/voices", params={"model": "second"}, timeout=30).json()
+    assert listing["voices"] and (listing["model"], listing["models"]) == ("second", ["first", "second"])
 
 
 def admissions(url: str, deployment: str, timeout_s: float = 15) -> int:

@@ -16,7 +16,8 @@ def quota_app(serve_cluster, tmp_path_factory):
     folder = tmp_path_factory.mktemp("quota-outputs")
     url = serve_cluster.deploy("quota", "/quota", args={"outputs_dir": str(folder), "outputs_max_bytes": QUOTA_BYTES},
                                worker=CPU_WORKER)
-    return url, folder
+    yield url, folder
+    serve_cluster.remove("quota")
 
 
 def test_saved_outputs_stay_under_the_cap_and_the_newest_survive(quota_app):

@@ -36,7 +36,8 @@ SCALE_WORKER = {
 def scale_url(serve_cluster, base_url):
     url = serve_cluster.deploy("scale", "/scale", worker=SCALE_WORKER)
     wait_for_replicas(url, 1)
-    return url
+    yield url
+    serve_cluster.remove("scale")
 
 
 def worker_status(app: str) -> dict:
@@ -74,10 +75,10 @@ PACK_WORKER = {"ray_actor_options": {"num_gpus": 0},
                "user_config": {"offload_after_s": 300, "max_batch_size": 4}}
 
 
-def test_a_light_load_is_served_by_one_replica_and_the_other_rests(serve_cluster, base_url):
+def test_a_light_load_is_served_by_one_replica_and_the_other_rests(temporary_apps, base_url):
     """Serve's default router spreads requests over both replicas (each would load the model and
     never sit idle); the slot-packing router keeps a light load on one."""
-    url = serve_cluster.deploy("pack", "/pack", worker=PACK_WORKER)
+    url = temporary_apps("pack", "/pack", worker=PACK_WORKER)
     wait_for_replicas(url, 2)
     served = []
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -324,14 +325,13 @@ def test_unreachable_model_repo_gives_503_while_other_routes_work(broken_url):
     assert voices.status_code == 200 and "unreachable" in voices.json()["warning"]
 
 
-def test_ready_says_why_until_a_replica_has_loaded_the_model(serve_cluster, base_url, tiny_checkpoint, tmp_path):
+def test_ready_says_why_until_a_replica_has_loaded_the_model(temporary_apps, base_url, tiny_checkpoint, tmp_path):
     """The model cannot load (its checkpoint is not there yet): /ready is 503 with the reason from the
     first failed request on, retries included, and 200 once a replica has loaded it."""
     checkpoint = tmp_path / "arrives-later"
-    url = serve_cluster.deploy(
-        "recovering", "/recovering", args={"model_path": str(checkpoint)},
-        worker={"ray_actor_options": {"num_gpus": 0},
-                "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
+    url = temporary_apps("recovering", "/recovering", args={"model_path": str(checkpoint)},
+                         worker={"ray_actor_options": {"num_gpus": 0},
+                                 "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
     wait_for_replicas(url, 1)
     assert httpx.get(f"{url}/ready", timeout=30).status_code == 200  # nothing failed yet
     tts = httpx.post(f"{url}/api/tts", json={"text": "Not yet."}, timeout=120)
@@ -349,16 +349,19 @@ def test_ready_says_why_until_a_replica_has_loaded_the_model(serve_cluster, base
 
 
 
-def test_ready_is_503_with_the_progress_while_a_first_start_downloads_the_model(serve_cluster, tiny_checkpoint,
+def test_ready_is_503_with_the_progress_while_a_first_start_downloads_the_model(temporary_apps, tiny_checkpoint,
                                                                                  tmp_path):
     """The production config's path on an empty cache, against the test hub (the real repo names,
     the tiny files, throttled): while the replica downloads, /ready is 503 saying how far it got and
-    /api/gpu/status carries the download; the request that started it then succeeds."""
+    /api/gpu/status carries the download; the request that started it is refused after
+    first_download_wait_s with a 503 that says how far the download is, the download goes on, and
+    the next request succeeds."""
     with HubServer(kyutai_repos(tiny_checkpoint), rate_bps=150_000) as hub:  # ~11 s for the model
         hub_env = {"runtime_env": {"env_vars": {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"),
                                                 "HF_HUB_DISABLE_XET": "1"}}}
-        url = serve_cluster.deploy(
-            "first-start", "/first-start", args={"model_path": None},  # model_repo / voice_repo: the defaults
+        url = temporary_apps(
+            "first-start", "/first-start",
+            args={"model_path": None, "first_download_wait_s": 2},  # model_repo / voice_repo: the defaults
             worker={"ray_actor_options": {"num_gpus": 0, **hub_env},
                     "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}},
             ingress={"ray_actor_options": hub_env})
@@ -377,7 +380,14 @@ def test_ready_is_503_with_the_progress_while_a_first_start_downloads_the_model(
             download = replica["download"]
             assert replica["state"] == "loading" and download["repo"] == "kyutai/tts-1.6b-en_fr"
             assert 0 <= download["bytes_done"] < download["bytes_total"]
-            assert speech.result().status_code == 200
+            refused = speech.result()
+            error = refused.json()["error"]
+            assert refused.status_code == 503 and refused.headers["retry-after"] and error["code"] == "model_unavailable"
+            assert "still being downloaded (kyutai/tts-1.6b-en_fr: " in error["message"], error
+        deadline = time.monotonic() + 120  # a bound against hangs only: the download goes on by itself
+        while httpx.get(f"{url}/ready", timeout=30).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert httpx.post(f"{url}/api/tts", json={"text": "Downloaded first."}, timeout=240).status_code == 200
         assert httpx.get(f"{url}/ready", timeout=30).status_code == 200
         [replica] = httpx.get(f"{url}/api/gpu/status", timeout=30).json()["replicas"]
         assert (replica["state"], replica["download"]) == ("ready", None)
@@ -440,8 +450,8 @@ def test_gpu_status_node_facts_are_cached_and_shared_by_concurrent_callers(base_
     assert all(s["nodes"] for s in later)
 
 
-def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(serve_cluster, base_url):
-    url = serve_cluster.deploy("tight", "/tight", worker={
+def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(temporary_apps, base_url):
+    url = temporary_apps("tight", "/tight", worker={
         "ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 1, "max_queued_requests": 1,
         "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
     wait_for_replicas(url, 1)
