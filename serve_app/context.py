@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from deployments.engine import loading
+from deployments.engine.base import unicode_problem
 from deployments.engine.voices import VoiceCatalog, VoiceError, validate_voice_name
 
 from .service.cache import TTLCache
@@ -65,6 +66,11 @@ class IngressContext:
         return voice_id
 
     def check_text(self, text: str, param: str = "text") -> str:
+        """The text of a request as the ingress checks it before any worker is involved (422
+        naming `param`); the worker checks more (control characters, <break> tags, audio length)."""
+        problem = unicode_problem(text)
+        if problem:
+            raise APIError(422, f"{param} {problem}", param=param, code="invalid_text")
         if not text.strip():
             raise APIError(422, f"{param} must not be empty or only whitespace", param=param, code="empty_text")
         if len(text) > self.settings.max_text_chars:
