@@ -23,7 +23,8 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            response = error_response(413, str(self._too_large().detail))  # same body as the raise below
+            # The body the raise below gets from the error handlers (serve_app/errors.py's HTTP_CODES).
+            response = error_response(413, str(self._too_large().detail), code="body_too_large")
             return await response(scope, receive, send)
         received = 0
 

@@ -4,9 +4,12 @@ service (offload every GPU, spend GPU time, save files).
 Browsers send `Origin` with every cross-site POST and WebSocket handshake. A request is refused
 (403) when its Origin is neither the service's own (the `Host` it was sent to) nor matches
 `allowed_origins`; clients that send no Origin (curl, SDKs, agents) are not browsers and pass.
-State-changing REST calls must also carry a JSON body (415 otherwise): an HTML form or a bodiless
+A POST that a route takes must also carry a JSON body (415 otherwise): an HTML form or a bodiless
 `fetch` cannot send `application/json` cross-site without a CORS preflight, which this service
-never grants. `/mcp` keeps its own Host/Origin checks (serve_app/routes/mcp.py).
+never grants. POST is the one state-changing method a page may send without a preflight, so the
+other methods need only the Origin check. A request no route takes (an unknown path, or a method
+its path does not have) goes on to the router, which answers 404, or 405 with `Allow`. `/mcp`
+keeps its own Host/Origin checks (serve_app/routes/mcp.py).
 
 DNS rebinding defeats the Origin rule: serve_app/security/hosts.py is the answer to that.
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Mapping
 from urllib.parse import urlsplit
+
+from starlette.routing import Match, Mount
 
 from ..errors import error_response
 
@@ -41,6 +46,15 @@ def refusal(headers: Mapping[str, str], allowed_origins: list[str]) -> str | Non
     return f"requests from the web page at {origin[:200]!r} are not allowed (allowed_origins)"
 
 
+def route_takes(scope) -> bool:
+    """Whether a route of the application serves this request: its path, with its method. Asks
+    the routes of the app Starlette puts in the scope, as its router is about to (included
+    routers answer for their routes). A mount (the static files) takes any method and answers
+    405 itself: it does not count."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+    return any(not isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL for route in routes)
+
+
 def relative_path(scope) -> str:
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
@@ -61,7 +75,7 @@ class CrossSiteGuard:
         if reason is not None:
             return await error_response(403, reason, code="cross_origin")(scope, receive, send)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
+        if scope["method"] == "POST" and content_type != "application/json" and route_takes(scope):
             response = error_response(415, "send the request as JSON (Content-Type: application/json), "
                                            "even an empty object {}", code="json_required")
             return await response(scope, receive, send)
