@@ -10,14 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .protocols.error_shape import STATUS_TYPES
 from .request_ids import current_request_id
 
 log = logging.getLogger(__name__)
 
-STATUS_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-                404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                415: "invalid_request_error", 421: "invalid_request_error", 422: "invalid_request_error",
-                429: "rate_limit_error", 503: "service_unavailable", 500: "server_error", 507: "server_error"}
 # The code of Starlette's own refusals (routing): a client can tell them apart from ours.
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 

@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from deployments.engine.random_weights import is_random_weights_checkpoint
 
 from ..context import IngressContext, get_ctx
+from ..protocols.rest import Info
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -46,7 +47,8 @@ def _version() -> str:
         return "unknown"
 
 
-@router.get("/api/info", summary="Which model is served, and whether it is a random-weight test model")
+@router.get("/api/info", summary="Which model is served, and whether it is a random-weight test model",
+            responses={200: {"model": Info}})
 async def info(ctx: IngressContext = Depends(get_ctx)) -> dict:
     settings = ctx.settings
     engine = settings.test_engine  # a scripted fake runs instead of the model (tests only)

@@ -3,12 +3,13 @@
 from fastapi import APIRouter, Depends, Query
 
 from ..context import IngressContext, get_ctx
+from ..protocols.rest import VoiceListing
 from ..service.voices import voice_listing
 
 router = APIRouter(tags=["voices"])
 
 
-@router.get("/api/voices", summary="List voices (id, group, language)")
+@router.get("/api/voices", summary="List voices (id, group, language)", responses={200: {"model": VoiceListing}})
 async def list_voices(filter: str | None = Query(None, max_length=100, description="Substring of the id, or a language code"),
                       ctx: IngressContext = Depends(get_ctx)) -> dict:
     return await voice_listing(ctx, filter)

@@ -23,8 +23,25 @@ from urllib.parse import urlsplit
 from starlette.routing import Match, Mount
 
 from ..errors import error_response
+from ..protocols.error_shape import Refusal
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+CROSS_ORIGIN = Refusal("cross_origin", "A browser page whose Origin is neither the service's own nor in "
+                                       "allowed_origins (clients that send no Origin pass).")
+JSON_REQUIRED = Refusal("json_required", "send the request as JSON (Content-Type: application/json), "
+                                         "even an empty object {}")
+
+
+def checks_origin(method: str, path: str) -> bool:
+    """Whether a request is held to the Origin rule: every state-changing method, but on /mcp
+    (whose SDK checks Host and Origin itself)."""
+    return method not in SAFE_METHODS and not path.startswith("/mcp")
+
+
+def needs_json(method: str) -> bool:
+    """Whether a request that a route takes must carry JSON: POST, the one state-changing method a
+    page may send cross-site without a preflight (an HTML form)."""
+    return method == "POST"
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed_origins: list[str]) -> bool:
@@ -68,15 +85,14 @@ class CrossSiteGuard:
         self.app, self.allowed_origins = app, list(allowed_origins)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or relative_path(scope).startswith("/mcp"):
+        if scope["type"] != "http" or not checks_origin(scope["method"], relative_path(scope)):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         reason = refusal(headers, self.allowed_origins)
         if reason is not None:
-            return await error_response(403, reason, code="cross_origin")(scope, receive, send)
+            return await error_response(403, reason, code=CROSS_ORIGIN.code)(scope, receive, send)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if scope["method"] == "POST" and content_type != "application/json" and route_takes(scope):
-            response = error_response(415, "send the request as JSON (Content-Type: application/json), "
-                                           "even an empty object {}", code="json_required")
+        if needs_json(scope["method"]) and content_type != "application/json" and route_takes(scope):
+            response = error_response(415, JSON_REQUIRED.description, code=JSON_REQUIRED.code)
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)

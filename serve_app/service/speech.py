@@ -12,11 +12,33 @@ from deployments.protocol import VOICE_EMBEDDING_SHAPE, FailureKind, SynthesisDo
 from .. import audio
 from ..context import IngressContext
 from ..errors import APIError
+from ..protocols.error_shape import Refusal
 from ..request_ids import current_request_id
 from . import openai_voices
 from .worker_client import WorkerError
 
 RETRY_AFTER_S = "5"
+
+
+def speech_refusals(text_param: str) -> dict[int, list[Refusal]]:
+    """Every way a synthesis is refused (synthesis_request's checks, api_error_for), as the
+    OpenAPI document of each speech route states it; `text_param` names its text field."""
+    voice = [Refusal("invalid_voice", "A voice name this service refuses (`..`, an absolute path, odd "
+                                      "characters, longer than 256).", "voice"),
+             Refusal("unknown_voice", "A voice this service does not have: GET /api/voices lists them.", "voice"),
+             Refusal("invalid_request", "The worker refused the voice (its files lack it).", "voice")]
+    text = [Refusal("empty_text", f"{text_param} is empty or only whitespace.", text_param),
+            Refusal("text_too_long", f"{text_param} is longer than max_text_chars.", text_param),
+            Refusal("invalid_text", f"{text_param} is not Unicode text (a lone surrogate).", text_param),
+            Refusal("invalid_request", "The worker refused it: only control characters, an unreadable or too "
+                                       "long <break> tag, more than max_audio_s of audio.", text_param)]
+    return {400: voice, 422: text,
+            500: [Refusal("generation_failed", "The worker failed while speaking (logged on the server).")],
+            503: [Refusal("model_unavailable", "The model cannot be loaded now (the message says whether to "
+                                               "retry or which setting to fix)."),
+                  Refusal("overloaded", "Every worker and its queue is full; retry shortly."),
+                  Refusal("worker_failed", "The worker serving it died or was replaced; retry."),
+                  Refusal("worker_timeout", "No worker started it, or it went silent, for worker_timeout_s.")]}
 
 
 def voice_header(voice: str) -> str:

@@ -42,6 +42,10 @@ async def gpu_status(ctx: IngressContext) -> dict:
     }
 
 
+# A 503 says when to ask again, as every 503 of the service does.
+NOT_READY_RETRY_S = "5"
+
+
 async def readiness(ctx: IngressContext) -> tuple[dict, int, dict | None]:
     """(body, HTTP status, headers) of /ready: can a TTS request succeed now? Never wakes a
     deployment scaled to zero (Serve's status and the registry only)."""
@@ -58,4 +62,4 @@ async def readiness(ctx: IngressContext) -> tuple[dict, int, dict | None]:
         body.update(ready=False, reason=f"TTSWorker deployment is {deployment['status']}: {deployment['message']}")
     elif model_error:
         body.update(ready=False, reason=f"model failed to load: {model_error}")
-    return body, 200 if body["ready"] else 503, None
+    return body, 200 if body["ready"] else 503, None if body["ready"] else {"Retry-After": NOT_READY_RETRY_S}
