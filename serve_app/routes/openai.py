@@ -45,7 +45,7 @@ router = APIRouter(tags=["openai"])
 async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMPLES),
                         ctx: IngressContext = Depends(get_ctx)):
     request = synthesis_request(ctx, body.input, body.voice_name, text_param="input", openai_names=True)
-    stream = await open_speech(ctx, request)
+    stream = await open_speech(ctx, request, text_param="input")
     headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(request.voice)}
     if body.instructions:
         headers["X-TTS-Instructions"] = "ignored"

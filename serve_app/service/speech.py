@@ -46,10 +46,13 @@ def voice_header(voice: str) -> str:
     return urllib.parse.quote(voice, safe="/@._- ")
 
 
-def api_error_for(exc: WorkerError) -> APIError:
+def api_error_for(exc: WorkerError, text_param: str = "text") -> APIError:
+    """The HTTP error of a worker's failure; the worker's `text` is the route's `text_param` (the
+    OpenAI API calls it `input`)."""
     if exc.kind == FailureKind.INVALID:
         # Same statuses as the ingress's own checks: 400 for a voice, 422 for a malformed field.
         param = exc.param or "text"
+        param = text_param if param == "text" else param
         return APIError(400 if param == "voice" else 422, exc.message, param=param, code="invalid_request")
     if exc.kind == FailureKind.UNAVAILABLE:
         return APIError(503, f"the TTS model is unavailable: {exc.message}", code="model_unavailable",
