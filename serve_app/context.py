@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from deployments.engine.base import unicode_problem
 from deployments.engine.voices import VoiceCatalog, VoiceError, validate_voice_name
 
 from .service.cache import TTLCache
@@ -95,9 +96,14 @@ class IngressContext:
         return self.models[model].workers if model in self.models else self.workers
 
     def check_text(self, text: str, param: str = "text", limit: int | None = None) -> str:
-        """The text, or 422: empty, or longer than `limit` (a model's max_text_chars; None: the
-        app's)."""
+        """The text of a request as the ingress checks it before any worker is involved (422
+        naming `param`): valid Unicode, not empty, at most `limit` characters (a model's
+        max_text_chars; None: the app's). The worker checks more (control characters, <break>
+        tags, audio length)."""
         limit = self.settings.max_text_chars if limit is None else limit
+        problem = unicode_problem(text)
+        if problem:
+            raise APIError(422, f"{param} {problem}", param=param, code="invalid_text")
         if not text.strip():
             raise APIError(422, f"{param} must not be empty or only whitespace", param=param, code="empty_text")
         if len(text) > limit:

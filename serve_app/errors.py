@@ -10,13 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .protocols.error_shape import STATUS_TYPES
 from .request_ids import current_request_id
 
 log = logging.getLogger(__name__)
 
-STATUS_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error",
-                422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable",
-                500: "server_error", 507: "server_error"}
+# The code of Starlette's own refusals (routing): a client can tell them apart from ours.
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 
 
 class APIError(Exception):
@@ -78,7 +78,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, str(exc.detail), code=HTTP_CODES.get(exc.status_code),
+                              headers=getattr(exc, "headers", None))
 
 
 def jsonable_errors(exc: RequestValidationError) -> list[dict]:

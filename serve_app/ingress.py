@@ -17,6 +17,7 @@ from ray import serve
 
 from .context import IngressContext
 from .errors import install_error_handlers
+from .openapi import install_openapi
 from .routes import gpu, health, tts, ui, voices
 from .routes import mcp as mcp_routes
 from .routes import openai as openai_routes
@@ -31,10 +32,16 @@ _context_for_builder: IngressContext | None = None
 
 API_DESCRIPTION = """Kyutai TTS on Ray Serve: one endpoint for every GPU of the cluster.
 
-Errors share one JSON shape: `{"error": {"message", "type", "param", "code"}}`. Status codes: 422 for
-a malformed request (the field is named in `param`), 400 for an unknown or refused voice, 404 for an
-unknown file, 413 for an oversized body, 503 (with `Retry-After`) when the model is unavailable or
-every worker is saturated."""
+Errors share one JSON shape, OpenAI's plus the request's id: `{"error": {"message", "type", "param",
+"code", "request_id"}}` (`ErrorResponse`); each operation lists every status it may answer and the
+`code`s of each. In short: 422 for a malformed request (the field is named in `param`), 400 for an
+unknown or refused voice or a malformed `X-Request-ID`, 404 for an unknown file or path, 405 (with
+`Allow`) for a method a path does not have, 413 for an oversized body, 415 for a POST without JSON,
+403 for another site's page, 401 / 421 when API keys / the Host check are configured, 503 (always
+with `Retry-After`) when the model is unavailable or every worker is saturated.
+
+Also served, outside this document: Kyutai's WebSocket protocol at `/api/tts_streaming` and MCP at
+`/mcp` (see the README)."""
 
 
 def create_app(ctx: IngressContext) -> FastAPI:
@@ -64,6 +71,7 @@ def create_app(ctx: IngressContext) -> FastAPI:
         return RedirectResponse("/docs")
 
     install_guards(app, ctx.settings)  # serve_app/security/__init__.py says which, and in what order
+    install_openapi(app, ctx.settings)  # states what the guards and handlers answer too
     app.add_middleware(RequestIds)  # outermost: every answer, refusals included, knows its id
     return app
 

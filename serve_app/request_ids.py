@@ -19,8 +19,17 @@ import uuid
 
 from starlette.datastructures import Headers
 
+from .protocols.error_shape import Refusal
+
 HEADER = "x-request-id"
 VALID_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+REFUSAL = Refusal("invalid_request_id", "X-Request-ID must be 1 to 64 characters of letters, digits, '_' and '-'",
+                  "X-Request-ID")
+# The header as the OpenAPI document declares it on every operation (serve_app/openapi.py).
+HEADER_PARAMETER = {"name": "X-Request-ID", "in": "header", "required": False,
+                    "description": "Your id for this request (kept, echoed, quoted in errors and logs); "
+                                   "one is made when none is sent.",
+                    "schema": {"type": "string", "pattern": f"^{VALID_ID.pattern}$"}}
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
@@ -55,8 +64,7 @@ class RequestIds:
 async def _refuse(scope, receive, send) -> None:
     from .errors import APIError, error_response, refuse_websocket
 
-    error = APIError(400, "X-Request-ID must be 1 to 64 characters of letters, digits, '_' and '-'",
-                     param="X-Request-ID", code="invalid_request_id")
+    error = APIError(400, REFUSAL.description, param=REFUSAL.param, code=REFUSAL.code)
     if scope["type"] == "websocket":
         from starlette.websockets import WebSocket
 

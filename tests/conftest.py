@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 # The engine tests run on CPU here; TTS_TEST_DEVICE=cuda runs them on a GPU machine with CUDA
 # graphs on, as in production (the Serve tests always use logical GPUs and CPU).
@@ -27,6 +28,12 @@ if TEST_DEVICE == "cpu":
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
+
+# Property tests (Hypothesis, Schemathesis) run the same examples on every run and machine (a
+# failure reproduces), keep no example database in the work tree, and never fail for a slow example.
+settings.register_profile("repo", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("repo")
 
 
 # Tests are split by cost, one folder each (README, "Tests"); each folder's name is also a marker,

@@ -46,10 +46,35 @@ class InvalidRequest(ValueError):
         self.param = param
 
 
+# What the text of a request must hold to be spoken, as a regular expression that reads the same
+# in Python and in JSON Schema's ECMA-262 (explicit code points only): no NUL, and one character
+# at least that is neither a control character (Cc, read as a space) nor whitespace. `clean_text`
+# applies the rule; the OpenAPI document publishes it, so that a client (or Schemathesis) knows
+# which texts are refused (tests/unit/test_text_properties.py checks that both agree on any text).
+_NOT_SPOKEN = "\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+SPEAKABLE_TEXT_PATTERN = f"^[^\\u0000]*[^{_NOT_SPOKEN}][^\\u0000]*$"
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` is not Unicode text, or None. A lone UTF-16 surrogate (JSON's `"\\udcff"`, a
+    Python str may hold one) cannot be written in UTF-8, so no tokenizer can take it: every
+    surface refuses it before a worker is involved (the ingress's IngressContext.check_text, the
+    WebSocket session) and the engine again (`clean_text`)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"must be Unicode text: it holds a lone surrogate (U+{ord(text[exc.start]):04X}) at "
+                f"character {exc.start}")
+    return None
+
+
 def clean_text(text: object, max_chars: int) -> str:
     """A text to speak, validated (InvalidRequest) and with its <break> tags normalized."""
     if not isinstance(text, str):
         raise InvalidRequest("text must be a string")
+    problem = unicode_problem(text)
+    if problem:
+        raise InvalidRequest(f"text {problem}")
     if "\x00" in text:
         raise InvalidRequest("text must not contain NUL characters")
     # Control characters (other than whitespace) carry nothing to say.

@@ -30,3 +30,8 @@ FORMATS: dict[str, AudioFormat] = {f.name: f for f in [
 AudioFormatName = Literal[tuple(FORMATS)]
 # File extensions of saved outputs (the store serves back only names it gave out).
 EXTENSIONS = tuple(f.extension for f in FORMATS.values())
+
+
+def binary_content() -> dict:
+    """Every format as OpenAPI response content: the audio file's bytes."""
+    return {f.media_type: {"schema": {"type": "string", "format": "binary"}} for f in FORMATS.values()}

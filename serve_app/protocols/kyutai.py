@@ -95,7 +95,10 @@ def _unpack(data: bytes, max_str_len: int):
             raise ValueError("too many arrays or maps")
         return container
 
-    return msgpack.unpackb(data, max_str_len=max_str_len, list_hook=count, object_hook=count, **_UNPACK_LIMITS)
+    # surrogatepass: a lone surrogate in a Text is then refused as such, naming the text (the
+    # session's check), rather than as an undecodable frame.
+    return msgpack.unpackb(data, max_str_len=max_str_len, list_hook=count, object_hook=count,
+                           unicode_errors="surrogatepass", **_UNPACK_LIMITS)
 
 
 def parse_frame(frame: bytes | str, max_text_chars: int) -> ClientMessage:

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-
-class SpokenWord(BaseModel):
-    word: str
-    start_s: float = Field(description="When the word starts in the audio, in seconds.")
-    end_s: float = Field(description="When the word ends in the audio, in seconds.")
+from .rest import SpokenWord, Voice, VoiceList  # noqa: F401 - the MCP tools' output shapes too
 
 
 class SpeechResult(BaseModel):
@@ -22,18 +18,3 @@ class SpeechResult(BaseModel):
     gpu: int | None = Field(description="GPU index of the replica that generated it (None on CPU).")
     replica: str | None = Field(description="The TTSWorker replica that generated it.")
     words: list[SpokenWord] = Field(description="Word timestamps.")
-
-
-class Voice(BaseModel):
-    id: str = Field(description="The value to pass as `voice` to text_to_speech.")
-    group: str | None = Field(description="Collection the voice comes from (e.g. expresso, vctk).")
-    language: str | None = Field(description="Language code when known (e.g. en, fr).")
-    source: str = Field(description="'local' (a directory of the service) or 'repo' (the voice repository).")
-
-
-class VoiceList(BaseModel):
-    default: str = Field(description="The voice used when text_to_speech gets no voice.")
-    voices: list[Voice]
-    model: str = Field(description="The model these voices are for (its name).")
-    models: list[str] = Field(description="Every model of the service, the default one first: a value for "
-                                          "text_to_speech's `model`.")

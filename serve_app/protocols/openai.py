@@ -4,12 +4,14 @@ model list's entries, usage, and OpenAI's voice names (mapped to Kyutai voices b
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import BaseModel, Field, RootModel, StrictStr
 
 from ..audio.formats import AudioFormatName
 from ..audio.tempo import MAX_SPEED, MIN_SPEED
+from .rest import ErrorEvent, VoiceName, voice_field
+from .text import speech_text
 
 # OpenAI name -> voice id in kyutai/tts-voices.
 DEFAULT_OPENAI_VOICES: dict[str, str] = {
@@ -28,33 +30,42 @@ DEFAULT_OPENAI_VOICES: dict[str, str] = {
     "cedar": "unmute-prod-website/developer-1.mp3",
 }
 OPENAI_VOICE_NAMES = tuple(DEFAULT_OPENAI_VOICES)
+MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
 def default_openai_voices() -> dict[str, str]:
     return dict(DEFAULT_OPENAI_VOICES)
 
 
-MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 
 
 class VoiceRef(BaseModel):
-    id: StrictStr
+    id: VoiceName
+
+
+# OpenAI's published limit of `instructions` (CreateSpeechRequest).
+MAX_INSTRUCTIONS_CHARS = 4096
 
 
 class SpeechRequest(BaseModel):
+    """OpenAI's CreateSpeechRequest, field for field (`model` and `voice` may be omitted here)."""
     # Unknown fields are ignored, as OpenAI-compatible servers do: clients add fields over time.
-    model_config = {"extra": "ignore"}
+    model_config = {"extra": "ignore", "strict": True}  # strict: as serve_app/protocols/rest.py says
 
-    model: StrictStr = Field("tts-1", description="A model's name or id from GET /v1/models; any other name "
-                             "(tts-1, tts-1-hd, gpt-4o-mini-tts, ...) gets the default model.")
-    input: StrictStr = Field(..., description="The text to speak.", examples=["Hello from the cluster."])
-    voice: StrictStr | VoiceRef | None = Field(
-        None, description="An OpenAI voice name (alloy, echo, nova, ...) or a voice id from GET /v1/audio/voices.")
+    # OpenAI's shape: a known name or any string.
+    model: Literal[MODEL_ALIASES] | StrictStr = Field(
+        "tts-1", description="A model's name or id from GET /v1/models; any other name (tts-1, tts-1-hd, "
+                             "gpt-4o-mini-tts, ...) gets the default model.")
+    input: StrictStr = speech_text("The text to speak.", "Hello from the cluster.")
+    voice: Literal[OPENAI_VOICE_NAMES] | VoiceName | VoiceRef | None = voice_field(
+        "An OpenAI voice name (alloy, echo, nova, ...) or a voice id from GET /v1/audio/voices; "
+        "`{\"id\": ...}` as the newest SDKs send it.")
     response_format: AudioFormatName = Field(
         "mp3", description="pcm is raw signed 16-bit little-endian, 24 kHz, mono (no header).")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED,
                          description="Time-stretches the audio (pitch kept) by this factor.")
-    instructions: StrictStr | None = Field(None, description="Accepted and ignored: the model has no instruction input.")
+    instructions: StrictStr | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS,
+                                           description="Accepted and ignored: the model has no instruction input.")
     stream_format: Literal["audio", "sse"] = Field(
         "audio", description="audio: chunked encoded audio; sse: speech.audio.delta / speech.audio.done events.")
 
@@ -70,3 +81,57 @@ def usage(text: str, frames: int) -> dict:
 
 def model_entry(model_id: str) -> dict:
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "kyutai"}
+
+
+SPEECH_EXAMPLES = {
+    "mp3": {"summary": "MP3, as the OpenAI SDK asks by default", "value": {
+        "model": "tts-1", "voice": "alloy", "input": "Hello from the cluster!"}},
+    "sse": {"summary": "Server-Sent Events (speech.audio.delta, speech.audio.done)", "value": {
+        "model": "gpt-4o-mini-tts", "voice": "alloy", "input": "Streaming, as it is spoken.",
+        "response_format": "pcm", "stream_format": "sse"}},
+}
+
+
+# ---- responses (documentation), OpenAI's shapes ----------------------------------------------------
+class Usage(BaseModel):
+    input_tokens: int = Field(description="Words of the input.")
+    output_tokens: int = Field(description="80 ms frames of audio.")
+    total_tokens: int
+
+
+class SpeechAudioDelta(BaseModel):
+    type: Literal["speech.audio.delta"]
+    audio: str = Field(description="The next piece of the audio, base64.")
+
+
+class SpeechAudioDone(BaseModel):
+    type: Literal["speech.audio.done"]
+    usage: Usage
+
+
+class SpeechEvent(RootModel[Annotated[SpeechAudioDelta | SpeechAudioDone | ErrorEvent,
+                                      Field(discriminator="type")]]):
+    """The `data` of one Server-Sent Event of POST /v1/audio/speech with stream_format sse
+    (OpenAI's CreateSpeechResponseStreamEvent; `error` if the synthesis fails midway)."""
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[Model]
+
+
+class OpenAIVoice(BaseModel):
+    id: str = Field(description="The value to pass as `voice`.")
+    name: str
+    voice: str = Field(description="The Kyutai voice id it speaks with.")
+
+
+class OpenAIVoiceList(BaseModel):
+    voices: list[OpenAIVoice]

@@ -24,25 +24,29 @@ Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Body, Depends
 
 from .. import audio
-from ..protocols.openai import MODEL_ALIASES, SpeechRequest, model_entry, usage
+from ..protocols.error_shape import error_responses
+from ..protocols.openai import (MODEL_ALIASES, SPEECH_EXAMPLES, Model, ModelList, OpenAIVoiceList, SpeechEvent,
+                                SpeechRequest, model_entry, usage)
 from ..service import openai_voices
-from ..service.speech import synthesis_request, voice_header
+from ..service.speech import speech_refusals, synthesis_request, voice_header
 from ..context import IngressContext, get_ctx
-from ..protocols.sse import SSE_MEDIA_TYPE
+from ..protocols.sse import SSE_MEDIA_TYPE, event_stream
 from ..service.streaming import STREAM_HEADERS, ClosingStreamingResponse, encoded_audio, open_speech, sse_speech
 
 router = APIRouter(tags=["openai"])
 
 @router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (always streamed)", description=__doc__,
-             responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()}, SSE_MEDIA_TYPE: {}},
-                              "description": "The audio as it is generated, or SSE events (stream_format sse)."}})
-async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_ctx)):
+             responses={200: {"content": {**audio.binary_content(), SSE_MEDIA_TYPE: event_stream(SpeechEvent)},
+                              "description": "The audio as it is generated, or SSE events (stream_format sse)."},
+                        **error_responses(speech_refusals("input"))})
+async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMPLES),
+                        ctx: IngressContext = Depends(get_ctx)):
     request = synthesis_request(ctx, body.input, body.voice_name, model=body.model, text_param="input",
                                 openai_names=True)
-    stream = await open_speech(ctx, request)
+    stream = await open_speech(ctx, request, text_param="input")
     headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(request.voice)}
     if body.instructions:
         headers["X-TTS-Instructions"] = "ignored"
@@ -55,7 +59,8 @@ async def create_speech(body: SpeechRequest, ctx: IngressContext = Depends(get_c
                                     media_type=audio.FORMATS[body.response_format].media_type, headers=headers)
 
 
-@router.get("/v1/audio/voices", summary="Voices for /v1/audio/speech: OpenAI names, then Kyutai voice ids")
+@router.get("/v1/audio/voices", summary="Voices for /v1/audio/speech: OpenAI names, then Kyutai voice ids",
+            responses={200: {"model": OpenAIVoiceList}})
 async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
     return {"voices": openai_voices.list_voices(ctx, await ctx.voice_list.get())}
 
@@ -68,11 +73,13 @@ def _model_ids(ctx: IngressContext) -> list[str]:
     return [*ids, *names, *MODEL_ALIASES]
 
 
-@router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)")
+@router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)",
+            responses={200: {"model": ModelList}})
 async def list_models(ctx: IngressContext = Depends(get_ctx)) -> dict:
     return {"object": "list", "data": [model_entry(m) for m in _model_ids(ctx)]}
 
 
-@router.get("/v1/models/{model_id:path}", summary="One model (every name is served by Kyutai TTS)")
+@router.get("/v1/models/{model_id:path}", summary="One model (every name is served by Kyutai TTS)",
+            responses={200: {"model": Model}})
 async def get_model(model_id: str) -> dict:
     return model_entry(model_id)

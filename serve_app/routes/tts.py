@@ -5,7 +5,7 @@ import base64
 import dataclasses
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from deployments.protocol import SAMPLE_RATE
@@ -15,8 +15,10 @@ from ..audio import captions
 from ..service import speech, streaming
 from ..context import IngressContext, get_ctx
 from ..errors import APIError
-from ..protocols.rest import TTSRequest
-from ..protocols.sse import SSE_MEDIA_TYPE
+from ..protocols.error_shape import Refusal, error_responses
+from ..protocols.rest import SPEECH_FILE_EXAMPLE, TTS_EXAMPLES, SpeechFile, TTSEvent, TTSRequest
+from ..protocols.sse import SSE_MEDIA_TYPE, event_stream
+from ..service.outputs import DISK_FULL, OUTPUT_NAME_PATTERN, OUTPUT_TOO_LARGE
 from ..audio.tempo import Tempo
 
 router = APIRouter(tags=["tts"])
@@ -45,11 +47,14 @@ def output_url(request: Request, name: str) -> str:
 
 @router.post("/api/tts", summary="Text to speech",
              description=TTS_DESCRIPTION,
-             responses={200: {"content": {**{f.media_type: {} for f in audio.FORMATS.values()},
-                                          "application/json": {}, SSE_MEDIA_TYPE: {}},
+             responses={200: {"model": SpeechFile, "content": {
+                                  **audio.binary_content(), SSE_MEDIA_TYPE: event_stream(TTSEvent),
+                                  "application/json": {"example": SPEECH_FILE_EXAMPLE}},
                               "description": "The audio (or JSON / SSE, see above); headers X-TTS-GPU, "
-                                             "X-TTS-Replica and X-TTS-Node (Ray node id) say where it ran (not on streamed answers)."}})
-async def tts(body: TTSRequest, request: Request, ctx: IngressContext = Depends(get_ctx)):
+                                             "X-TTS-Replica and X-TTS-Node (Ray node id) say where it ran (not on streamed answers)."},
+                        **error_responses({**speech.speech_refusals("text"), 507: [DISK_FULL, OUTPUT_TOO_LARGE]})})
+async def tts(request: Request, body: TTSRequest = Body(openapi_examples=TTS_EXAMPLES),
+              ctx: IngressContext = Depends(get_ctx)):
     if body.stream:
         return await _streamed(body, ctx)
     result = await speech.synthesize(ctx, body.text, body.voice, body.cfg_coef, model=body.model)
@@ -101,10 +106,18 @@ async def _streamed(body: TTSRequest, ctx: IngressContext):
     return streaming.ClosingStreamingResponse(events, media_type=SSE_MEDIA_TYPE, headers=headers)
 
 
-@router.get("/api/outputs/{name}", name="get_output", summary="A file saved with save: true")
-async def get_output(name: str, ctx: IngressContext = Depends(get_ctx)):
+NO_SUCH_OUTPUT = Refusal("not_found", "no such output file (or it was deleted: saved files are kept for "
+                                      "outputs_max_age_s)", "name")
+
+
+@router.get("/api/outputs/{name}", name="get_output", summary="A file saved with save: true",
+            responses={200: {"content": audio.binary_content(), "description": "The saved audio file."},
+                       **error_responses({404: NO_SUCH_OUTPUT})})
+async def get_output(name: str = Path(description="The name in the URL `save: true` returned.",
+                                      json_schema_extra={"pattern": OUTPUT_NAME_PATTERN}),
+                     ctx: IngressContext = Depends(get_ctx)):
     path = ctx.outputs.path(name)
     if path is None:
-        raise APIError(404, "no such output file", param="name", code="not_found")
+        raise APIError(404, NO_SUCH_OUTPUT.description, param=NO_SUCH_OUTPUT.param, code=NO_SUCH_OUTPUT.code)
     media_type = next((f.media_type for f in audio.FORMATS.values() if f.extension == path.suffix[1:]), None)
     return FileResponse(path, media_type=media_type)

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..context import IngressContext, get_ctx
+from ..protocols.rest import Info
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -38,7 +39,8 @@ def _version() -> str:
         return "unknown"
 
 
-@router.get("/api/info", summary="Which model is served, and whether it is a random-weight test model")
+@router.get("/api/info", summary="Which model is served, and whether it is a random-weight test model",
+            responses={200: {"model": Info}})
 async def info(ctx: IngressContext = Depends(get_ctx)) -> dict:
     settings = ctx.settings
     default_name = settings.default_model_name

@@ -3,12 +3,13 @@
 from fastapi import APIRouter, Depends, Query
 
 from ..context import IngressContext, get_ctx
+from ..protocols.rest import VoiceListing
 from ..service.voices import voice_listing
 
 router = APIRouter(tags=["voices"])
 
 
-@router.get("/api/voices", summary="List voices (id, group, language)")
+@router.get("/api/voices", summary="List voices (id, group, language)", responses={200: {"model": VoiceListing}})
 async def list_voices(filter: str | None = Query(None, max_length=100, description="Substring of the id, or a language code"),
                       model: str | None = Query(None, max_length=200, description="A model's name or id (default: "
                                                 "the default model); an unknown one is a 400"),

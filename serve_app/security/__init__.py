@@ -13,6 +13,8 @@ Outermost first (each guard refuses before the next one reads anything):
 
 from __future__ import annotations
 
+from ..protocols.error_shape import Refusal
+from . import api_keys, body_limit, cross_site, hosts
 from .api_keys import ApiKeyGuard
 from .body_limit import BodySizeLimit
 from .cross_site import CrossSiteGuard
@@ -30,3 +32,19 @@ def install_guards(app, settings) -> None:
     app.add_middleware(ApiKeyGuard, api_keys=settings.api_keys)
     if settings.check_host_everywhere:
         app.add_middleware(HostGuard, allowed_hosts=settings.allowed_hosts)
+
+
+def guard_refusals(method: str, path: str, settings) -> dict[int, Refusal]:
+    """What the guards may answer instead of the route of an operation (`path` relative to the
+    application), on the guards' own conditions: the OpenAPI document states them
+    (serve_app/openapi.py). Which guards are installed depends on the settings, as above."""
+    refusals = {413: body_limit.REFUSAL}
+    if settings.check_host_everywhere and hosts.checks_host(path):
+        refusals[421] = hosts.REFUSAL
+    if settings.api_keys and api_keys.needs_key(path):
+        refusals[401] = api_keys.REFUSAL
+    if cross_site.checks_origin(method, path):
+        refusals[403] = cross_site.CROSS_ORIGIN
+    if cross_site.needs_json(method):  # a documented operation is one a route takes
+        refusals[415] = cross_site.JSON_REQUIRED
+    return refusals

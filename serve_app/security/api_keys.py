@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket
 
 from .cross_site import relative_path
 from ..errors import APIError, error_response, refuse_websocket
+from ..protocols.error_shape import Refusal
 
 KYUTAI_HEADER = "kyutai-api-key"
 QUERY_PARAMETER = "auth_id"
@@ -30,8 +31,13 @@ QUERY_PARAMETER = "auth_id"
 OPEN_PATHS = frozenset({"", "/", "/health", "/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json",
                         "/apidocs", "/static"})
 OPEN_PREFIXES = ("/static/", "/favicon")
-MESSAGE = (f"missing or invalid API key: send 'Authorization: Bearer <key>', a '{KYUTAI_HEADER}' header "
-           f"or an '{QUERY_PARAMETER}' query parameter")
+REFUSAL = Refusal("invalid_api_key", f"missing or invalid API key: send 'Authorization: Bearer <key>', a "
+                                     f"'{KYUTAI_HEADER}' header or an '{QUERY_PARAMETER}' query parameter")
+MESSAGE = REFUSAL.description
+# The three ways to send a key, as the OpenAPI document names them (any one will do).
+SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer"},
+                    "kyutai_api_key": {"type": "apiKey", "in": "header", "name": KYUTAI_HEADER},
+                    "auth_id": {"type": "apiKey", "in": "query", "name": QUERY_PARAMETER}}
 
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -66,7 +72,7 @@ class ApiKeyGuard:
         key = presented_key(Headers(scope=scope), QueryParams(scope.get("query_string", b"")))
         if is_allowed(self.api_keys, key):
             return await self.app(scope, receive, send)
-        error = APIError(401, MESSAGE, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+        error = APIError(401, MESSAGE, code=REFUSAL.code, headers={"WWW-Authenticate": "Bearer"})
         if scope["type"] == "websocket":
             return await refuse_websocket(WebSocket(scope, receive, send), error)
         response = error_response(error.status, error.message, error.param, error.code, error.headers)

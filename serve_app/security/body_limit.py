@@ -6,6 +6,9 @@ from __future__ import annotations
 from fastapi import HTTPException
 
 from ..errors import error_response
+from ..protocols.error_shape import Refusal
+
+REFUSAL = Refusal("body_too_large", "The body is larger than any valid request (max_text_chars and the fields).")
 
 
 class BodySizeLimit:
@@ -23,7 +26,8 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            response = error_response(413, str(self._too_large().detail))  # same body as the raise below
+            # The body the raise below gets from the error handlers (serve_app/errors.py's HTTP_CODES).
+            response = error_response(413, str(self._too_large().detail), code=REFUSAL.code)
             return await response(scope, receive, send)
         received = 0
 

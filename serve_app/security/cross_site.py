@@ -4,9 +4,12 @@ service (offload every GPU, spend GPU time, save files).
 Browsers send `Origin` with every cross-site POST and WebSocket handshake. A request is refused
 (403) when its Origin is neither the service's own (the `Host` it was sent to) nor matches
 `allowed_origins`; clients that send no Origin (curl, SDKs, agents) are not browsers and pass.
-State-changing REST calls must also carry a JSON body (415 otherwise): an HTML form or a bodiless
+A POST that a route takes must also carry a JSON body (415 otherwise): an HTML form or a bodiless
 `fetch` cannot send `application/json` cross-site without a CORS preflight, which this service
-never grants. `/mcp` keeps its own Host/Origin checks (serve_app/routes/mcp.py).
+never grants. POST is the one state-changing method a page may send without a preflight, so the
+other methods need only the Origin check. A request no route takes (an unknown path, or a method
+its path does not have) goes on to the router, which answers 404, or 405 with `Allow`. `/mcp`
+keeps its own Host/Origin checks (serve_app/routes/mcp.py).
 
 DNS rebinding defeats the Origin rule: serve_app/security/hosts.py is the answer to that.
 """
@@ -17,9 +20,28 @@ import fnmatch
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from starlette.routing import Match, Mount
+
 from ..errors import error_response
+from ..protocols.error_shape import Refusal
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+CROSS_ORIGIN = Refusal("cross_origin", "A browser page whose Origin is neither the service's own nor in "
+                                       "allowed_origins (clients that send no Origin pass).")
+JSON_REQUIRED = Refusal("json_required", "send the request as JSON (Content-Type: application/json), "
+                                         "even an empty object {}")
+
+
+def checks_origin(method: str, path: str) -> bool:
+    """Whether a request is held to the Origin rule: every state-changing method, but on /mcp
+    (whose SDK checks Host and Origin itself)."""
+    return method not in SAFE_METHODS and not path.startswith("/mcp")
+
+
+def needs_json(method: str) -> bool:
+    """Whether a request that a route takes must carry JSON: POST, the one state-changing method a
+    page may send cross-site without a preflight (an HTML form)."""
+    return method == "POST"
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed_origins: list[str]) -> bool:
@@ -41,6 +63,15 @@ def refusal(headers: Mapping[str, str], allowed_origins: list[str]) -> str | Non
     return f"requests from the web page at {origin[:200]!r} are not allowed (allowed_origins)"
 
 
+def route_takes(scope) -> bool:
+    """Whether a route of the application serves this request: its path, with its method. Asks
+    the routes of the app Starlette puts in the scope, as its router is about to (included
+    routers answer for their routes). A mount (the static files) takes any method and answers
+    405 itself: it does not count."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+    return any(not isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL for route in routes)
+
+
 def relative_path(scope) -> str:
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
@@ -54,15 +85,14 @@ class CrossSiteGuard:
         self.app, self.allowed_origins = app, list(allowed_origins)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS or relative_path(scope).startswith("/mcp"):
+        if scope["type"] != "http" or not checks_origin(scope["method"], relative_path(scope)):
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         reason = refusal(headers, self.allowed_origins)
         if reason is not None:
-            return await error_response(403, reason, code="cross_origin")(scope, receive, send)
+            return await error_response(403, reason, code=CROSS_ORIGIN.code)(scope, receive, send)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            response = error_response(415, "send the request as JSON (Content-Type: application/json), "
-                                           "even an empty object {}", code="json_required")
+        if needs_json(scope["method"]) and content_type != "application/json" and route_takes(scope):
+            response = error_response(415, JSON_REQUIRED.description, code=JSON_REQUIRED.code)
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)

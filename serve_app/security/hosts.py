@@ -12,9 +12,16 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 
 from ..errors import APIError, error_response, refuse_websocket
+from ..protocols.error_shape import Refusal
 from .cross_site import relative_path
 
 PROBE_PATHS = frozenset({"/health", "/ready"})
+REFUSAL = Refusal("invalid_host", "check_host_everywhere is set and the Host header is not in allowed_hosts.")
+
+
+def checks_host(path: str) -> bool:
+    """Whether HostGuard (when installed) checks a request to `path`: all but the probes."""
+    return path not in PROBE_PATHS
 
 
 def host_allowed(host: str | None, allowed_hosts: list[str]) -> bool:
@@ -39,13 +46,13 @@ class HostGuard:
         self.app, self.allowed_hosts = app, list(allowed_hosts)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket") or relative_path(scope) in PROBE_PATHS:
+        if scope["type"] not in ("http", "websocket") or not checks_host(relative_path(scope)):
             return await self.app(scope, receive, send)
         host = Headers(scope=scope).get("host")
         if host_allowed(host, self.allowed_hosts):
             return await self.app(scope, receive, send)
         error = APIError(421, f"this service does not answer to the host name {(host or '')[:200]!r} "
-                              "(allowed_hosts)", code="invalid_host")
+                              "(allowed_hosts)", code=REFUSAL.code)
         if scope["type"] == "websocket":
             from starlette.websockets import WebSocket
 

@@ -16,6 +16,7 @@ from ray import serve
 from deployments.serve.registry import REPORT_PERIOD_S, get_registry
 
 from ..errors import APIError
+from ..protocols.error_shape import Refusal
 from .cache import TTLCache
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ REGISTRY_TIMEOUT_S = 10.0
 # deployment are reused: the web page polls every 3 s per open tab, all tabs share one read.
 NODE_FACTS_TTL_S = 5.0
 DEPLOYMENT_STATE_TTL_S = 1.0
+REGISTRY_UNAVAILABLE = Refusal("registry_unavailable",
+                               "the worker registry is not answering (it is being restarted); retry shortly")
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:[A-Za-z]:)?[\\/][^\s'\"`,;()\[\]{}]+")
 _LONG_HEX_ID = re.compile(r"\b[0-9a-fA-F]{16,}\b")
 
@@ -68,8 +71,8 @@ class ClusterView:
         except Exception as exc:  # noqa: BLE001 - RayActorError, a timeout: the same answer
             self._registry_handle = None  # looked up again next time (a new actor, if it was lost)
             log.warning("the worker registry did not answer: %s: %s", exc.__class__.__name__, str(exc)[:300])
-            raise APIError(503, "the worker registry is not answering (it is being restarted); retry shortly",
-                           code="registry_unavailable", headers={"Retry-After": "2"}) from None
+            raise APIError(503, REGISTRY_UNAVAILABLE.description, code=REGISTRY_UNAVAILABLE.code,
+                           headers={"Retry-After": "2"}) from None
 
     async def read_deployment_states(self) -> dict[str, dict]:
         """Serve's own view of each worker deployment (status, message, replica counts by state),

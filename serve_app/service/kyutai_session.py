@@ -17,6 +17,7 @@ import contextlib
 import logging
 from typing import Callable, Protocol
 
+from deployments.engine.base import unicode_problem
 from deployments.protocol import AudioChunk, FailureKind, SynthesisDone, WordSpoken
 
 from ..errors import APIError
@@ -88,6 +89,9 @@ class KyutaiSession:
                 return
             if not message.text.strip():
                 continue  # nothing to say
+            problem = unicode_problem(message.text)
+            if problem:  # refused here: no worker is asked to speak it
+                raise SessionError(f"text {problem}")
             self.text_chars += len(message.text)
             if self.text_chars > self.max_text_chars:
                 raise SessionError(f"the text of one session is limited to {self.max_text_chars} characters "

@@ -16,10 +16,15 @@ from pathlib import Path
 
 from ..audio.formats import EXTENSIONS
 from ..errors import APIError
+from ..protocols.error_shape import Refusal
 
 log = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^[0-9a-f]{32}\.(" + "|".join(EXTENSIONS) + ")$")
+# How `save` may fail (507), as the OpenAPI document states it.
+OUTPUT_TOO_LARGE = Refusal("output_too_large", "save: the file alone is larger than outputs_max_bytes.")
+DISK_FULL = Refusal("insufficient_storage", "save: the disk is full (nothing is left half-written).")
+OUTPUT_NAME_PATTERN = r"^[0-9a-f]{32}\.(" + "|".join(EXTENSIONS) + ")$"  # the names `save` hands out
+_NAME_RE = re.compile(OUTPUT_NAME_PATTERN)
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -98,7 +103,7 @@ class OutputStore:
         if self.max_bytes is not None and len(data) > self.max_bytes:
             raise APIError(507, f"the audio file ({_size_text(len(data))}) is larger than the space for saved "
                            f"files ({_size_text(self.max_bytes)}, outputs_max_bytes): ask without saving, "
-                           "for a shorter text or a compressed format", code="output_too_large")
+                           "for a shorter text or a compressed format", code=OUTPUT_TOO_LARGE.code)
         if time.monotonic() - self._pruned_at > self.PRUNE_EVERY_S:
             self._pruned_at = time.monotonic()
             self.prune()
@@ -114,7 +119,7 @@ class OutputStore:
             if exc.errno in _DISK_FULL:
                 log.error("cannot save an output file in %s: %s", self.directory, exc)
                 raise APIError(507, "the server has no space left to save the audio; retry later, or ask "
-                               "without saving", code="insufficient_storage") from None
+                               "without saving", code=DISK_FULL.code) from None
             raise
         # Other replicas may have saved meanwhile: trim again, keeping this file.
         self.make_room(keep=name)

@@ -12,6 +12,7 @@ from deployments.protocol import VOICE_EMBEDDING_SHAPE, FailureKind, SynthesisDo
 from .. import audio
 from ..context import IngressContext
 from ..errors import APIError
+from ..protocols.error_shape import Refusal
 from ..request_ids import current_request_id
 from . import openai_voices
 from .worker_client import WorkerError
@@ -19,15 +20,39 @@ from .worker_client import WorkerError
 RETRY_AFTER_S = "5"
 
 
+def speech_refusals(text_param: str) -> dict[int, list[Refusal]]:
+    """Every way a synthesis is refused (synthesis_request's checks, api_error_for), as the
+    OpenAPI document of each speech route states it; `text_param` names its text field."""
+    voice = [Refusal("invalid_voice", "A voice name this service refuses (`..`, an absolute path, odd "
+                                      "characters, longer than 256).", "voice"),
+             Refusal("unknown_voice", "A voice this service does not have: GET /api/voices lists them.", "voice"),
+             Refusal("invalid_request", "The worker refused the voice (its files lack it).", "voice")]
+    text = [Refusal("empty_text", f"{text_param} is empty or only whitespace.", text_param),
+            Refusal("text_too_long", f"{text_param} is longer than max_text_chars.", text_param),
+            Refusal("invalid_text", f"{text_param} is not Unicode text (a lone surrogate).", text_param),
+            Refusal("invalid_request", "The worker refused it: only control characters, an unreadable or too "
+                                       "long <break> tag, more than max_audio_s of audio.", text_param)]
+    return {400: voice, 422: text,
+            500: [Refusal("generation_failed", "The worker failed while speaking (logged on the server).")],
+            503: [Refusal("model_unavailable", "The model cannot be loaded now (the message says whether to "
+                                               "retry or which setting to fix)."),
+                  Refusal("overloaded", "Every worker and its queue is full; retry shortly."),
+                  Refusal("worker_failed", "The worker serving it died or was replaced; retry."),
+                  Refusal("worker_timeout", "No worker started it, or it went silent, for worker_timeout_s.")]}
+
+
 def voice_header(voice: str) -> str:
     """A voice id as an HTTP header value: headers are Latin-1, voice ids may be any script."""
     return urllib.parse.quote(voice, safe="/@._- ")
 
 
-def api_error_for(exc: WorkerError) -> APIError:
+def api_error_for(exc: WorkerError, text_param: str = "text") -> APIError:
+    """The HTTP error of a worker's failure; the worker's `text` is the route's `text_param` (the
+    OpenAI API calls it `input`)."""
     if exc.kind == FailureKind.INVALID:
         # Same statuses as the ingress's own checks: 400 for a voice, 422 for a malformed field.
         param = exc.param or "text"
+        param = text_param if param == "text" else param
         return APIError(400 if param == "voice" else 422, exc.message, param=param, code="invalid_request")
     if exc.kind == FailureKind.UNAVAILABLE:
         return APIError(503, f"the TTS model is unavailable: {exc.message}", code="model_unavailable",

@@ -65,6 +65,10 @@ async def gpu_status(ctx: IngressContext) -> dict:
     }
 
 
+# A 503 says when to ask again, as every 503 of the service does.
+NOT_READY_RETRY_S = "5"
+
+
 def _model_readiness(model: ServedModel, state: dict, replicas: list[dict]) -> dict:
     """Whether a request for `model` can succeed now, and why not."""
     own = [r for r in replicas if _deployment_of(r) == model.deployment]
@@ -97,7 +101,7 @@ async def readiness(ctx: IngressContext) -> tuple[dict, int, dict | None]:
     default = views[models[0].name]
     body = {"ready": default["ready"], "reason": default["reason"], "worker_deployment": default_state,
             "replicas": default["replicas"], "models": views}
-    return body, 200 if body["ready"] else 503, None
+    return body, 200 if body["ready"] else 503, None if body["ready"] else {"Retry-After": NOT_READY_RETRY_S}
 
 
 def first_download(replicas: list[dict]) -> str | None:

@@ -57,14 +57,15 @@ class SpeechStream:
         await self._batches.aclose()
 
 
-async def open_speech(ctx: IngressContext, request: SynthesisRequest) -> SpeechStream:
+async def open_speech(ctx: IngressContext, request: SynthesisRequest, text_param: str = "text") -> SpeechStream:
     """Submits a validated worker request (`speech.synthesis_request`) and waits for its first
-    event; raises APIError with the right status for every refusal."""
+    event; raises APIError with the right status for every refusal (naming the route's text
+    field `text_param`)."""
     batches = ctx.workers_for(request).stream_batches(request)
     try:
         first = await batches.__anext__()
     except WorkerError as exc:
-        raise api_error_for(exc) from None
+        raise api_error_for(exc, text_param) from None
     except StopAsyncIteration:
         raise APIError(500, "the worker ended the stream without a result", code="generation_failed") from None
     except BaseException:

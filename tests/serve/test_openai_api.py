@@ -139,6 +139,17 @@ def test_bad_requests_get_openai_shaped_errors(base_url, oai):
     assert body["error"]["param"] == "response_format"
 
 
+@pytest.mark.parametrize("stream_format", ["audio", "sse"])
+def test_a_text_the_worker_refuses_names_input(base_url, stream_format):
+    """Only control characters pass the ingress and are refused by the worker: its error still
+    names OpenAI's field, `input`, not the worker's `text`."""
+    response = httpx.post(f"{base_url}/v1/audio/speech", timeout=120,
+                          json={"input": "\x01\x02\x03", "voice": "alloy", "stream_format": stream_format})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("input", "invalid_request")
+
+
 def test_instructions_are_accepted_and_reported_as_ignored(oai):
     response = oai.audio.speech.with_raw_response.create(model="gpt-4o-mini-tts", voice="alloy", input="Hi.",
                                                          instructions="Speak like a pirate.", response_format="wav")

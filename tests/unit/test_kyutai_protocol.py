@@ -133,3 +133,8 @@ def test_close_codes_and_reasons():
     assert kyutai.close_code(FailureKind.ERROR) == 1011
     reason = kyutai.close_reason("é" * 100)
     assert len(reason.encode()) <= 123 and reason == "é" * 60
+
+
+def test_a_lone_surrogate_in_a_text_message_is_decoded_for_the_session_to_refuse_by_name():
+    frame = msgpack.packb({"type": "Text", "text": "abc \udcff def"}, unicode_errors="surrogatepass")
+    assert parse_frame(frame, MAX_CHARS) == Text("abc \udcff def")  # the session says what is wrong

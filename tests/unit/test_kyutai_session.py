@@ -63,8 +63,9 @@ class FakeTextStream:
 
 
 def run_session(connection: FakeConnection, max_text_chars: int = 100, idle_timeout_s: float = 5.0,
-                fail_with: Exception | None = None) -> list[FakeTextStream]:
-    opened: list[FakeTextStream] = []
+                fail_with: Exception | None = None, opened: list | None = None) -> list[FakeTextStream]:
+    """The streams the session opened (also in `opened`, when given, if the session fails)."""
+    opened = [] if opened is None else opened
 
     def open_stream(first_words, voice_embedding):
         opened.append(FakeTextStream(first_words, voice_embedding, fail_with))
@@ -126,3 +127,14 @@ def test_a_worker_failure_ends_the_session_before_the_clients_eos():
 def test_failures_are_told_by_kind_and_unexpected_ones_only_named():
     assert failure(SessionError("bad message")) == (FailureKind.INVALID, "bad message")
     assert failure(RuntimeError("/secret/path")) == (FailureKind.ERROR, "internal error; it is logged on the server")
+
+
+@pytest.mark.parametrize("messages", [(Text("abc \udcff def"),), (Text("Hello there"), Text("abc \udcff def"))])
+def test_text_that_is_not_unicode_ends_the_session_before_a_worker_gets_it(messages):
+    """A lone surrogate (no UTF-8 text holds one: no tokenizer takes it), first or later words."""
+    opened = []
+    with pytest.raises(SessionError, match=r"text must be Unicode text: it holds a lone surrogate \(U\+DCFF\)") as refused:
+        run_session(FakeConnection(*messages, Eos()), opened=opened)
+    assert failure(refused.value)[0] == FailureKind.INVALID  # an Error message and close code 1008
+    # Only the good first words ever opened a stream; the bad ones reached none.
+    assert [stream.words for stream in opened] == ([["Hello there"]] if len(messages) > 1 else [])

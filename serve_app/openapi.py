@@ -1,0 +1,122 @@
+"""The OpenAPI document (`/openapi.json`, Swagger UI at `/docs`) as the service answers: FastAPI's
+document of the routes (their models, constraints, examples and own refusals), completed with
+what no route declares:
+
+- on every operation, the `X-Request-ID` header and its 400 (serve_app/request_ids.py), and 500
+  `internal_error` (the catch-all handler, serve_app/errors.py); 422 in the service's error shape
+  where FastAPI would document its own;
+- the guards' refusals on the operations they apply to (serve_app/security). Which guards are
+  installed depends on the settings (API keys, the Host check), and so does the document: it
+  describes the service that serves it, with the API key schemes when `api_keys` is set;
+- limits that are settings, where a field names one (`x-max-length-setting`): the text fields'
+  `maxLength` is the running service's `max_text_chars`, so one home holds the value and the
+  document never states a number the service does not enforce.
+
+Built once per application, on the first request for it (the settings do not change meanwhile).
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from . import request_ids
+from .protocols.error_shape import INTERNAL, VALIDATION, ErrorDetail, ErrorResponse, Refusal, refusal_response
+from .protocols.openai import SpeechEvent
+from .protocols.rest import TTSEvent
+from .protocols.text import MAX_LENGTH_SETTING
+from .security import api_keys, guard_refusals
+from .settings import AppSettings
+
+# Models the routes refer to by name where FastAPI does not look (error bodies everywhere, the
+# events of SSE answers: serve_app/protocols/sse.py's event_stream).
+DOCUMENTED_MODELS = (ErrorResponse, TTSEvent, SpeechEvent)
+# FastAPI's own 422 body, which this service never sends (serve_app/errors.py answers 422).
+FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def install_openapi(app: FastAPI, settings: AppSettings) -> None:
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description,
+                                   routes=app.routes)
+            app.openapi_schema = complete(document, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def complete(document: dict, settings: AppSettings) -> dict:
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in DOCUMENTED_MODELS:
+        add_model(schemas, model)
+    for name in FASTAPI_VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            complete_operation(operation, method.upper(), path, settings)
+    if settings.api_keys:
+        document["components"]["securitySchemes"] = dict(api_keys.SECURITY_SCHEMES)
+    fill_settings(schemas, settings)
+    return document
+
+
+def complete_operation(operation: dict, method: str, path: str, settings: AppSettings) -> None:
+    responses = operation.setdefault("responses", {})
+    if "422" in responses and _fastapi_validation(responses["422"]):
+        responses["422"] = refusal_response(422, [VALIDATION])  # FastAPI's shape is not the service's
+    elif "422" in responses:  # the route's own 422s, and the validation of its fields
+        add_refusal(responses, 422, VALIDATION)
+    refusals = {400: request_ids.REFUSAL, 500: INTERNAL, **guard_refusals(method, path, settings)}
+    for status, refusal in refusals.items():
+        add_refusal(responses, status, refusal)
+    for response in responses.values():
+        restore_nulls(response)
+    operation["responses"] = dict(sorted(responses.items()))
+    operation.setdefault("parameters", []).append(request_ids.HEADER_PARAMETER)
+    if settings.api_keys and api_keys.needs_key(path):
+        operation["security"] = [{scheme: []} for scheme in api_keys.SECURITY_SCHEMES]
+
+
+def add_refusal(responses: dict, status: int, refusal: Refusal) -> None:
+    """`refusal` among the answers of `status`: a new response object, or one more line and
+    example in the one the route declared."""
+    if str(status) not in responses:
+        responses[str(status)] = refusal_response(status, [refusal])
+        return
+    response = responses[str(status)]
+    response["description"] = f"{response.get('description', '')}\n\n" + refusal_response(status, [refusal])["description"]
+    json_content = response.setdefault("content", {}).setdefault("application/json", {})
+    json_content.setdefault("examples", {})[refusal.code] = refusal.example(status)
+
+
+def restore_nulls(response: dict) -> None:
+    """FastAPI drops every null from the document it makes: an error example's null `param`
+    (or `code`) is put back, so that each example is a body the service sends."""
+    for example in response.get("content", {}).get("application/json", {}).get("examples", {}).values():
+        error = example.get("value", {}).get("error")
+        if isinstance(error, dict):
+            for name in ErrorDetail.model_fields:
+                error.setdefault(name, None)
+
+
+def _fastapi_validation(response: dict) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return schema.get("$ref", "").endswith("/HTTPValidationError")
+
+
+def add_model(schemas: dict, model: type[BaseModel]) -> None:
+    """`model` and the models it refers to among the document's components."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schema.pop("$defs", {}))
+    schemas.setdefault(model.__name__, schema)
+
+
+def fill_settings(schemas: dict, settings: AppSettings) -> None:
+    """Every field that names a setting as its maxLength gets that setting's value."""
+    for schema in schemas.values():
+        for field in schema.get("properties", {}).values():
+            setting = field.pop(MAX_LENGTH_SETTING, None)
+            if setting is not None:
+                field["maxLength"] = getattr(settings, setting)

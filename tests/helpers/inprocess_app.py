@@ -1,0 +1,147 @@
+"""The ingress's FastAPI app in process, without Ray: the real routes, guards, error handlers and
+OpenAPI document (serve_app/ingress.py's create_app) over stand-ins for what lives in the cluster.
+
+- The worker handle is `EngineHandle`: the scripted fake engine (deployments/engine/fakes.py) run
+  to the end per request, its refusals reported as the worker reports them (the scheduler's
+  `failure_for`), so the engine's own text checks (`clean_text`) answer as they do in the cluster.
+- The cluster is `EmptyCluster`: no replica has reported, Serve calls the deployment HEALTHY, no
+  node is known (nothing asks Ray).
+- Voices: a folder holding `VOICES`, indexed before the first request.
+
+For property tests of the request path (tests/unit): fast (microseconds per synthesis), with no
+model, GPU or Ray cluster. What only the cluster shows (routing, replicas, Serve's proxy) is
+tests/serve's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from deployments.engine.fakes import FakeTTSEngine
+from deployments.engine.scheduler import failure_for
+from deployments.protocol import SynthesisFailed, SynthesisRequest, TextFeedOpened
+from deployments.settings import EngineSettings
+from serve_app.context import IngressContext
+from serve_app.ingress import create_app
+from serve_app.service.cache import TTLCache
+from serve_app.service.cluster import ClusterView
+from serve_app.settings import AppSettings
+
+VOICES = ("expresso/ex03-ex01_happy_001_channel1_334s.wav", "unmute-prod-website/default_voice.wav",
+          "vctk/p225_023.wav")
+VOICE_FILE_SUFFIX = ".abcd1234@240.safetensors"  # what the catalog reads as a model's voice file
+
+
+class _Responses:
+    """What `handle.synthesize_stream.options(stream=True).remote(request)` returns: the worker's
+    batches of events, one at a time."""
+
+    def __init__(self, batches):
+        self._batches = batches
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._batches.__anext__()
+
+    def cancel(self) -> None:
+        pass
+
+
+class _Inbox:
+    """The replica's text inbox (deployments/serve/text_inbox.py) for streamed text."""
+
+    def __init__(self):
+        self.sessions: dict[str, asyncio.Queue] = {}
+        self.put = self  # inbox.put.remote(session, text, end)
+
+    async def remote(self, session: str, text: str | None, end: bool) -> None:
+        self.sessions[session].put_nowait((text, end))
+
+
+class EngineHandle:
+    """The TTSWorker handle, served by a fake engine in this process: each request is prepared,
+    admitted and ticked to its end (streamed text: once its last words came), and its events sent
+    as the worker sends them (one batch here)."""
+
+    def __init__(self, settings: EngineSettings):
+        self.engine = FakeTTSEngine(settings, "cpu")
+        self.engine.ensure_slots(4)
+        self.inbox = _Inbox()
+        self.synthesize_stream = self  # handle.synthesize_stream.options(stream=True).remote(request)
+
+    def options(self, **_):
+        return self
+
+    def remote(self, request: SynthesisRequest) -> _Responses:
+        return _Responses(self._batches(request))
+
+    async def _batches(self, request: SynthesisRequest):
+        texts = []
+        if request.stream_text:
+            session = uuid.uuid4().hex
+            self.inbox.sessions[session] = asyncio.Queue()
+            yield [TextFeedOpened(inbox=self.inbox, session=session)]
+            while True:
+                text, end = await self.inbox.sessions[session].get()
+                texts.append(text or "")
+                if end:
+                    break
+        yield self._run(request, texts)
+
+    def _run(self, request: SynthesisRequest, more_texts: list[str]) -> list:
+        events: list = []
+        try:
+            job = self.engine.prepare(request, events.append)
+            for text in more_texts:
+                self.engine.extend(job, text)
+            job.feed([], complete=True)
+            assert self.engine.admit(job), "a free row: requests run one at a time here"
+            while job.row in self.engine._jobs:
+                self.engine.tick()
+        except Exception as exc:  # noqa: BLE001 - reported as the worker reports it
+            return [failure_for(exc, request.request_id)]
+        return events if events else [SynthesisFailed("no events")]
+
+
+class EmptyCluster(ClusterView):
+    """A cluster where no replica has reported yet and Serve calls the deployment HEALTHY."""
+
+    def __init__(self):
+        super().__init__("in-process")
+        self.node_facts = TTLCache(self._no_nodes, 5.0)
+
+    @staticmethod
+    async def _no_nodes() -> list[dict]:
+        return []
+
+    async def replicas(self) -> list[dict]:
+        return []
+
+    async def read_deployment_states(self) -> dict[str, dict]:
+        return {name: {"status": "HEALTHY", "message": "", "replicas": {}} for name in self.worker_deployments}
+
+
+def voice_folder(root: Path) -> Path:
+    for voice in VOICES:
+        path = root / (voice + VOICE_FILE_SUFFIX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    return root
+
+
+def build_app(tmp_path: Path, **settings):
+    """The ingress app with `settings` (AppSettings fields) over the stand-ins above."""
+    settings = AppSettings(**{"max_text_chars": 2000, "outputs_dir": str(tmp_path / "outputs"),
+                              "model_path": None, "voice_repo": None,
+                              "voice_dirs": [str(voice_folder(tmp_path / "voices"))], **settings})
+    handles = {name: EngineHandle(settings.engine_settings(name)) for name in settings.model_names()}
+    ctx = IngressContext.create(settings, handles, "in-process")
+    for model in ctx.models.values():
+        model.workers.timeout_s = 5.0
+        model.voices.index.ids = frozenset(VOICES)  # known before the first request (the thread refreshes the same)
+    ctx.cluster = EmptyCluster()
+    return create_app(ctx)
