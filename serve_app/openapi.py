@@ -25,7 +25,7 @@ from . import request_ids
 from .protocols.error_shape import INTERNAL, VALIDATION, ErrorDetail, ErrorResponse, Refusal, refusal_response
 from .protocols.openai import SpeechEvent
 from .protocols.rest import TTSEvent
-from .protocols.text import MAX_LENGTH_SETTING
+from .protocols.text import MAX_LENGTH_SETTING, MODEL_NAMES
 from .security import api_keys, guard_refusals
 from .settings import AppSettings
 
@@ -59,6 +59,7 @@ def complete(document: dict, settings: AppSettings) -> dict:
     if settings.api_keys:
         document["components"]["securitySchemes"] = dict(api_keys.SECURITY_SCHEMES)
     fill_settings(schemas, settings)
+    fill_model_names(document, settings)
     return document
 
 
@@ -111,6 +112,20 @@ def add_model(schemas: dict, model: type[BaseModel]) -> None:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(schema.pop("$defs", {}))
     schemas.setdefault(model.__name__, schema)
+
+
+def fill_model_names(node, settings: AppSettings) -> None:
+    """Every field that names a model (`MODEL_NAMES`) gets the app's model names and ids as its
+    enum: any other name is a 400 `unknown_model`."""
+    if isinstance(node, dict):
+        if node.pop(MODEL_NAMES, None):
+            names = settings.model_names()
+            node["enum"] = list(dict.fromkeys(names + [settings.model_name(name) for name in names]))
+        for value in node.values():
+            fill_model_names(value, settings)
+    elif isinstance(node, list):
+        for value in node:
+            fill_model_names(value, settings)
 
 
 def fill_settings(schemas: dict, settings: AppSettings) -> None:

@@ -19,7 +19,7 @@ from ..audio.captions import FORMATS as CAPTION_FORMATS
 from ..audio.formats import AudioFormatName
 from ..audio.tempo import MAX_SPEED, MIN_SPEED
 from .error_shape import ErrorDetail
-from .text import speech_text
+from .text import MODEL_NAMES, speech_text
 
 VOICE_ID_EXAMPLE = "unmute-prod-website/default_voice.wav"
 
@@ -46,7 +46,8 @@ class TTSRequest(BaseModel):
         "not": {"required": ["stream", "save"], "properties": {"stream": {"const": True}, "save": {"const": True}}}}}
 
     text: StrictStr = speech_text("Text to speak.", "Hello from the cluster.")
-    model: StrictStr | None = Field(None, description="A model's name or id from GET /v1/models (default: the "
+    model: Annotated[StrictStr, Field(json_schema_extra={MODEL_NAMES: True})] | None = Field(
+        None, description="A model's name or id from GET /v1/models (default: the "
                                     "default model); an unknown one is a 400.")
     voice: VoiceName | None = voice_field("Voice id from GET /api/voices (default: the configured voice).")
     format: AudioFormatName = Field("wav", description="Audio format of the response.")

@@ -13,6 +13,9 @@ from deployments.engine.base import SPEAKABLE_TEXT_PATTERN
 
 # A field whose maxLength is a setting names the setting under this key.
 MAX_LENGTH_SETTING = "x-max-length-setting"
+# A field that names one of the app's models carries this key: its `enum` is the app's model names
+# and ids, filled in when the document is built (serve_app/openapi.py).
+MODEL_NAMES = "x-model-names"
 
 TEXT_RULES = ("At most `max_text_chars` characters, with something to say (not only whitespace or "
               "control characters; no NUL; Unicode text: no lone surrogates). "
