@@ -63,6 +63,23 @@ def engine_settings(tiny_checkpoint):
                           max_text_chars=2000, device=TEST_DEVICE)
 
 
+@pytest.fixture(scope="session")
+def tiny_clone_checkpoint(tmp_path_factory) -> Path:
+    """The voice-cloning model's tiny copy (no conditioners, no cross-attention) and its clips."""
+    from deployments.checkpoint import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-clone", size="tiny-clone", seed=0)
+
+
+@pytest.fixture(scope="session")
+def clone_settings(tiny_clone_checkpoint):
+    """The cloning engine at temperature 0, so that it can be compared with moshi's reference."""
+    from deployments.settings import EngineSettings
+
+    return EngineSettings(model_path=str(tiny_clone_checkpoint), n_q=8, cpu_threads=1, temp=0.0, max_audio_s=300,
+                          max_text_chars=2000, default_voice="clips/low_hum.wav", device=TEST_DEVICE)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
