@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from deployments.engine import loading
-from deployments.engine.models import ModelKind, spec_for
+from deployments.engine.models import ModelKind, model_kind
 from deployments.engine.voices import VoiceCatalog
 from deployments.engine.random_weights import is_random_weights_checkpoint
 from deployments.protocol import worker_deployment
@@ -30,10 +30,9 @@ class ServedModel:
 
     @property
     def kind(self) -> str:
-        """Its engine kind (deployments/engine/models.py); a local checkpoint is a 1.6B-style TTS,
-        the one engine there is today."""
-        spec = None if self.settings.model_path else spec_for(self.settings.model_repo)
-        return (spec.kind if spec else ModelKind.TTS_EMBEDDING_VOICES).value
+        """Its engine kind (deployments/engine/models.py): a hub repo's row, a local checkpoint's
+        config."""
+        return model_kind(self.settings).value
 
     @property
     def speaks(self) -> bool:
@@ -72,6 +71,6 @@ def served_models(settings: AppSettings, handles: dict, app_name: str) -> dict[s
 
 def _catalog(engine: EngineSettings, hub_timeout_s: float) -> VoiceCatalog:
     """The voices a model's worker can load, as the ingress lists them (any model suffix: the
-    ingress does not load the model to learn its own)."""
+    ingress does not load the model to learn its own; audio clips for the cloning model)."""
     return VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine), suffix=None,
-                        hub_timeout_s=hub_timeout_s)
+                        hub_timeout_s=hub_timeout_s, clips=model_kind(engine) is ModelKind.TTS_AUDIO_PROMPT)
