@@ -110,6 +110,9 @@ class ServeCluster:
                    worker: dict | None = None, ingress: dict | None = None) -> dict:
         app = copy.deepcopy(self.base_config["applications"][0])
         app.update(name=name, route_prefix=route_prefix)
+        # The demo's second model (the cloning one): a test that wants several models names them.
+        app["args"].pop("models", None)
+        app["deployments"] = [d for d in app["deployments"] if d["name"] in ("TTSWorker", "Ingress")]
         app["args"].update({"model_path": str(self.checkpoint), "outputs_dir": str(self.outputs),
                             "max_text_chars": 2000, "max_audio_s": 300}, **(args or {}))
         app["args"].pop("build_test_checkpoint", None)
