@@ -40,8 +40,8 @@ class EngineSettings(BaseModel):
     temp: float = Field(0.6, ge=0.0, le=2.0)
     default_cfg_coef: float = 2.0
     # The cloning model: voice prompts kept ready to copy into a row (the model's state after
-    # hearing the clip, ~12.6 MB per 10 s of clip for the real model in bf16), least recently used
-    # out first. Dropped when the model is offloaded.
+    # hearing the clip, for the voice and for its null CFG twin: ~25 MB per 10 s of clip for the
+    # real model in bf16), least recently used out first. Dropped when the model is offloaded.
     prompt_cache_mb: float = Field(512.0, gt=0)
     # Forced pause (in steps) between words: 1 makes the model articulate better.
     padding_between: int = Field(1, ge=0, le=10)

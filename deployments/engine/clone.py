@@ -68,13 +68,7 @@ class CloneEngine(TTSEngine):
             raise InvalidRequest("this model takes its voices from audio clips, not speaker embeddings",
                                  param="voice")
         name = request.voice or self.settings.default_voice
-        with self._host_lock:
-            path = self._voice_paths.get(name)
-        if path is None:
-            path = self.voices.resolve(name)  # may download: never on the generation thread
-        with self._host_lock:
-            self._voice_paths.get_or_make(name, lambda: path)
-        return name, self._prompt_for(path)
+        return name, self._prompt_for(self._voice_path(name))
 
     def _prompt_for(self, path) -> PromptState:
         key = clip_key(path)

@@ -91,7 +91,7 @@ class CloneSlotBatch(SlotBatch):
                     self._prompt_offset = offset
                     self._prompt_gen.step(self._zero_input[:1], depformer_replace_tokens=self._no_depformer[:1])
                 views = row_state.row_views(row_state.module_states(lm), 2)
-                prompt.lm_rows = row_state.copy_rows(views, [0, 1])
+                prompt.lm_rows = row_state.copy_rows(views, [0, 1], steps=prompt.frames)
                 prompt.gen_rows = [state.cache[:1].clone(), state.offsets[:1].clone()]
         finally:
             self._prompt = None

@@ -33,11 +33,15 @@ def row_views(states: list, batch_size: int) -> list[tuple[torch.Tensor, int]]:
     views = []
     for state in states:
         for tensor in _tensors_of(state):
-            if tensor.dim() >= 2 and tensor.shape[0] == 2 and tensor.shape[1] == batch_size and tensor.dim() == 5:
+            if _is_ring(tensor, batch_size):
                 views.append((tensor, 1))  # a KV ring cache: keys and values first
             elif tensor.dim() >= 1 and tensor.shape[0] == batch_size:
                 views.append((tensor, 0))
     return views
+
+
+def _is_ring(tensor: torch.Tensor, batch_size: int) -> bool:
+    return tensor.dim() == 5 and tensor.shape[0] == 2 and tensor.shape[1] == batch_size
 
 
 def module_states(module) -> list:
@@ -45,14 +49,20 @@ def module_states(module) -> list:
     return [state for state in module.get_streaming_state().values() if state is not None]
 
 
-def copy_rows(views: list[tuple[torch.Tensor, int]], rows: list[int]) -> list[torch.Tensor]:
-    """A copy of `rows` of each view (the snapshot of those rows)."""
+def copy_rows(views: list[tuple[torch.Tensor, int]], rows: list[int], steps: int | None = None) -> list[torch.Tensor]:
+    """A copy of `rows` of each view (the snapshot of those rows). `steps`: how many steps the
+    rows have run since they were reset; a KV ring cache then keeps only the positions they wrote
+    (the others are masked as not written: for the real model's 500-step context, a 10 s prompt
+    is a quarter of the ring)."""
     index = None
     saved = []
     for tensor, dim in views:
         if index is None or index.device != tensor.device:
             index = torch.tensor(rows, device=tensor.device)
-        saved.append(tensor.index_select(dim, index).clone())
+        rows_of = tensor.index_select(dim, index)
+        if dim == 1 and steps is not None and steps < tensor.shape[3]:
+            rows_of = rows_of[:, :, :, :steps]
+        saved.append(rows_of.clone())
     return saved
 
 
@@ -62,7 +72,10 @@ def write_rows(views: list[tuple[torch.Tensor, int]], rows: list[int], saved: li
         raise ValueError(f"a row snapshot of {len(saved)} tensors cannot fill a state of {len(views)}")
     for (tensor, dim), rows_saved in zip(views, saved):
         for i, row in enumerate(rows):
-            tensor.select(dim, row).copy_(rows_saved.select(dim, i))
+            target = tensor.select(dim, row)
+            if dim == 1:  # a ring cache, maybe only its first positions (copy_rows' `steps`)
+                target = target[:, :, :rows_saved.shape[3]]
+            target.copy_(rows_saved.select(dim, i))
 
 
 def nbytes(saved: list[torch.Tensor]) -> int:

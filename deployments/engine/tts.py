@@ -210,13 +210,19 @@ class TTSEngine(SlotEngine):
         if request.voice_embedding is not None:
             return "custom", voice_from_embedding(request.voice_embedding, request.voice_shape)
         name = request.voice or self.settings.default_voice
+        path = self._voice_path(name)
+        with self._host_lock:
+            return name, self._embeddings.get_or_make(str(path), lambda: _load_voice(path))
+
+    def _voice_path(self, name: str):
+        """A voice's file, resolved once per name (may download: never on the generation thread)."""
         with self._host_lock:
             path = self._voice_paths.get(name)
         if path is None:
-            path = self.voices.resolve(name)  # may download: never on the generation thread
+            path = self.voices.resolve(name)
         with self._host_lock:
             self._voice_paths.get_or_make(name, lambda: path)
-            return name, self._embeddings.get_or_make(str(path), lambda: _load_voice(path))
+        return path
 
     def entries_for(self, text: str, first: bool = True) -> list:
         """moshi entries for `text`. A continuation (`first=False`) gets no speaker token."""
