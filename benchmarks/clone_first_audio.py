@@ -13,7 +13,9 @@ long text, and admits a short request beside them, `--repeats` times per case:
 at cfg 1 and at each model's default (2.0: a conditioning input of the CFG-distilled 1.6B, real
 guidance for the 0.75B). Printed: ticks and model steps from admission to the first audio frame,
 and seconds from prepare to that frame (prepare included: that is where a new clip is encoded).
-Then the aggregate real-time factor with 8 different cloned voices in one batch.
+Then the aggregate real-time factor with 8 different cloned voices in one batch, and what real CFG
+costs: a tick with every row speaking at cfg 1, with the 2B rows of guidance (what the engine runs,
+whatever the rows' cfg) and without (an engine built for cfg 1 only).
 The random models stretch every word to moshi's maximum padding: compare ratios, not durations.
 """
 
@@ -79,6 +81,28 @@ def aggregate_rtf(clone, voices: list[str]) -> float:
     return sum(r["duration_s"] for r in results) / (time.perf_counter() - started)
 
 
+def busy_tick_s(engine, rows: int, ticks: int = 30) -> float:
+    """Median seconds of a tick with `rows` rows speaking at cfg 1."""
+    from deployments.protocol import SynthesisRequest
+
+    engine.ensure_slots(rows)
+    jobs = []
+    for _ in range(rows):
+        job = engine.prepare(SynthesisRequest(LONG, cfg_coef=1.0), lambda event: None)
+        assert engine.admit(job)
+        jobs.append(job)
+    for _ in range(30):  # every row past its audio delay
+        engine.tick()
+    times = []
+    for _ in range(ticks):
+        started = time.perf_counter()
+        engine.tick()
+        sync(engine)
+        times.append(time.perf_counter() - started)
+    cancel(engine, jobs)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="tiny", choices=["tiny", "full"])
@@ -116,6 +140,16 @@ def main() -> None:
     drain(clone)
     print(f"aggregate real-time factor, {len(voices)} different cloned voices in one batch (cfg 2): "
           f"{aggregate_rtf(clone, voices):.2f}x")
+    guided = busy_tick_s(clone, args.slots)
+    clone.close()
+    from deployments.engine.clone import CloneEngine
+
+    class Unguided(CloneEngine):
+        guided = False
+
+    unguided = busy_tick_s(Unguided(clone.settings, clone.device), args.slots)
+    print(f"tick, {args.slots} rows speaking at cfg 1: {guided * 1e3:.1f} ms with guidance rows (2B), "
+          f"{unguided * 1e3:.1f} ms without (B): cfg-1 rows cost x{guided / unguided:.2f} inside a CFG batch")
 
 
 if __name__ == "__main__":

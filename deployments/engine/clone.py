@@ -32,6 +32,9 @@ class CloneEngine(TTSEngine):
     """Kyutai's cloning TTS on one device: voices from audio prompts, real CFG per row."""
 
     fixed_n_q = True  # its prompts hold every codebook: it runs with all of them
+    # Real CFG for every row (2B rows inside, each row's coefficient its own). False: B rows and
+    # cfg 1 only, the cost of guidance taken away (benchmarks/clone_first_audio.py measures both).
+    guided = True
 
     def __init__(self, settings: EngineSettings, device: str):
         super().__init__(settings, device)
@@ -56,12 +59,13 @@ class CloneEngine(TTSEngine):
         from .clone_slots import CloneSlotBatch
 
         with torch.no_grad(), self._compile_setting():
-            self.slots = CloneSlotBatch(self.tts, rows, self._on_text)
+            self.slots = CloneSlotBatch(self.tts, rows, self._on_text, guided=self.guided)
 
     # ---- requests (any thread) -----------------------------------------------------------
     @property
     def valid_cfg_coefs(self) -> list[float]:
-        return list(CFG_COEFS)  # real CFG takes any value; the service's set keeps one API
+        # Real CFG takes any value; the service's set keeps one API.
+        return list(CFG_COEFS) if self.guided else [1.0]
 
     def _voice(self, request: SynthesisRequest) -> tuple[str, PromptState]:
         if request.voice_embedding is not None:

@@ -33,14 +33,18 @@ _CFG_ON = 2.0
 
 
 class _RowCfgLMGen(LMGen):
-    """moshi's LMGen with real CFG whose coefficient is a [B] buffer instead of one float."""
+    """moshi's LMGen with real CFG whose coefficient is a [B] buffer instead of one float
+    (`guided=False`: moshi's LMGen without CFG, every row at cfg 1)."""
 
-    def __init__(self, lm, batch_size: int, **kwargs):
-        super().__init__(lm, cfg_coef=_CFG_ON, cfg_is_no_text=True, cfg_is_masked_until=[0] * batch_size, **kwargs)
+    def __init__(self, lm, batch_size: int, guided: bool = True, **kwargs):
+        super().__init__(lm, cfg_coef=_CFG_ON if guided else 1.0, cfg_is_no_text=True,
+                         cfg_is_masked_until=[0] * batch_size, **kwargs)
         self.row_cfg = torch.ones(batch_size, 1, 1, 1, device=lm.device, dtype=torch.float32)
 
     def depformer_step(self, text_token: torch.Tensor, transformer_out: torch.Tensor) -> torch.Tensor:
         """As moshi's, with `row_cfg` mixing each row's logits; a row at 1 keeps its own."""
+        if self.cfg_coef == 1.0:
+            return super().depformer_step(text_token, transformer_out)
         lm = self.lm_model
         B = text_token.shape[0]
         keep = self.row_cfg == 1
@@ -58,20 +62,23 @@ class _RowCfgLMGen(LMGen):
 class CloneSlotBatch(SlotBatch):
     """`batch_size` rows of the cloning model (2 x batch_size inside, for CFG)."""
 
-    def __init__(self, tts, batch_size: int, on_text):
+    def __init__(self, tts, batch_size: int, on_text, guided: bool = True):
+        # guided: real CFG, two internal rows per row (the voice's, then its null twin B rows on).
+        self.guided = guided
+        self._twins = 2 if guided else 1
         self._forced: dict[int, torch.Tensor] = {}  # row -> its prompt's delayed codes
         self._offsets_host = [0] * batch_size       # each row's step, as the hooks need it
         super().__init__(tts, batch_size, on_text)
-        self._prompt_gen = _RowCfgLMGen(tts.lm, 1, temp=tts.temp, temp_text=tts.temp,
+        self._prompt_gen = _RowCfgLMGen(tts.lm, 1, guided, temp=tts.temp, temp_text=tts.temp,
                                         on_text_hook=self._prompt_text_hook, on_audio_hook=self._prompt_audio_hook)
         self._prompt: PromptState | None = None
         self._prompt_offset = 0
-        self._lm_views = row_state.row_views(row_state.module_states(tts.lm), 2 * batch_size)
+        self._lm_views = row_state.row_views(row_state.module_states(tts.lm), self._twins * batch_size)
         self._codec_views = row_state.row_views(row_state.module_states(tts.mimi), batch_size)
 
     def _make_lm_gen(self, batch_size: int):
         tts = self.tts
-        return _RowCfgLMGen(tts.lm, batch_size, temp=tts.temp, temp_text=tts.temp, on_text_hook=self._text_hook,
+        return _RowCfgLMGen(tts.lm, batch_size, self.guided, temp=tts.temp, temp_text=tts.temp, on_text_hook=self._text_hook,
                             on_audio_hook=self._audio_hook, support_out_of_sync=True)
 
     # ---- a voice's prompt, once ------------------------------------------------------------
@@ -90,8 +97,8 @@ class CloneSlotBatch(SlotBatch):
                 for offset in range(prompt.frames):
                     self._prompt_offset = offset
                     self._prompt_gen.step(self._zero_input[:1], depformer_replace_tokens=self._no_depformer[:1])
-                views = row_state.row_views(row_state.module_states(lm), 2)
-                prompt.lm_rows = row_state.copy_rows(views, [0, 1], steps=prompt.frames)
+                views = row_state.row_views(row_state.module_states(lm), self._twins)
+                prompt.lm_rows = row_state.copy_rows(views, list(range(self._twins)), steps=prompt.frames)
                 prompt.gen_rows = [state.cache[:1].clone(), state.offsets[:1].clone()]
         finally:
             self._prompt = None
@@ -120,7 +127,7 @@ class CloneSlotBatch(SlotBatch):
         mask[row] = True
         self.lm_gen.reset_streaming(mask)
         self.tts.mimi.reset_streaming(mask)
-        row_state.write_rows(self._lm_views, [row, row + B], prompt.lm_rows)
+        row_state.write_rows(self._lm_views, [row, row + B][:self._twins], prompt.lm_rows)
         row_state.write_rows(self._codec_views, [row], prompt.codec_rows)
         state = self.lm_gen._streaming_state
         cache, offsets = prompt.gen_rows

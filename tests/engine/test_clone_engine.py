@@ -188,3 +188,16 @@ def test_bad_voices_are_refused_with_the_field_named(engine):
         engine.prepare(SynthesisRequest(TEXT, voice="clips/nothing_here.wav"), lambda event: None)
     with pytest.raises(VoiceError):
         engine.prepare(SynthesisRequest(TEXT, voice="expresso/ex03-ex01_happy_001_channel1_334s.wav"), lambda event: None)
+
+
+def test_an_engine_built_without_guidance_speaks_cfg_1_as_moshi_does_and_refuses_other_cfgs(clone_settings, reference):
+    class Unguided(CloneEngine):
+        guided = False
+
+    engine = Unguided(clone_settings, clone_settings.device)
+    engine.ensure_slots(2)
+    [result] = engine.synthesize([SynthesisRequest(TEXT, voice=B, cfg_coef=1.0)])
+    assert_same_audio(result["audio"], reference(TEXT, B, 1.0))
+    with pytest.raises(InvalidRequest) as refused:
+        engine.prepare(SynthesisRequest(TEXT, voice=B, cfg_coef=2.0), lambda event: None)
+    assert refused.value.param == "cfg_coef"
