@@ -6,9 +6,10 @@ budgets, rows, catch-up steps, emission); what differs is the voice and the cfg:
   suffix). `prepare` resolves it, then encodes it on a private codec (prompts.py), off the
   generation thread; the result is cached per clip content (`PromptCache`, `prompt_cache_mb`).
 - at admission the voice's prompt state is copied into the row (clone_slots.py), computed first
-  on a one-row side stream when the voice is new (P cheap text-only steps on the generation
-  thread, once per voice). The row then starts at step P like a 1.6B row at step 0: its first
-  audio comes as many steps after admission as a preset 1.6B voice's.
+  on a one-row side stream when the voice is new: P text-only steps on the generation thread,
+  once per voice, during which the shared rows wait (P = 123 for a 10 s clip, run without CUDA
+  graphs; what that costs on a GPU is not measured yet). The row then starts at step P like a 1.6B row
+  at step 0: its first audio comes as many steps after admission as a preset 1.6B voice's.
 - cfg is real classifier-free guidance with one coefficient per row (default 2.0, as Kyutai runs
   the model); every row has its null twin whatever its cfg (one batch, one set of CUDA graphs).
 """
