@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, TextIO
 
+from pydantic import ValidationError
+
 from deployments.engine.download_progress import Downloads
 from deployments.engine.hub import HubFetcher, ModelUnavailableError
 from deployments.engine.loading import fetch_hub_checkpoint, voice_file_suffix
@@ -52,7 +54,8 @@ def enabled(environ: Mapping[str, str]) -> bool:
 
 def hub_models(config: dict, environ: Mapping[str, str]) -> list[HubModel]:
     """The hub models of every application of ours in `config`, its args read as the app reads
-    them (environment overrides included). Raises ValueError for args the app would refuse."""
+    them (environment overrides included). Raises pydantic's ValidationError for args the app
+    would refuse."""
     from .settings import load_settings
 
     models = []
@@ -80,8 +83,9 @@ def prefetch(config: dict, environ: Mapping[str, str] | None = None, stream: Tex
         return []
     try:
         models = hub_models(config, environ)
-    except ValueError as exc:  # the app refuses these args too, naming them when it is deployed
-        return [f"model prefetch skipped: the config's args are invalid ({str(exc).splitlines()[0]})"]
+    except ValidationError as exc:  # the app refuses these args too, when it is deployed
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}" for e in exc.errors())
+        return [f"No model prefetch: the config's args are invalid ({problems})."]
     if not models:
         return []
     downloads = downloads or Downloads()
@@ -96,8 +100,8 @@ def prefetch(config: dict, environ: Mapping[str, str] | None = None, stream: Tex
                         f"a request for this model tries again (503 until it can); {PREFETCH_VARIABLE}=0 skips "
                         f"the prefetch."]
             display.sync()
-            print(f"Model '{model.name}' ({model.repo}){' and its default voice' if voice else ''} in the "
-                  f"Hugging Face cache.", file=stream, flush=True)
+            print(f"Model '{model.name}' ({model.repo}) is in the Hugging Face cache"
+                  f"{', with its default voice' if voice else ''}.", file=stream, flush=True)
     return []
 
 

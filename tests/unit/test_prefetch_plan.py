@@ -12,7 +12,7 @@ from deployments.engine.download_progress import Downloads, DownloadProgress, Pl
 from deployments.settings import DEFAULT_MODEL_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO
 from serve_app.download_display import DownloadDisplay
 from serve_app.launch import read_config
-from serve_app.prefetch import enabled, hub_models
+from serve_app.prefetch import enabled, hub_models, prefetch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +32,14 @@ def test_the_hub_models_of_each_config_and_nothing_local():
     # HF_REPO names another hub model, as the app reads it.
     [model] = hub_models(read_config(REPO / "serve_config.yaml"), {"HF_REPO": "org/other"})
     assert model.repo == "org/other"
+
+
+def test_args_the_app_would_refuse_are_one_line_and_no_prefetch():
+    config = read_config(REPO / "serve_config.yaml")
+    config["applications"][0]["args"].update(n_q=99, models={"Bad Name": {}})
+    [warning] = prefetch(config, {}, io.StringIO())
+    assert warning.startswith("No model prefetch: the config's args are invalid (") and "\n" not in warning
+    assert "n_q" in warning, warning
 
 
 def test_tts_prefetch_turns_it_off():
