@@ -15,7 +15,7 @@ from deployments.checkpoint import VOICE_SUFFIX
 from deployments.engine.tts import TTSEngine
 from deployments.protocol import SynthesisRequest
 from deployments.settings import DEFAULT_MODEL_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, EngineSettings
-from helpers.hub_server import HubServer, kyutai_repos, use_test_hub
+from helpers.hub_fixtures import hf_home, hub  # noqa: F401 (fixtures)
 from serve_app import download_display
 from serve_app.launch import read_config
 from serve_app.prefetch import prefetch
@@ -23,17 +23,6 @@ from conftest import REPO
 
 PRODUCTION = read_config(REPO / "serve_config.yaml")
 TWO_MODELS = read_config(REPO / "configs" / "two_models_one_gpu.yaml")
-
-
-@pytest.fixture
-def hub(tiny_checkpoint):
-    with HubServer(kyutai_repos(tiny_checkpoint)) as server:
-        yield server
-
-
-@pytest.fixture
-def hf_home(tmp_path, hub, monkeypatch):
-    return use_test_hub(monkeypatch, hub, tmp_path / "hf-home")
 
 
 def run(config: dict, **environ: str) -> tuple[list[str], str]:
