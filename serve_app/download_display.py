@@ -106,4 +106,4 @@ class DownloadDisplay:
 
 def _label(progress: DownloadProgress) -> str:
     names = [f.name for f in progress.files]
-    return f"{progress.repo} ({len(names)} files)" if len(names) > 1 else f"{progress.repo} {names[0]}"
+    return f"{progress.repo} ({len(names)} files)" if len(names) > 1 else f"{progress.repo} {names[0].rsplit('/', 1)[-1]}"

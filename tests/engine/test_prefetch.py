@@ -50,7 +50,7 @@ def test_prefetch_fills_the_cache_with_progress_once_and_an_offline_start_needs_
     assert any(0 < share < 100 for share in shares) and shares[-1] == 100, out  # the bar moved, then ended
     assert re.search(r"\d+(\.\d)? [kM]B/s", out), out  # a rate
     assert re.search(rf"{DEFAULT_MODEL_REPO}: 100% of .*: done\n", out), out
-    assert f"Downloading {DEFAULT_VOICE_REPO} {voice}" in out and f"{DEFAULT_VOICE_REPO}: 100% of " in out, out
+    assert f"Downloading {DEFAULT_VOICE_REPO} {voice.rsplit('/', 1)[-1]}" in out and f"{DEFAULT_VOICE_REPO}: 100% of " in out, out
     assert f"Model 'default' ({DEFAULT_MODEL_REPO}) is in the Hugging Face cache, with its default voice." in out
 
     # A second start offline: nothing is asked of the hub, nothing is downloaded; both configs.
