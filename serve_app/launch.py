@@ -4,7 +4,8 @@
 then deploy its applications through the controller), with adjustments for one machine: relative
 paths in `args` become absolute, `PORT` overrides the port, and on a local cluster each deployment's
 GPU and CPU reservations are fitted to what the cluster really has (no GPU: one CPU replica, with a
-loud warning; too few cores: smaller CPU reservations, said in one line).
+loud warning; too few cores: smaller CPU reservations, said in one line; several worker deployments,
+one per model: the replicas they start with fit the GPUs together, see _share_gpus).
 """
 
 from __future__ import annotations
