@@ -73,7 +73,7 @@ async def tts_streaming(websocket: WebSocket) -> None:
     except APIError as exc:
         return await refuse_websocket(websocket, exc)
     await websocket.accept()
-    connection = _Connection(websocket, ctx.settings.max_text_chars)
+    connection = _Connection(websocket, model.settings.max_text_chars)
     output = kyutai.OutputEncoder(options.format)
     open_sessions = websocket.app.state.websocket_sessions
     if len(open_sessions) >= ctx.settings.max_websocket_sessions:
@@ -92,7 +92,7 @@ async def tts_streaming(websocket: WebSocket) -> None:
                                                cfg_param="cfg_alpha")
             return model.workers.open_text_stream(request)
 
-        session = KyutaiSession(connection, output, open_stream, max_text_chars=ctx.settings.max_text_chars,
+        session = KyutaiSession(connection, output, open_stream, max_text_chars=model.settings.max_text_chars,
                                 idle_timeout_s=ctx.settings.websocket_idle_timeout_s)
         await session.run()
     except WebSocketDisconnect:
