@@ -173,11 +173,14 @@ def test_the_workers_metrics_are_labelled_by_model(duo_url):
                           timeout=120).status_code == 200
     expected = {("TTSWorker", "first"), ("TTSWorker_second", "second")}
     deadline = time.monotonic() + 60  # Ray exports a worker's metrics every few seconds
-    while not expected <= set(requests := worker_series("ray_tts_requests_total", "duo")):
-        assert time.monotonic() < deadline, f"no requests counted by model: {requests}"
+    while True:
+        requests, first_audio = (worker_series(name, "duo") for name in (
+            "ray_tts_requests_total", "ray_tts_time_to_first_audio_seconds_count"))
+        if expected <= set(requests) and expected <= set(first_audio):
+            break
+        assert time.monotonic() < deadline, f"not labelled by model: {requests}, {first_audio}"
         time.sleep(1)
-    assert set(requests) == expected and all(count >= 1 for count in requests.values())
-    assert set(worker_series("ray_tts_free_slots", "duo")) == expected
+    assert set(requests) == set(first_audio) == expected and all(count >= 1 for count in requests.values())
 
 
 def test_each_models_deployment_scales_to_zero_on_its_own(serve_cluster, duo_url):
