@@ -95,7 +95,7 @@ class TTSWorker:
         self.node_id = _node_id()
         self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index,
                                     gpu_facts=gpu_facts)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(model)
         self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"],
                                        on_tick=self.metrics.tick_seconds.observe)
         threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
