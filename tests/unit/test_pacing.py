@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from deployments.engine.fakes import FakeTTSEngine
-from deployments.protocol import FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest
+from deployments.protocol import FRAME_SAMPLES, SAMPLE_RATE, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest
 from deployments.settings import EngineSettings
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE  # 0.08 s: the fake makes one frame per step of a row
