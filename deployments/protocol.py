@@ -17,6 +17,7 @@ import numpy as np
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1_920  # one model step: 80 ms at 24 kHz
 FRAME_RATE = SAMPLE_RATE / FRAME_SAMPLES  # 12.5 model steps per second of audio
+PCM_BYTES = 4  # a sample as AudioChunk carries it (float32)
 
 # A speaker embedding of Kyutai's 1.6B TTS (a `kyutai/tts-voices` file, or a WebSocket `Voice`
 # message): float32 [1, dim, frames].
@@ -108,6 +109,7 @@ class FailureKind(str, enum.Enum):
     TIMEOUT = "timeout"          # the worker sent nothing for the ingress's worker_timeout_s
     CRASHED = "crashed"          # the replica died or was replaced under the request
     OVERLOADED = "overloaded"    # every replica and queue is full (Serve's back-pressure)
+    EXPIRED = "expired"          # a stream fell too far behind its real-time playback (pacing)
 
     def __str__(self) -> str:
         return self.value
@@ -126,6 +128,9 @@ class SynthesisRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     # The app's model it was routed to (its name in the model table); the worker serves one model.
     model: str | None = None
+    # Set for a streamed response: seconds of audio its client plays per second (its `speed`); the
+    # row is paced to it (deployments/engine/pacing.py). None: a whole clip, made as fast as it can.
+    playback_rate: float | None = None
 
 
 @dataclass

@@ -29,11 +29,18 @@ class WorkerMetrics:
         self.queue_depth = Gauge("tts_queue_depth", description="Requests waiting for a free slot.", tag_keys=tagged)
         self.active = Gauge("tts_active_requests", description="Busy slots: requests speaking now.", tag_keys=tagged)
         self.free_slots = Gauge("tts_free_slots", description="Slots free for a new request.", tag_keys=tagged)
+        # Streamed audio made and not yet played (deployments/engine/pacing.py): what waits for
+        # its clients in this worker, the ingress and Serve's proxy; at most stream_lead_s a stream.
+        self.buffered_seconds = Gauge("tts_stream_buffered_audio_seconds", tag_keys=tagged,
+                                      description="Seconds of streamed audio made ahead of its clients' real-time "
+                                                  "playback, all streams of the replica.")
+        self.buffered_bytes = Gauge("tts_stream_buffered_audio_bytes", tag_keys=tagged,
+                                    description="The same audio in bytes, as the worker sends it (float32 PCM).")
         self.tick_seconds = Histogram("tts_step_seconds", boundaries=_STEP_SECONDS, tag_keys=tagged,
                                       description="Wall time of one engine tick (all speaking slots "
                                                   "advance one 80 ms step); above 0.08 s is slower than real time.")
         for metric in (self.requests, self.first_audio, self.real_time_factor, self.queue_depth, self.active,
-                       self.free_slots, self.tick_seconds):
+                       self.free_slots, self.buffered_seconds, self.buffered_bytes, self.tick_seconds):
             metric.set_default_tags({"model": model})
 
 

@@ -53,9 +53,10 @@ _UNPACK_LIMITS = {"max_array_len": VOICE_EMBEDDING_SIZE, "max_map_len": 16, "max
 _MAX_CONTAINERS = 8
 
 # Close codes: 1008 (policy violation) for the client's mistakes, 1013 (try again later) for busy,
-# unavailable, silent or crashed workers, 1011 (internal error) for the rest.
+# unavailable, silent or crashed workers and streams that fell behind their playback (expired),
+# 1011 (internal error) for the rest.
 _CLOSE_CODES = {FailureKind.INVALID: 1008, FailureKind.OVERLOADED: 1013, FailureKind.UNAVAILABLE: 1013,
-                FailureKind.TIMEOUT: 1013, FailureKind.CRASHED: 1013}
+                FailureKind.TIMEOUT: 1013, FailureKind.CRASHED: 1013, FailureKind.EXPIRED: 1013}
 
 
 class SessionError(Exception):

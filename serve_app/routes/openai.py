@@ -46,7 +46,7 @@ async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMP
                         ctx: IngressContext = Depends(get_ctx)):
     request = synthesis_request(ctx, body.input, body.voice_name, model=body.model, text_param="input",
                                 openai_names=True)
-    stream = await open_speech(ctx, request, text_param="input")
+    stream = await open_speech(ctx, request, text_param="input", speed=body.speed)
     headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(request.voice)}
     if body.instructions:
         headers["X-TTS-Instructions"] = "ignored"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 from fastapi import APIRouter, WebSocket
@@ -90,7 +91,8 @@ async def tts_streaming(websocket: WebSocket) -> None:
             request = speech.synthesis_request(ctx, first_words, voice, options.cfg_coef, model=model.name,
                                                stream_text=True, voice_embedding=voice_embedding,
                                                cfg_param="cfg_alpha")
-            return model.workers.open_text_stream(request)
+            # Its audio streams to a player: paced to real time (deployments/engine/pacing.py).
+            return model.workers.open_text_stream(dataclasses.replace(request, playback_rate=1.0))
 
         session = KyutaiSession(connection, output, open_stream, max_text_chars=model.settings.max_text_chars,
                                 idle_timeout_s=ctx.settings.websocket_idle_timeout_s)

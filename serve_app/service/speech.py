@@ -66,6 +66,10 @@ def api_error_for(exc: WorkerError, text_param: str = "text") -> APIError:
         return APIError(503, exc.message, code="worker_failed", headers={"Retry-After": RETRY_AFTER_S})
     if exc.kind == FailureKind.OVERLOADED:
         return APIError(503, exc.message, code="overloaded", headers={"Retry-After": RETRY_AFTER_S})
+    # Only paced (streamed) answers expire, so only after their 200: an SSE error event says it
+    # (not a status the operations document), a plain audio stream is cut.
+    if exc.kind == FailureKind.EXPIRED:
+        return APIError(503, exc.message, code="stream_expired", headers={"Retry-After": RETRY_AFTER_S})
     return APIError(500, exc.message, code="generation_failed")
 
 
