@@ -17,6 +17,7 @@ import numpy as np
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1_920  # one model step: 80 ms at 24 kHz
 FRAME_RATE = SAMPLE_RATE / FRAME_SAMPLES  # 12.5 model steps per second of audio
+PCM_BYTES = 4  # a sample as AudioChunk carries it (float32)
 
 # A speaker embedding of Kyutai's 1.6B TTS (a `kyutai/tts-voices` file, or a WebSocket `Voice`
 # message): float32 [1, dim, frames].
@@ -27,6 +28,59 @@ VOICE_EMBEDDING_SIZE = VOICE_EMBEDDING_SHAPE[1] * VOICE_EMBEDDING_SHAPE[2]
 # free float): 1.0 to 4.0 in steps of 0.5.
 CFG_MIN, CFG_MAX, CFG_STEP = 1.0, 4.0, 0.5
 CFG_COEFS = tuple(CFG_MIN + CFG_STEP * i for i in range(int((CFG_MAX - CFG_MIN) / CFG_STEP) + 1))
+
+# The cfg coefficient of a model with real classifier-free guidance (kyutai/tts-0.75b-en-public:
+# a null-conditioned pass beside each row, logits pushed away from it by the coefficient): any
+# float, bounded here. 1.0 is no guidance (the null pass is skipped); below 1 the guidance turns
+# against the text, so it is refused. 5.0 is past anything Kyutai ships (its scripts default to
+# 2.0; the 1.6B was distilled on 1 to 4): higher values push the logits so far from the model's
+# distribution that the audio breaks up, so they are refused as a client's mistake rather than
+# spoken as noise. Unlike the 1.6B's set, no step: the coefficient is arithmetic, not a lookup.
+REAL_CFG_MIN, REAL_CFG_MAX = 1.0, 5.0
+
+
+@dataclass(frozen=True)
+class CfgRule:
+    """The cfg coefficients one model takes: a set (`values`, a CFG-distilled model's conditioning
+    input) or any number from `low` to `high` (real guidance). What the ingress checks a request's
+    cfg_coef against and states in its documents; the worker checks its model's own set again."""
+    low: float
+    high: float
+    values: tuple[float, ...] | None = None  # None: any number in [low, high]
+
+    @classmethod
+    def one_of(cls, values: tuple[float, ...]) -> "CfgRule":
+        return cls(min(values), max(values), tuple(sorted(values)))
+
+    def allows(self, value: float) -> bool:
+        if self.values is not None:
+            return value in self.values
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.values is not None:
+            return "one of " + ", ".join(f"{v:g}" for v in self.values)
+        return f"a number from {self.low:g} to {self.high:g}"
+
+    def step(self) -> float | None:
+        """The spacing of `values` when they are evenly spaced multiples of it (0.5 for the 1.6B's
+        set): JSON Schema's multipleOf can state them; None otherwise."""
+        if self.values is None or len(self.values) < 2:
+            return None
+        step = self.values[1] - self.values[0]
+        even = all(abs(b - a - step) < 1e-9 for a, b in zip(self.values, self.values[1:]))
+        return step if even and abs(self.low / step - round(self.low / step)) < 1e-9 else None
+
+    def json_schema(self) -> dict:
+        """This rule as JSON Schema keywords of a number."""
+        if self.values is not None and self.step() is None:
+            return {"enum": list(self.values)}
+        schema = {"minimum": self.low, "maximum": self.high}
+        return {**schema, "multipleOf": self.step()} if self.step() is not None else schema
+
+
+DISTILLED_CFG = CfgRule.one_of(CFG_COEFS)
+REAL_CFG = CfgRule(REAL_CFG_MIN, REAL_CFG_MAX)
 
 # Models of an app (the `models` table of its args) are named by short ids; an app without a table
 # has one model, named DEFAULT_MODEL_NAME. Each model has a worker deployment of its own: the
@@ -55,6 +109,7 @@ class FailureKind(str, enum.Enum):
     TIMEOUT = "timeout"          # the worker sent nothing for the ingress's worker_timeout_s
     CRASHED = "crashed"          # the replica died or was replaced under the request
     OVERLOADED = "overloaded"    # every replica and queue is full (Serve's back-pressure)
+    EXPIRED = "expired"          # a stream fell too far behind its real-time playback (pacing)
 
     def __str__(self) -> str:
         return self.value
@@ -73,6 +128,9 @@ class SynthesisRequest:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     # The app's model it was routed to (its name in the model table); the worker serves one model.
     model: str | None = None
+    # Set for a streamed response: seconds of audio its client plays per second (its `speed`); the
+    # row is paced to it (deployments/engine/pacing.py). None: a whole clip, made as fast as it can.
+    playback_rate: float | None = None
 
 
 @dataclass

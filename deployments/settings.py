@@ -71,6 +71,12 @@ class EngineSettings(BaseModel):
     # waits this long for it, then is refused with the download's progress (503 + Retry-After at
     # the ingress) instead of waiting as long as the download.
     first_download_wait_s: float = Field(30.0, gt=0)
+    # Pacing of streamed responses (deployments/engine/pacing.py): a row makes at most this many
+    # seconds of audio ahead of its real-time playback, then follows the clock (frozen rows cost
+    # no step); a stream whose wall time exceeds its audio + the lead + stream_grace_s is ended.
+    # What one stream can hold in the worker, the ingress and Serve's proxy is bounded by the lead.
+    stream_lead_s: float = Field(20.0, gt=0)
+    stream_grace_s: float = Field(10.0, ge=0)
 
     @field_validator("voice_dirs", mode="before")
     @classmethod

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import Request
 
 from deployments.engine.base import unicode_problem
-from deployments.engine.voices import VoiceCatalog, VoiceError, validate_voice_name
+from deployments.engine.voices import VoiceError, validate_voice_name
 
-from .service.cache import TTLCache
 from .errors import APIError
 from .service.outputs import OutputStore
-from .service.voices import VoiceIndex
+from .service.voices import ModelVoices
 from .settings import AppSettings
 from .service.cluster import ClusterView
 from .service.served_models import ServedModel, served_models
@@ -26,31 +24,32 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngressContext:
     settings: AppSettings
-    workers: WorkerClient      # synthesis through the default model's worker handle
-    voices: VoiceCatalog
     outputs: OutputStore
-    voice_index: VoiceIndex
     cluster: ClusterView       # status and offload, never through the handle
     # Every model of the app by name (the default one included): serve_app/service/served_models.py.
-    models: dict[str, ServedModel] = field(default_factory=dict)
-    # The full listing for /api/voices, /v1/audio/voices and MCP: read in a thread (a directory
-    # walk, maybe the hub) at most every few seconds, one read shared by concurrent callers.
-    voice_list: TTLCache = field(init=False, repr=False)
-
-    VOICE_LIST_TTL_S = 5.0
-
-    def __post_init__(self):
-        self.voice_list = TTLCache(lambda: asyncio.to_thread(self.voices.list_voices), self.VOICE_LIST_TTL_S)
+    models: dict[str, ServedModel]
 
     @classmethod
     def create(cls, settings: AppSettings, worker_handles: dict, app_name: str) -> "IngressContext":
         models = served_models(settings, worker_handles, app_name)
-        default = models[settings.default_model_name]
-        ctx = cls(settings, default.workers, default.voices.catalog,
-                  OutputStore(settings.outputs_dir, settings.outputs_max_age_s, settings.outputs_max_bytes),
-                  default.voices.index, ClusterView(app_name, [m.deployment for m in models.values()]), models)
-        ctx.voice_list = default.voices.listing  # one listing per model, the default's shared
-        return ctx
+        return cls(settings, OutputStore(settings.outputs_dir, settings.outputs_max_age_s, settings.outputs_max_bytes),
+                   ClusterView(app_name, [m.deployment for m in models.values()]), models)
+
+    @property
+    def default_model(self) -> ServedModel:
+        """The model a request gets when it names none."""
+        return self.models[self.settings.default_model_name]
+
+    @property
+    def workers(self) -> WorkerClient:
+        """The default model's worker client."""
+        return self.default_model.workers
+
+    @property
+    def voices(self) -> ModelVoices:
+        """The default model's voices: its catalog, the index requests are checked against, and
+        the listing of /v1/audio/voices (read at most every few seconds, one read shared)."""
+        return self.default_model.voices
 
     def model_for(self, name: str | None, param: str = "model", any_name: bool = False,
                   speaks: bool = True) -> ServedModel:
@@ -58,7 +57,7 @@ class IngressContext:
         id (its repo, or local/<folder>) -> that one. Any other name is a 400, unless `any_name`
         (OpenAI's API, whose clients send `tts-1` and the like): then it is the default model.
         A model of the wrong kind (`speaks`: a text-to-speech model is wanted) is a 400 too."""
-        default = self.models[self.settings.default_model_name]
+        default = self.default_model
         found = self.models.get(name) if name is not None else default
         found = found or next((m for m in self.models.values() if m.public_id == name), None)
         if found is None and not any_name:
@@ -76,7 +75,7 @@ class IngressContext:
         one the model does not have. When no voice is known here yet (hub unreachable and nothing
         cached, or the first listing still running) the worker has the last word. Never blocks: it
         reads the background-refreshed index."""
-        voices = model.voices if model is not None else self.models[self.settings.default_model_name].voices
+        voices = (model or self.default_model).voices
         if voice is None:
             return voices.default_voice
         try:

@@ -71,7 +71,7 @@ def create_app(ctx: IngressContext) -> FastAPI:
         return RedirectResponse("/docs")
 
     install_guards(app, ctx.settings)  # serve_app/security/__init__.py says which, and in what order
-    install_openapi(app, ctx.settings)  # states what the guards and handlers answer too
+    install_openapi(app, ctx.settings, ctx.models)  # states what the guards and handlers answer too
     app.add_middleware(RequestIds)  # outermost: every answer, refusals included, knows its id
     return app
 

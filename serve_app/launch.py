@@ -4,7 +4,8 @@
 then deploy its applications through the controller), with adjustments for one machine: relative
 paths in `args` become absolute, `PORT` overrides the port, and on a local cluster each deployment's
 GPU and CPU reservations are fitted to what the cluster really has (no GPU: one CPU replica, with a
-loud warning; too few cores: smaller CPU reservations, said in one line).
+loud warning; too few cores: smaller CPU reservations, said in one line; several worker deployments,
+one per model: the replicas they start with fit the GPUs together, see _share_gpus).
 """
 
 from __future__ import annotations
@@ -80,13 +81,15 @@ def fit_to_cluster(config: dict, cluster: dict[str, float] | None, base: Path | 
         cpu_tier = [d for d in deployments if not d.get("ray_actor_options", {}).get("num_gpus")]
         for deployment in deployments:
             warnings += _fit_gpus(deployment, cluster.get("GPU", 0.0))
+        warnings += _share_gpus(deployments, cluster.get("GPU", 0.0))
         _fit_cpu_tier(cpu_tier, deployments, cluster.get("CPU", 0.0))
         warnings += _fit_cpus(deployments, cluster.get("CPU", 0.0))
     return config, warnings
 
 
 def _fit_gpus(deployment: dict, cluster_gpus: float) -> list[str]:
-    """One replica per GPU; on a cluster without GPUs one replica on CPU."""
+    """One replica per GPU (a replica asking for a fraction of one shares it with other models'
+    replicas, not with its own: still one per GPU); on a cluster without GPUs one replica on CPU."""
     actor = deployment.get("ray_actor_options", {})
     need = actor.get("num_gpus", 0)
     if need <= 0:
@@ -96,8 +99,57 @@ def _fit_gpus(deployment: dict, cluster_gpus: float) -> list[str]:
         _set_max_replicas(deployment, 1)
         return [f"NO GPU in this Ray cluster: running ONE {deployment['name']} replica on CPU instead of "
                 f"waiting for a GPU forever. The real model is far slower than real time on CPU."]
-    _set_max_replicas(deployment, int(cluster_gpus // need))
+    _set_max_replicas(deployment, int(cluster_gpus // max(need, 1.0)))
     return []
+
+
+def _share_gpus(deployments: list[dict], cluster_gpus: float) -> list[str]:
+    """Several GPU deployments (a worker deployment per model) on one cluster's GPUs. The replicas
+    each starts with (min/initial_replicas, or num_replicas) must fit together, or the app would
+    never be RUNNING: they are given in config order (the default model's deployment first) and a
+    deployment left without room starts with fewer, at zero it is woken by its first request.
+    Each keeps max_replicas = the GPUs (models scale to zero on their own, so one may use them all
+    while the others sleep), and if together they may ask for more, the warning says so."""
+    gpu_deployments = [d for d in deployments if d.get("ray_actor_options", {}).get("num_gpus", 0) > 0]
+    if len(gpu_deployments) < 2:
+        return []
+    warnings, left = [], cluster_gpus
+    for deployment in gpu_deployments:
+        need = deployment["ray_actor_options"]["num_gpus"]
+        wanted = _start_replicas(deployment)
+        fits = min(wanted, int(left / need + 1e-9))
+        if fits < wanted:
+            _set_start_replicas(deployment, fits)
+            warnings.append(f"{deployment['name']} starts with {fits} replica(s) instead of {wanted}: the "
+                            f"deployments before it in the config hold the GPUs of this Ray cluster "
+                            f"({cluster_gpus:g}); a request for its model wakes one when a GPU is free.")
+        left -= fits * need
+    most = sum(d["ray_actor_options"]["num_gpus"] * _max_replicas(d) for d in gpu_deployments)
+    if most > cluster_gpus + 1e-9:
+        names = ", ".join(d["name"] for d in gpu_deployments)
+        warnings.append(f"{names} may ask for {most:g} GPUs together and this Ray cluster has {cluster_gpus:g}: "
+                        f"a replica that finds no GPU waits until another model's replicas scale down. Give "
+                        f"each a fraction (ray_actor_options.num_gpus: 0.5) to keep them on the GPUs at once.")
+    return warnings
+
+
+def _start_replicas(deployment: dict) -> int:
+    autoscaling = deployment.get("autoscaling_config")
+    if autoscaling:
+        start = autoscaling.get("initial_replicas")
+        return max(autoscaling.get("min_replicas") or 0, start if start is not None else 0)
+    replicas = deployment.get("num_replicas", 1)
+    return replicas if isinstance(replicas, int) else 1
+
+
+def _set_start_replicas(deployment: dict, count: int) -> None:
+    autoscaling = deployment.get("autoscaling_config")
+    if autoscaling:
+        for key in ("min_replicas", "initial_replicas"):
+            if autoscaling.get(key) is not None:
+                autoscaling[key] = min(autoscaling[key], count)
+    else:
+        deployment["num_replicas"] = count
 
 
 def _set_max_replicas(deployment: dict, count: int) -> None:

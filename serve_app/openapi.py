@@ -10,7 +10,10 @@ what no route declares:
   describes the service that serves it, with the API key schemes when `api_keys` is set;
 - limits that are settings, where a field names one (`x-max-length-setting`): the text fields'
   `maxLength` is the running service's `max_text_chars`, so one home holds the value and the
-  document never states a number the service does not enforce.
+  document never states a number the service does not enforce;
+- what depends on the app's models (serve_app/service/served_models.py): the model names a
+  `model` field takes, and the cfg coefficients a `cfg_coef` field takes (each model has its own
+  rule; an app of several states each, as alternatives).
 
 Built once per application, on the first request for it (the settings do not change meanwhile).
 """
@@ -25,8 +28,9 @@ from . import request_ids
 from .protocols.error_shape import INTERNAL, VALIDATION, ErrorDetail, ErrorResponse, Refusal, refusal_response
 from .protocols.openai import SpeechEvent
 from .protocols.rest import TTSEvent
-from .protocols.text import MAX_LENGTH_SETTING, MODEL_NAMES
+from .protocols.text import CFG_RULES, MAX_LENGTH_SETTING, MODEL_NAMES
 from .security import api_keys, guard_refusals
+from .service.served_models import ServedModel, cfg_rules
 from .settings import AppSettings
 
 # Models the routes refer to by name where FastAPI does not look (error bodies everywhere, the
@@ -36,18 +40,18 @@ DOCUMENTED_MODELS = (ErrorResponse, TTSEvent, SpeechEvent)
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
-def install_openapi(app: FastAPI, settings: AppSettings) -> None:
+def install_openapi(app: FastAPI, settings: AppSettings, models: dict[str, ServedModel]) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description,
                                    routes=app.routes)
-            app.openapi_schema = complete(document, settings)
+            app.openapi_schema = complete(document, settings, list(models.values()))
         return app.openapi_schema
 
     app.openapi = openapi
 
 
-def complete(document: dict, settings: AppSettings) -> dict:
+def complete(document: dict, settings: AppSettings, models: list[ServedModel]) -> dict:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for model in DOCUMENTED_MODELS:
         add_model(schemas, model)
@@ -59,7 +63,7 @@ def complete(document: dict, settings: AppSettings) -> dict:
     if settings.api_keys:
         document["components"]["securitySchemes"] = dict(api_keys.SECURITY_SCHEMES)
     fill_settings(schemas, settings)
-    fill_model_names(document, settings)
+    fill_models(document, models)
     return document
 
 
@@ -114,18 +118,34 @@ def add_model(schemas: dict, model: type[BaseModel]) -> None:
     schemas.setdefault(model.__name__, schema)
 
 
-def fill_model_names(node, settings: AppSettings) -> None:
+def fill_models(node, models: list[ServedModel]) -> None:
     """Every field that names a model (`MODEL_NAMES`) gets the app's model names and ids as its
-    enum: any other name is a 400 `unknown_model`."""
+    enum: any other name is a 400 `unknown_model`. Every cfg_coef field (`CFG_RULES`) states the
+    cfg rule of the app's models instead of the widest bounds its request model checks: one rule,
+    or several as alternatives (anyOf; which one applies depends on the request's model)."""
     if isinstance(node, dict):
         if node.pop(MODEL_NAMES, None):
-            names = settings.model_names()
-            node["enum"] = list(dict.fromkeys(names + [settings.model_name(name) for name in names]))
+            node["enum"] = list(dict.fromkeys([m.name for m in models] + [m.public_id for m in models]))
+        if node.pop(CFG_RULES, None):
+            _state_cfg_rules(node, cfg_rules(models))
         for value in node.values():
-            fill_model_names(value, settings)
+            fill_models(value, models)
     elif isinstance(node, list):
         for value in node:
-            fill_model_names(value, settings)
+            fill_models(value, models)
+
+
+def _state_cfg_rules(field: dict, rules: list) -> None:
+    """The number schema of an optional cfg_coef field (`anyOf: [number, null]`) made the rules'."""
+    number = next(choice for choice in field.get("anyOf", [field]) if choice.get("type") == "number")
+    for keyword in ("minimum", "maximum", "multipleOf", "exclusiveMinimum", "exclusiveMaximum"):
+        number.pop(keyword, None)
+    if len(rules) == 1:
+        number.update(rules[0].json_schema())
+    elif rules:
+        number["anyOf"] = [rule.json_schema() for rule in rules]
+    else:  # no model of the app takes a cfg coefficient
+        number["enum"] = []
 
 
 def fill_settings(schemas: dict, settings: AppSettings) -> None:

@@ -98,8 +98,9 @@ class ServeCluster:
 
         from serve_app.launch import read_config
 
-        # 3 logical GPUs: 2 for the main app's replicas, 1 for the scale-to-zero app.
-        ray.init(address="local", num_cpus=8, num_gpus=3, namespace="serve", include_dashboard=False,
+        # 4 logical GPUs: 2 for the main app's replicas, 1 for the scale-to-zero app, 1 shared by
+        # the two-model app's two workers (half each).
+        ray.init(address="local", num_cpus=8, num_gpus=4, namespace="serve", include_dashboard=False,
                  log_to_driver=bool(os.environ.get("TEST_RAY_LOGS")))
         self.port = free_port()
         self.base_config = read_config(REPO / "configs" / "demo.yaml")
@@ -118,7 +119,8 @@ class ServeCluster:
         app["args"].pop("build_test_checkpoint", None)
         for deployment in app["deployments"]:
             if deployment["name"] == "TTSWorker":
-                deployment["ray_actor_options"]["num_cpus"] = 0.5
+                # One logical GPU per replica (the demo's half GPUs are for its two models).
+                deployment["ray_actor_options"].update(num_gpus=1, num_cpus=0.5)
                 _deep_update(deployment, worker or {})
             else:
                 _deep_update(deployment, ingress or {})
@@ -251,12 +253,15 @@ def broken_url(serve_cluster, base_url) -> str:
         ingress={"ray_actor_options": UNREACHABLE_HUB})
 
 
-DUO_WORKER = {"ray_actor_options": {"num_gpus": 0},
+# Half a logical GPU each: both models' replicas share one GPU (Ray places a fractional demand on
+# the GPU it fits most tightly, so the second half goes beside the first).
+DUO_WORKER = {"ray_actor_options": {"num_gpus": 0.5},
               "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
 
 
 # An app with two models (the `models` table): the tiny checkpoint under two names, each with a
-# worker deployment of its own (TTSWorker for "first", the default; TTSWorker_second), on CPU.
+# worker deployment of its own (TTSWorker for "first", the default; TTSWorker_second), both on one
+# logical GPU.
 @pytest.fixture(scope="session")
 def duo_url(serve_cluster, base_url, tiny_checkpoint) -> str:
     path = str(tiny_checkpoint)

@@ -14,7 +14,9 @@ audio, made or heard). Its life, in order:
   old placement: `ensure_slots` again); `fail_all`, `close` when something broke or it goes away.
 
 Each row has a runnable flag (`runnable(job)`): a row waiting for words, audio or its client is
-frozen and costs no step; a tick in which no row can run is not a tick.
+frozen and costs no step; a tick in which no row can run is not a tick. On top of it, `tick` paces
+streamed output (pacing.py): a row more than the lead ahead of its real-time playback is frozen
+too, and one that fell too far behind it is ended (`FailureKind.EXPIRED`).
 
 Two kinds of jobs, one per direction: `SpeechJob` (text in, audio out: SynthesisRequest ->
 AudioChunk, WordSpoken, SynthesisDone) and `TranscriptionJob` (audio in, text out:
@@ -25,15 +27,17 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import numpy as np
 
-from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, RequestFailed, SynthesisDone,
+from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, FailureKind, RequestFailed, SynthesisDone,
                         TranscriptionDone, Word, WordHeard, WordSpoken)
 from ..settings import EngineSettings
+from .pacing import Pacing
 from .text import normalize_breaks
 
 
@@ -124,11 +128,23 @@ class Job:
     row: int | None = None
     steps: int = 0              # model steps this row executed
     admitted_tick: int | None = None
+    first_output_at: float | None = None  # the engine's clock at the row's first output (pacing)
     _incoming: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
         self._input_ended = self.input_complete  # the client's side of `input_complete`
+
+    @property
+    def output_s(self) -> float:
+        """Seconds of media the row has put out (what a real-time player plays); 0 for text."""
+        return 0.0
+
+    @property
+    def playback_rate(self) -> float | None:
+        """Seconds of output its client plays per second when it is streamed (pacing.py); None:
+        not paced. Requests that stream say so (`SynthesisRequest.playback_rate`)."""
+        return getattr(self.request, "playback_rate", None)
 
     def feed(self, items: list, complete: bool = False) -> None:
         with self._lock:
@@ -175,6 +191,10 @@ class SpeechJob(_WordsOut):
     @property
     def seconds_out(self) -> float:
         return self.frames_out * FRAME_SAMPLES / SAMPLE_RATE
+
+    @property
+    def output_s(self) -> float:
+        return self.seconds_out
 
     def speak(self, pcm: np.ndarray, tick: int) -> None:
         """Sends one frame of audio, made at engine tick `tick`."""
@@ -237,6 +257,9 @@ class SlotEngine(abc.ABC):
         self.ticks = 0
         self.steps = 0
         self.admissions = 0
+        self.pacing = Pacing(settings.stream_lead_s, settings.stream_grace_s)
+        self.clock: Callable[[], float] = time.monotonic  # pacing's clock (tests pass their own)
+        self.buffered_s = 0.0  # streamed output made and not yet played, all rows (at the last tick)
 
     # ---- slots -------------------------------------------------------------------------------
     @property
@@ -329,21 +352,48 @@ class SlotEngine(abc.ABC):
         """Whether the job's row can take a step now; False while it waits for input."""
 
     def tick(self) -> bool:
-        """Frees cancelled rows, hands each row its new input, and advances the runnable rows.
-        Returns False when no row could run (all free, or waiting)."""
+        """Frees cancelled and overdue rows, hands each row its new input, and advances the rows
+        that are runnable and not ahead of their playback. Returns False when no row could run
+        (all free, waiting, or ahead)."""
+        now = self.clock()
+        ready = []
         for job in list(self._jobs.values()):
             if job.is_cancelled():
                 self._release(job)
                 continue
+            if not self.runnable(job):  # it waited for input until now: so did its player
+                self.pacing.wait_for_input(job, now)
             incoming, job.input_complete = job.take_incoming()
             if incoming:
                 self._accept_input(job, incoming)
-        ready = [row for row, job in self._jobs.items() if self.runnable(job)]
+            if not self.runnable(job):
+                self.pacing.wait_for_input(job, now)
+            elif self.pacing.overdue(job, now):
+                self._expire(job, now)
+            elif not self.pacing.ahead(job, now):
+                ready.append(job.row)
+        self.buffered_s = sum(self.pacing.buffered_s(job, now) for job in self._jobs.values())
         if not ready:
             return False
         self.ticks += 1
         self._advance(ready)
+        self._start_clocks(ready)
         return True
+
+    def _start_clocks(self, rows: list[int]) -> None:
+        """Pacing starts at a row's first output: its time to first audio is never paced."""
+        for row in rows:
+            job = self._jobs.get(row)
+            if job is not None and job.first_output_at is None and job.output_s > 0:
+                job.first_output_at = self.clock()
+
+    def _expire(self, job: Job, now: float) -> None:
+        """Ends a stream that fell too far behind its playback (pacing.py), freeing its row."""
+        behind = (self.pacing.played_s(job, now) - job.output_s) / job.playback_rate
+        self._release(job)
+        job.sink(RequestFailed(f"the stream fell {behind:.0f} s behind real-time playback (more than "
+                               f"stream_lead_s + stream_grace_s = {self.pacing.lead_s + self.pacing.grace_s:g} s) "
+                               "and was stopped; retry the request", kind=FailureKind.EXPIRED))
 
     @abc.abstractmethod
     def _accept_input(self, job: Job, incoming: list) -> None:

@@ -17,9 +17,10 @@ budgets, rows, catch-up steps, emission); what differs is the voice and the cfg:
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 
-from ..protocol import CFG_COEFS, SynthesisRequest
+from ..protocol import REAL_CFG, CfgRule, SynthesisRequest
 from ..settings import EngineSettings
 from .base import InvalidRequest
 from .prompts import PromptCache, PromptCodec, PromptState, clip_key
@@ -64,9 +65,17 @@ class CloneEngine(TTSEngine):
 
     # ---- requests (any thread) -----------------------------------------------------------
     @property
-    def valid_cfg_coefs(self) -> list[float]:
-        # Real CFG takes any value; the service's set keeps one API.
-        return list(CFG_COEFS) if self.guided else [1.0]
+    def cfg_rule(self) -> CfgRule:
+        """Real guidance takes any coefficient in REAL_CFG's bounds (the ingress checks the same
+        rule, ModelSpec.cfg_rule); an engine built without guidance only 1."""
+        return REAL_CFG if self.guided else CfgRule.one_of((1.0,))
+
+    def _cfg_coef(self, request: SynthesisRequest) -> float:
+        cfg_coef = self.settings.default_cfg_coef if request.cfg_coef is None else request.cfg_coef
+        # bool is an int to Python: refused with anything that is not a number.
+        if isinstance(cfg_coef, bool) or not isinstance(cfg_coef, numbers.Real) or not self.cfg_rule.allows(cfg_coef):
+            raise InvalidRequest(f"cfg_coef must be {self.cfg_rule.describe()}", param="cfg_coef")
+        return float(cfg_coef)
 
     def _voice(self, request: SynthesisRequest) -> tuple[str, PromptState]:
         if request.voice_embedding is not None:

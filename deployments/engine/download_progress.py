@@ -119,10 +119,14 @@ class Downloads:
             with self._lock:
                 self._running.remove(progress)
 
+    def running(self) -> list[DownloadProgress]:
+        """The downloads running now, oldest first."""
+        with self._lock:
+            return list(self._running)
+
     def current(self) -> dict | None:
         """The running download with the most bytes left (the one worth waiting for), or None."""
-        with self._lock:
-            snapshots = [p.snapshot() for p in self._running]
+        snapshots = [p.snapshot() for p in self.running()]
         if not snapshots:
             return None
         return max(snapshots, key=lambda s: (s["bytes_total"] or 0) - s["bytes_done"])
@@ -134,16 +138,16 @@ DOWNLOADS = Downloads()  # one per process: one model per process, its status re
 def describe(download: dict) -> str:
     """A snapshot in words, e.g. "kyutai/tts-1.6b-en_fr: 42% of 3.7 GB at 35 MB/s, about 1 min left"."""
     done, total = download.get("bytes_done") or 0, download.get("bytes_total")
-    text = (f"{download.get('repo')}: {100 * done // total}% of {_size(total)}" if total
-            else f"{download.get('repo')}: {_size(done)}")
+    text = (f"{download.get('repo')}: {100 * done // total}% of {format_size(total)}" if total
+            else f"{download.get('repo')}: {format_size(done)}")
     if download.get("rate_bps"):
-        text += f" at {_size(download['rate_bps'])}/s"
+        text += f" at {format_size(download['rate_bps'])}/s"
     if download.get("eta_s"):  # none when unknown, and nothing left to say at 0
         text += f", about {_duration(download['eta_s'])} left"
     return text
 
 
-def _size(n: float) -> str:
+def format_size(n: float) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

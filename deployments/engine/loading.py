@@ -93,7 +93,17 @@ def hub_checkpoint_info(repo: str, timeout_s: float, stall_s: float = 60.0):
     config.json download is taken for a legacy Moshi repo."""
     from moshi.models.loaders import CheckpointInfo
 
-    fetcher = HubFetcher(repo, timeout_s, stall_s)
+    config_path, _, files = fetch_hub_checkpoint(HubFetcher(repo, timeout_s, stall_s))
+    try:
+        return CheckpointInfo.from_hf_repo(repo, config_path=config_path, **files)
+    except Exception as exc:  # a file moshi fetches itself (`hf://...` names)
+        raise ModelUnavailableError(public_hub_error(repo), describe_hub_error(repo, exc)) from exc
+
+
+def fetch_hub_checkpoint(fetcher: HubFetcher) -> tuple[Path, dict, dict[str, Path]]:
+    """config.json of the fetcher's repo, parsed, and the files it names (moshi's argument ->
+    path), fetched as one download (one progress). No torch: `make serve`'s prefetch calls it."""
+    repo = fetcher.repo
     config_path = fetcher.fetch("config.json")
     try:
         config = json.loads(config_path.read_text())
@@ -103,12 +113,18 @@ def hub_checkpoint_info(repo: str, timeout_s: float, stall_s: float = 60.0):
                                     detail=f"config.json of '{repo}' is not valid JSON ({exc})") from exc
     named = {argument: config[key] for argument, key in _LOCAL_FILE_KEYS.items()
              if isinstance(config.get(key), str) and "://" not in config[key]}
-    fetched = fetcher.fetch_all(list(dict.fromkeys(named.values())))  # one download, one progress
-    files = {argument: fetched[name] for argument, name in named.items()}
-    try:
-        return CheckpointInfo.from_hf_repo(repo, config_path=config_path, **files)
-    except Exception as exc:  # a file moshi fetches itself (`hf://...` names)
-        raise ModelUnavailableError(public_hub_error(repo), describe_hub_error(repo, exc)) from exc
+    fetched = fetcher.fetch_all(list(dict.fromkeys(named.values())))
+    return config_path, config, {argument: fetched[name] for argument, name in named.items()}
+
+
+def voice_file_suffix(config: dict) -> str:
+    """What moshi appends to a voice name for this checkpoint (config.json): a model conditioned on
+    speaker embeddings reads `<voice>.<sig>@<epoch>.safetensors` (TTSModel.voice_suffix), any other
+    reads the voice file itself. Read from the config, so that no model is loaded to know it."""
+    model_id = config.get("model_id") or {}
+    if "speaker_wavs" not in (config.get("conditioners") or {}) or "sig" not in model_id:
+        return ""
+    return f".{model_id['sig']}@{model_id['epoch']}.safetensors"
 
 
 def local_voice_dirs(settings: EngineSettings) -> list[Path]:

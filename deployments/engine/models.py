@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from dataclasses import dataclass
 
-from ..protocol import CFG_COEFS, FRAME_RATE, SAMPLE_RATE
+from ..protocol import CFG_COEFS, FRAME_RATE, REAL_CFG, SAMPLE_RATE, CfgRule
 
 
 class ModelKind(str, enum.Enum):
@@ -44,6 +44,14 @@ class ModelSpec:
     languages: tuple[str, ...] = ("en",)
     served: bool = False            # an engine for it exists
 
+    @property
+    def cfg_rule(self) -> CfgRule | None:
+        """The cfg coefficients a request may ask of it: its distilled set, the bounded range of
+        real guidance (deployments/protocol.py says why those bounds), or None (no cfg)."""
+        if self.real_cfg:
+            return REAL_CFG
+        return CfgRule.one_of(self.cfg_coefs) if self.cfg_coefs else None
+
 
 MODELS: dict[str, ModelSpec] = {spec.repo: spec for spec in (
     ModelSpec(
@@ -64,6 +72,12 @@ MODELS: dict[str, ModelSpec] = {spec.repo: spec for spec in (
     ModelSpec("kyutai/stt-1b-en_fr", ModelKind.STT, delay_s=0.5, languages=("en", "fr")),
     ModelSpec("kyutai/stt-2.6b-en", ModelKind.STT, delay_s=2.5),
 )}
+
+
+# The widest cfg_coef any model takes: what a request may carry before its model is known (each
+# model's own rule, ModelSpec.cfg_rule, is checked once it is).
+CFG_BOUNDS = (min(spec.cfg_rule.low for spec in MODELS.values() if spec.cfg_rule),
+              max(spec.cfg_rule.high for spec in MODELS.values() if spec.cfg_rule))
 
 
 def spec_for(repo: str) -> ModelSpec | None:

@@ -115,6 +115,12 @@ class SlotScheduler:
                 "recent_busy_slots": list(self.busy_samples)[-20:]}
 
     @property
+    def buffered_s(self) -> float:
+        """Streamed audio made ahead of its clients' playback, all rows (pacing.py)."""
+        engine = self.engine
+        return engine.buffered_s if engine is not None else 0.0
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 

@@ -1,11 +1,15 @@
 """Prometheus metrics of a TTSWorker replica, exported through Ray's metrics endpoint (with the
-deployment/replica tags Serve adds): time to first audio, real-time factor, outcomes, queue depth."""
+deployment/replica tags Serve adds): time to first audio, real-time factor, outcomes, queue depth.
+Every one carries `model`, the replica's model's name in the app's model table, so a dashboard
+tells the models of an app apart without reading deployment names."""
 
 from __future__ import annotations
 
 import time
 
 from ray.serve.metrics import Counter, Gauge, Histogram
+
+from ..protocol import DEFAULT_MODEL_NAME
 
 _SECONDS = [0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60]
 _RATIOS = [0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20]
@@ -14,19 +18,30 @@ _STEP_SECONDS = [0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2
 
 
 class WorkerMetrics:
-    def __init__(self):
+    def __init__(self, model: str = DEFAULT_MODEL_NAME):
+        tagged = ("model",)
         self.requests = Counter("tts_requests", description="Synthesis requests by outcome.",
-                                tag_keys=("outcome",))
-        self.first_audio = Histogram("tts_time_to_first_audio_seconds", boundaries=_SECONDS,
+                                tag_keys=("outcome", *tagged))
+        self.first_audio = Histogram("tts_time_to_first_audio_seconds", boundaries=_SECONDS, tag_keys=tagged,
                                      description="From the request reaching the worker to its first audio frame.")
-        self.real_time_factor = Histogram("tts_real_time_factor", boundaries=_RATIOS,
+        self.real_time_factor = Histogram("tts_real_time_factor", boundaries=_RATIOS, tag_keys=tagged,
                                           description="Seconds of audio per second of wall time, per request.")
-        self.queue_depth = Gauge("tts_queue_depth", description="Requests waiting for a free slot.")
-        self.active = Gauge("tts_active_requests", description="Busy slots: requests speaking now.")
-        self.free_slots = Gauge("tts_free_slots", description="Slots free for a new request.")
-        self.tick_seconds = Histogram("tts_step_seconds", boundaries=_STEP_SECONDS,
+        self.queue_depth = Gauge("tts_queue_depth", description="Requests waiting for a free slot.", tag_keys=tagged)
+        self.active = Gauge("tts_active_requests", description="Busy slots: requests speaking now.", tag_keys=tagged)
+        self.free_slots = Gauge("tts_free_slots", description="Slots free for a new request.", tag_keys=tagged)
+        # Streamed audio made and not yet played (deployments/engine/pacing.py): what waits for
+        # its clients in this worker, the ingress and Serve's proxy; at most stream_lead_s a stream.
+        self.buffered_seconds = Gauge("tts_stream_buffered_audio_seconds", tag_keys=tagged,
+                                      description="Seconds of streamed audio made ahead of its clients' real-time "
+                                                  "playback, all streams of the replica.")
+        self.buffered_bytes = Gauge("tts_stream_buffered_audio_bytes", tag_keys=tagged,
+                                    description="The same audio in bytes, as the worker sends it (float32 PCM).")
+        self.tick_seconds = Histogram("tts_step_seconds", boundaries=_STEP_SECONDS, tag_keys=tagged,
                                       description="Wall time of one engine tick (all speaking slots "
                                                   "advance one 80 ms step); above 0.08 s is slower than real time.")
+        for metric in (self.requests, self.first_audio, self.real_time_factor, self.queue_depth, self.active,
+                       self.free_slots, self.buffered_seconds, self.buffered_bytes, self.tick_seconds):
+            metric.set_default_tags({"model": model})
 
 
 class RequestTimer:

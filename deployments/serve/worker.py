@@ -20,7 +20,7 @@ from ray import serve
 from ..engine import download_progress
 from ..engine.model_manager import ModelManager
 from ..engine.scheduler import SlotScheduler, Submission
-from ..protocol import DEFAULT_MODEL_NAME, DEFAULT_SLOTS, WORKER_DEPLOYMENT, AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from ..protocol import DEFAULT_MODEL_NAME, DEFAULT_SLOTS, PCM_BYTES, SAMPLE_RATE, WORKER_DEPLOYMENT, AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
 from ..settings import EngineSettings
 from .gpu_info import gpu_facts
 from .metrics import RequestTimer, WorkerMetrics
@@ -95,7 +95,7 @@ class TTSWorker:
         self.node_id = _node_id()
         self.manager = ModelManager(self.settings, DEFAULT_USER_CONFIG["offload_after_s"], self.gpu_index,
                                     gpu_facts=gpu_facts)
-        self.metrics = WorkerMetrics()
+        self.metrics = WorkerMetrics(model)
         self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"],
                                        on_tick=self.metrics.tick_seconds.observe)
         threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
@@ -207,6 +207,9 @@ class TTSWorker:
         self.metrics.active.set(self.scheduler.active)
         free_slots = self.scheduler.max_batch_size - self.scheduler.active
         self.metrics.free_slots.set(free_slots)
+        buffered_s = self.scheduler.buffered_s
+        self.metrics.buffered_seconds.set(buffered_s)
+        self.metrics.buffered_bytes.set(round(buffered_s * SAMPLE_RATE * PCM_BYTES))
         return {
             **self.served_by,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -216,6 +219,7 @@ class TTSWorker:
             "active": self.scheduler.active,
             "max_batch_size": self.scheduler.max_batch_size,
             "free_slots": free_slots,
+            "buffered_audio_s": round(buffered_s, 2),
             **self.scheduler.counters(),
         }
 

@@ -6,7 +6,7 @@ Protocol (MessagePack, as moshi-server speaks it):
 - Query: `voice` (a voice id, or an OpenAI name), `format` = `PcmMessagePack` (default here; moshi-server
   defaults to `OggOpus`, and Kyutai's clients always name it), `Pcm` (raw float32 LE frames),
   `OggOpus` (raw Ogg pages), `OggOpusMessagePack` (`{"type": "OggOpus", "data": bytes}`); `cfg_alpha`
-  becomes cfg_coef; `seed`, `temperature`, `top_k`, `max_seq_len`, `voices` are accepted and ignored.
+  becomes cfg_coef (the values of the session's model: a 400 at the handshake otherwise); `seed`, `temperature`, `top_k`, `max_seq_len`, `voices` are accepted and ignored.
   With `api_keys` configured, the key comes in the `kyutai-api-key` header (or `auth_id` query), and
   a handshake without a valid one is refused with HTTP 401 (serve_app/security/api_keys.py).
 - Client -> server: `{"type": "Text", "text": "..."}` (whole words, sent as they come: several per
@@ -22,14 +22,16 @@ Protocol (MessagePack, as moshi-server speaks it):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
 import msgpack
 import numpy as np
 
+from deployments.engine.models import CFG_BOUNDS
 from deployments.engine.voices import VoiceError, validate_voice_embedding
-from deployments.protocol import CFG_COEFS, FRAME_SAMPLES, VOICE_EMBEDDING_SIZE, FailureKind, Word
+from deployments.protocol import FRAME_SAMPLES, VOICE_EMBEDDING_SIZE, FailureKind, Word
 
 from .. import audio
 from ..errors import APIError
@@ -51,9 +53,10 @@ _UNPACK_LIMITS = {"max_array_len": VOICE_EMBEDDING_SIZE, "max_map_len": 16, "max
 _MAX_CONTAINERS = 8
 
 # Close codes: 1008 (policy violation) for the client's mistakes, 1013 (try again later) for busy,
-# unavailable, silent or crashed workers, 1011 (internal error) for the rest.
+# unavailable, silent or crashed workers and streams that fell behind their playback (expired),
+# 1011 (internal error) for the rest.
 _CLOSE_CODES = {FailureKind.INVALID: 1008, FailureKind.OVERLOADED: 1013, FailureKind.UNAVAILABLE: 1013,
-                FailureKind.TIMEOUT: 1013, FailureKind.CRASHED: 1013}
+                FailureKind.TIMEOUT: 1013, FailureKind.CRASHED: 1013, FailureKind.EXPIRED: 1013}
 
 
 class SessionError(Exception):
@@ -201,10 +204,11 @@ def parse_query(query) -> Options:
         try:
             cfg_coef = float(cfg)
         except ValueError:
-            cfg_coef = -1.0
-        if cfg_coef not in CFG_COEFS:
-            raise APIError(400, f"cfg_alpha must be one of {', '.join(f'{v:g}' for v in CFG_COEFS)}",
-                           param="cfg_alpha", code="invalid_cfg")
+            cfg_coef = math.nan
+        # The widest bounds of any model here; the model's own values once it is known (the route).
+        if not CFG_BOUNDS[0] <= cfg_coef <= CFG_BOUNDS[1]:
+            raise APIError(400, f"cfg_alpha must be a number from {CFG_BOUNDS[0]:g} to {CFG_BOUNDS[1]:g}, and one "
+                           "the session's model takes", param="cfg_alpha", code="invalid_cfg")
     return Options(fmt, query.get("voice") or None, cfg_coef, query.get("model") or None)
 
 

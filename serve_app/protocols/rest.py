@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, RootModel, StrictStr, model_validator
 
 from deployments.engine.voices import MAX_NAME_LEN
-from deployments.protocol import CFG_MAX, CFG_MIN, CFG_STEP
+from deployments.engine.models import CFG_BOUNDS
 
 from ..audio.captions import FORMATS as CAPTION_FORMATS
 from ..audio.formats import AudioFormatName
 from ..audio.tempo import MAX_SPEED, MIN_SPEED
 from .error_shape import ErrorDetail
-from .text import MODEL_NAMES, speech_text
+from .text import CFG_RULES, MODEL_NAMES, speech_text
 
 VOICE_ID_EXAMPLE = "unmute-prod-website/default_voice.wav"
 
@@ -51,8 +51,12 @@ class TTSRequest(BaseModel):
                                     "default model); an unknown one is a 400.")
     voice: VoiceName | None = voice_field("Voice id from GET /api/voices (default: the configured voice).")
     format: AudioFormatName = Field("wav", description="Audio format of the response.")
-    cfg_coef: float | None = Field(None, ge=CFG_MIN, le=CFG_MAX, multiple_of=CFG_STEP, description=(
-        f"Voice adherence, {CFG_MIN:g} to {CFG_MAX:g} in steps of {CFG_STEP:g} (default: the configured one)."))
+    # Bounded here by every model's rule; each model takes its own values (checked where the
+    # request is built, 422 invalid_cfg), and the document states the app's models' rules.
+    cfg_coef: float | None = Field(None, ge=CFG_BOUNDS[0], le=CFG_BOUNDS[1], json_schema_extra={CFG_RULES: True}, description=(
+        "Voice adherence (default: the model's configured one). The values depend on the model: "
+        "Kyutai's 1.6B takes 1 to 4 in steps of 0.5 (a conditioning input), a model with real "
+        "classifier-free guidance any number in a range; GET /api/info lists each model's."))
     save: bool = Field(False, description="Also store the file under the outputs directory and return its URL.")
     stream: bool = Field(False, description="Send the audio while it is generated (chunked body); with timestamps "
                          "or captions: Server-Sent Events (audio, word, done). Not with save.")
@@ -242,6 +246,19 @@ class VoiceListing(VoiceList):
     warning: str | None = Field(None, description="Why the voice repository could not be listed, if so.")
 
 
+class ModelInfo(BaseModel):
+    name: str = Field(description="Its name in the app's model table: a value for `model`.")
+    id: str = Field(description="The hub repo, or local/<folder>: a value for `model` too.")
+    kind: str = Field(description="tts-embedding-voices, tts-audio-prompt or stt.")
+    default: bool = Field(description="The model a request naming none gets.")
+    test_model: bool
+    engine: str | None
+    default_voice: str
+    default_cfg_coef: float
+    cfg_coef: dict[str, Any] | None = Field(description="The cfg_coef values it takes, as JSON Schema keywords of a "
+                                                        "number (minimum, maximum, multipleOf or enum); null: none.")
+
+
 class Info(BaseModel):
     model: str = Field(description="The hub repo, or local/<folder>.")
     test_model: bool = Field(description="A random-weight test model (its audio is noise) or a scripted fake.")
@@ -250,3 +267,4 @@ class Info(BaseModel):
     default_voice: str
     default_cfg_coef: float
     max_text_chars: int
+    models: list[ModelInfo] = Field(description="Every model of the service (the fields above are the default one's).")

@@ -16,6 +16,8 @@ MAX_LENGTH_SETTING = "x-max-length-setting"
 # A field that names one of the app's models carries this key: its `enum` is the app's model names
 # and ids, filled in when the document is built (serve_app/openapi.py).
 MODEL_NAMES = "x-model-names"
+# A cfg_coef field: the document states the app's models' cfg rules there (serve_app/openapi.py).
+CFG_RULES = "x-cfg-rules"
 
 TEXT_RULES = ("At most `max_text_chars` characters, with something to say (not only whitespace or "
               "control characters; no NUL; Unicode text: no lone surrogates). "

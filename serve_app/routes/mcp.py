@@ -29,13 +29,14 @@ from mcp.types import AudioContent, CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field, ValidationError
 from starlette.routing import Route
 
-from deployments.protocol import CFG_MAX, CFG_MIN, CFG_STEP, SAMPLE_RATE
+from deployments.protocol import SAMPLE_RATE
 
 from .. import audio
 from ..service import speech
 from ..context import IngressContext
 from ..errors import APIError, error_response
 from ..protocols.mcp import SpeechResult, VoiceList
+from ..service.served_models import cfg_rules
 from ..service.status import gpu_status
 from ..service.voices import voice_listing
 from ..audio.formats import AudioFormatName
@@ -99,6 +100,21 @@ def tool(server: FastMCP, **hints):
     return register
 
 
+def cfg_field(ctx: IngressContext):
+    """text_to_speech's cfg_coef as the app's models take it: their one rule stated exactly, or
+    the bounds of several (each model's own values then checked with the request, a tool error
+    naming them); the description says each model's values and default."""
+    rules = cfg_rules(ctx.models.values())
+    per_model = "; ".join(f"{m.name}: {m.cfg_rule.describe() if m.cfg_rule else 'none'}, default "
+                          f"{m.settings.default_cfg_coef:g}" for m in ctx.models.values())
+    description = f"How closely to follow the voice. Values and default depend on the model ({per_model})."
+    if len(rules) == 1 and (rules[0].values is None or rules[0].step() is not None):
+        return Field(ge=rules[0].low, le=rules[0].high, multiple_of=rules[0].step(), description=description)
+    if rules:
+        return Field(ge=min(r.low for r in rules), le=max(r.high for r in rules), description=description)
+    return Field(description=description)
+
+
 def build_server(ctx: IngressContext) -> FastMCP:
     settings = ctx.settings
     server = TTSServer("kyutai-tts", instructions=INSTRUCTIONS, stateless_http=True, json_response=True,
@@ -114,9 +130,7 @@ def build_server(ctx: IngressContext) -> FastMCP:
             f"Voice id from list_voices; default {settings.default_voice}."))] = None,
         format: Annotated[AudioFormatName, Field(description=(
             "Audio format. pcm is raw signed 16-bit little-endian, 24 kHz mono."))] = "wav",
-        cfg_coef: Annotated[float | None, Field(ge=CFG_MIN, le=CFG_MAX, multiple_of=CFG_STEP, description=(
-            f"How closely to follow the voice: {CFG_MIN:g} to {CFG_MAX:g} in steps of {CFG_STEP:g}; "
-            f"default {settings.default_cfg_coef:.1f}."))] = None,
+        cfg_coef: Annotated[float | None, cfg_field(ctx)] = None,
         save: Annotated[bool, Field(description=(
             "true (default): also save the file on the server and return its download `url`, a "
             "short link to hand to a user or another tool instead of the audio bytes. false: no "

@@ -41,12 +41,12 @@ router = APIRouter(tags=["openai"])
 @router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (always streamed)", description=__doc__,
              responses={200: {"content": {**audio.binary_content(), SSE_MEDIA_TYPE: event_stream(SpeechEvent)},
                               "description": "The audio as it is generated, or SSE events (stream_format sse)."},
-                        **error_responses(speech_refusals("input"))})
+                        **error_responses(speech_refusals("input", cfg=False))})
 async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMPLES),
                         ctx: IngressContext = Depends(get_ctx)):
     request = synthesis_request(ctx, body.input, body.voice_name, model=body.model, text_param="input",
                                 openai_names=True)
-    stream = await open_speech(ctx, request, text_param="input")
+    stream = await open_speech(ctx, request, text_param="input", speed=body.speed)
     headers = {**STREAM_HEADERS, "X-TTS-Voice": voice_header(request.voice)}
     if body.instructions:
         headers["X-TTS-Instructions"] = "ignored"
@@ -62,7 +62,7 @@ async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMP
 @router.get("/v1/audio/voices", summary="Voices for /v1/audio/speech: OpenAI names, then Kyutai voice ids",
             responses={200: {"model": OpenAIVoiceList}})
 async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
-    return {"voices": openai_voices.list_voices(ctx, await ctx.voice_list.get())}
+    return {"voices": openai_voices.list_voices(ctx, await ctx.voices.listing.get())}
 
 
 def _model_ids(ctx: IngressContext) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 from fastapi import APIRouter, WebSocket
@@ -69,10 +70,11 @@ async def tts_streaming(websocket: WebSocket) -> None:
     try:
         options = kyutai.parse_query(websocket.query_params)
         model = ctx.model_for(options.model)
+        model.check_cfg(options.cfg_coef, param="cfg_alpha", status=400)
     except APIError as exc:
         return await refuse_websocket(websocket, exc)
     await websocket.accept()
-    connection = _Connection(websocket, ctx.settings.max_text_chars)
+    connection = _Connection(websocket, model.settings.max_text_chars)
     output = kyutai.OutputEncoder(options.format)
     open_sessions = websocket.app.state.websocket_sessions
     if len(open_sessions) >= ctx.settings.max_websocket_sessions:
@@ -87,10 +89,12 @@ async def tts_streaming(websocket: WebSocket) -> None:
 
         def open_stream(first_words: str, voice_embedding: list | None) -> TextStream:
             request = speech.synthesis_request(ctx, first_words, voice, options.cfg_coef, model=model.name,
-                                               stream_text=True, voice_embedding=voice_embedding)
-            return model.workers.open_text_stream(request)
+                                               stream_text=True, voice_embedding=voice_embedding,
+                                               cfg_param="cfg_alpha")
+            # Its audio streams to a player: paced to real time (deployments/engine/pacing.py).
+            return model.workers.open_text_stream(dataclasses.replace(request, playback_rate=1.0))
 
-        session = KyutaiSession(connection, output, open_stream, max_text_chars=ctx.settings.max_text_chars,
+        session = KyutaiSession(connection, output, open_stream, max_text_chars=model.settings.max_text_chars,
                                 idle_timeout_s=ctx.settings.websocket_idle_timeout_s)
         await session.run()
     except WebSocketDisconnect:

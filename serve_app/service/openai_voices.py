@@ -42,7 +42,7 @@ def resolve_voice(ctx: IngressContext, voice: str, param: str = "voice", model: 
 
 def list_voices(ctx: IngressContext, voices: list) -> list[dict]:
     """OpenAI names whose voice exists here (`voice` says which), then every real voice id, from
-    `voices` (the catalog's listing, `await ctx.voice_list.get()`)."""
+    `voices` (the catalog's listing, `await ctx.voices.listing.get()`)."""
     available = [v.id for v in voices]
     known = set(available)
     aliases = [{"id": name, "name": name, "voice": target}

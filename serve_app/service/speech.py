@@ -20,9 +20,10 @@ from .worker_client import WorkerError
 RETRY_AFTER_S = "5"
 
 
-def speech_refusals(text_param: str) -> dict[int, list[Refusal]]:
+def speech_refusals(text_param: str, cfg: bool = True) -> dict[int, list[Refusal]]:
     """Every way a synthesis is refused (synthesis_request's checks, api_error_for), as the
-    OpenAPI document of each speech route states it; `text_param` names its text field."""
+    OpenAPI document of each speech route states it; `text_param` names its text field, `cfg`
+    says whether the route takes a cfg_coef."""
     voice = [Refusal("invalid_voice", "A voice name this service refuses (`..`, an absolute path, odd "
                                       "characters, longer than 256).", "voice"),
              Refusal("unknown_voice", "A voice this service does not have: GET /api/voices lists them.", "voice"),
@@ -31,7 +32,9 @@ def speech_refusals(text_param: str) -> dict[int, list[Refusal]]:
             Refusal("text_too_long", f"{text_param} is longer than max_text_chars.", text_param),
             Refusal("invalid_text", f"{text_param} is not Unicode text (a lone surrogate).", text_param),
             Refusal("invalid_request", "The worker refused it: only control characters, an unreadable or too "
-                                       "long <break> tag, more than max_audio_s of audio.", text_param)]
+                                       "long <break> tag, more than max_audio_s of audio.", text_param),
+            *([Refusal("invalid_cfg", "cfg_coef is not a value the chosen model takes (each model has its "
+                                      "own: the message lists them).", "cfg_coef")] if cfg else [])]
     return {400: voice, 422: text,
             500: [Refusal("generation_failed", "The worker failed while speaking (logged on the server).")],
             503: [Refusal("model_unavailable", "The model cannot be loaded now (the message says whether to "
@@ -63,6 +66,10 @@ def api_error_for(exc: WorkerError, text_param: str = "text") -> APIError:
         return APIError(503, exc.message, code="worker_failed", headers={"Retry-After": RETRY_AFTER_S})
     if exc.kind == FailureKind.OVERLOADED:
         return APIError(503, exc.message, code="overloaded", headers={"Retry-After": RETRY_AFTER_S})
+    # Only paced (streamed) answers expire, so only after their 200: an SSE error event says it
+    # (not a status the operations document), a plain audio stream is cut.
+    if exc.kind == FailureKind.EXPIRED:
+        return APIError(503, exc.message, code="stream_expired", headers={"Retry-After": RETRY_AFTER_S})
     return APIError(500, exc.message, code="generation_failed")
 
 
@@ -83,18 +90,22 @@ class Speech:
 
 def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, cfg_coef: float | None = None,
                       *, model: str | None = None, text_param: str = "text", openai_names: bool = False,
-                      stream_text: bool = False, voice_embedding: list | None = None) -> SynthesisRequest:
+                      stream_text: bool = False, voice_embedding: list | None = None,
+                      cfg_param: str = "cfg_coef") -> SynthesisRequest:
     """The worker request of every route, made here only: text then voice checked as the routes
     answer them (APIError 422 naming `text_param`, 400 for the voice; None is the default voice).
     `openai_names` also accepts OpenAI's voice names (the openai_voices setting); `stream_text`
     marks text that keeps coming while it speaks (the WebSocket); a client's speaker embedding
-    (already validated) replaces the named voice. cfg_coef is the worker's to check. `model`
-    names the model (ctx.model_for: None is the default one; with `openai_names` any unknown
-    name is the default one too, as OpenAI's clients send `tts-1`)."""
+    (already validated) replaces the named voice. cfg_coef is checked against the chosen model's
+    rule (422 naming `cfg_param`, with the values it takes; None: the model's default), and the
+    worker checks its model's set again. `model` names the model (ctx.model_for: None is the
+    default one; with `openai_names` any unknown name is the default one too, as OpenAI's clients
+    send `tts-1`)."""
     served = ctx.model_for(model, any_name=openai_names)
     text = ctx.check_text(text, param=text_param, limit=served.settings.max_text_chars)
     voice_id = (openai_voices.resolve_voice(ctx, voice, model=served) if openai_names and voice is not None
                 else ctx.check_voice(voice, model=served))
+    cfg_coef = served.check_cfg(cfg_coef, param=cfg_param)
     # The HTTP request's id (serve_app/request_ids.py) names it in the worker's log too.
     ids = {"request_id": current_request_id()} if current_request_id() else {}
     return SynthesisRequest(text=text, voice=voice_id, cfg_coef=cfg_coef, stream_text=stream_text,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 from typing import AsyncIterator, Callable
 
@@ -57,10 +58,13 @@ class SpeechStream:
         await self._batches.aclose()
 
 
-async def open_speech(ctx: IngressContext, request: SynthesisRequest, text_param: str = "text") -> SpeechStream:
+async def open_speech(ctx: IngressContext, request: SynthesisRequest, text_param: str = "text",
+                      speed: float = 1.0) -> SpeechStream:
     """Submits a validated worker request (`speech.synthesis_request`) and waits for its first
     event; raises APIError with the right status for every refusal (naming the route's text
-    field `text_param`)."""
+    field `text_param`). The stream is paced to its client's playback at `speed` (the worker
+    makes it at most `stream_lead_s` ahead: deployments/engine/pacing.py)."""
+    request = dataclasses.replace(request, playback_rate=speed)
     batches = ctx.workers_for(request).stream_batches(request)
     try:
         first = await batches.__anext__()

@@ -3,7 +3,7 @@ model hub): the production config through the launcher, exactly the command `mak
 
 It starts its OWN local Ray cluster (address "local", in its own temp dir), so it neither joins nor
 disturbs the test session's cluster from conftest.py. The hub "answers" from a closed local port and
-the Hugging Face cache is empty, so the model load fails at once, deterministically.
+the Hugging Face cache is empty, so the prefetch and the model load fail at once, deterministically.
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ def test_make_serve_comes_up_says_why_it_cannot_speak_and_stops_cleanly(tmp_path
         while f"is up: {url}/" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.25)
+
+        # The prefetch found no hub: one line naming the setting, no traceback, and it started anyway.
+        said = log.read_text()
+        assert f"WARNING: Cannot prefetch model 'default' (`model_repo` '{REPO_ID}'): " in said, said[-4000:]
+        assert "cannot be reached" in said and "Traceback" not in said
 
         page = httpx.get(f"{url}/", timeout=30)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -180,6 +180,14 @@ def test_n_q_comes_from_the_model_with_a_log_line(clone_settings, caplog):
     assert any("n_q 4 does not fit" in record.getMessage() for record in caplog.records)
 
 
+def test_cfg_is_any_number_of_real_guidances_range(engine):
+    assert engine.prepare(SynthesisRequest(TEXT, cfg_coef=1.7), lambda event: None).cfg_coef == 1.7
+    for wrong in (0.5, 6.0, True, "2"):
+        with pytest.raises(InvalidRequest) as refused:
+            engine.prepare(SynthesisRequest(TEXT, cfg_coef=wrong), lambda event: None)
+        assert refused.value.param == "cfg_coef"
+
+
 def test_bad_voices_are_refused_with_the_field_named(engine):
     with pytest.raises(InvalidRequest) as refused:
         engine.prepare(SynthesisRequest(TEXT, voice_embedding=[0.0], voice_shape=[1]), lambda event: None)

@@ -24,32 +24,10 @@ from deployments.engine.tts import TTSEngine
 from deployments.protocol import SynthesisRequest
 from deployments.settings import DEFAULT_MODEL_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, EngineSettings
 from helpers.hub_script import run_hub_script
-from helpers.hub_server import HubServer, kyutai_repos
+from helpers.hub_fixtures import hf_home, hub  # noqa: F401 (fixtures)
 from helpers.leaks import assert_client_safe
 
 WEIGHTS = "dsm_tts_random.safetensors"
-
-
-@pytest.fixture
-def hub(tiny_checkpoint):
-    with HubServer(kyutai_repos(tiny_checkpoint)) as server:
-        yield server
-
-
-@pytest.fixture
-def hf_home(tmp_path, hub, monkeypatch):
-    """Points this process's huggingface_hub at the test hub and an empty cache: the values it
-    derived from HF_ENDPOINT and HF_HOME when it was imported, set again."""
-    from huggingface_hub import constants, file_download
-
-    home = tmp_path / "hf-home"
-    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the test hub speaks plain HTTP only
-    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", constants.DOWNLOAD_CHUNK_SIZE)  # restored after
-    return home
 
 
 @pytest.fixture

@@ -91,6 +91,20 @@ class HubServer:
             self.bytes_served[path] = self.bytes_served.get(path, 0) + sent
 
 
+def use_test_hub(monkeypatch, hub: HubServer, home: Path) -> Path:
+    """Points this process's huggingface_hub at `hub` and an empty cache under `home`: the values it
+    derived from HF_ENDPOINT and HF_HOME when it was imported, set again (restored after the test)."""
+    from huggingface_hub import constants, file_download
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(file_download, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the test hub speaks plain HTTP only
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", constants.DOWNLOAD_CHUNK_SIZE)  # restored after
+    return home
+
+
 def kyutai_repos(checkpoint: Path) -> dict[str, dict[str, bytes]]:
     """A tiny checkpoint under the real repo names: the production config's path, its files tiny."""
     from deployments.settings import DEFAULT_MODEL_REPO, DEFAULT_VOICE_REPO

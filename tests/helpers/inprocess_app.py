@@ -6,7 +6,8 @@ OpenAPI document (serve_app/ingress.py's create_app) over stand-ins for what liv
   `failure_for`), so the engine's own text checks (`clean_text`) answer as they do in the cluster.
 - The cluster is `EmptyCluster`: no replica has reported, Serve calls the deployment HEALTHY, no
   node is known (nothing asks Ray).
-- Voices: a folder holding `VOICES`, indexed before the first request.
+- Voices: a folder holding `VOICES` (a model of the table may name its own, `voice_folder`),
+  indexed before the first request.
 
 For property tests of the request path (tests/unit): fast (microseconds per synthesis), with no
 model, GPU or Ray cluster. What only the cluster shows (routing, replicas, Serve's proxy) is
@@ -125,11 +126,21 @@ class EmptyCluster(ClusterView):
         return {name: {"status": "HEALTHY", "message": "", "replicas": {}} for name in self.worker_deployments}
 
 
-def voice_folder(root: Path) -> Path:
-    for voice in VOICES:
+def voice_folder(root: Path, voices: tuple[str, ...] = VOICES) -> Path:
+    """A folder of voice files (`voices` ids) as a model's `voice_dirs` holds them."""
+    for voice in voices:
         path = root / (voice + VOICE_FILE_SUFFIX)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
+    return root
+
+
+def clip_folder(root: Path, clips: tuple[str, ...]) -> Path:
+    """A folder of voice clips (the cloning model's voices: audio files named by their id)."""
+    for clip in clips:
+        path = root / clip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"RIFF")
     return root
 
 
@@ -142,6 +153,7 @@ def build_app(tmp_path: Path, **settings):
     ctx = IngressContext.create(settings, handles, "in-process")
     for model in ctx.models.values():
         model.workers.timeout_s = 5.0
-        model.voices.index.ids = frozenset(VOICES)  # known before the first request (the thread refreshes the same)
+        # Known before the first request (the index's thread reads the same catalog).
+        model.voices.index.ids = frozenset(v.id for v in model.voices.catalog.list_voices())
     ctx.cluster = EmptyCluster()
     return create_app(ctx)

@@ -1,7 +1,7 @@
 """Several models in one app (the `models` table): each has a worker deployment of its own (the
 default model's is TTSWorker, the other's TTSWorker_<name>), and status, readiness, /api/info and
-/v1/models report each. Both models are the tiny checkpoint under two names; their workers run on
-CPU (num_gpus 0) so that the shared cluster's logical GPUs stay with the main app."""
+/v1/models report each. Both models are the tiny checkpoint under two names; their workers hold
+half a logical GPU each, and share one (tests/conftest.py's DUO_WORKER)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,32 @@ def test_ready_and_info_answer_for_every_model(duo_url, tiny_checkpoint):
         ("first", True, True), ("second", False, True)]
     ids = [m["id"] for m in httpx.get(f"{duo_url}/v1/models", timeout=30).json()["data"]]
     assert ids[:2] == [f"local/{tiny_checkpoint.name}"] * 2 and {"first", "second"} <= set(ids)
+
+
+def test_both_models_replicas_share_one_gpu_and_each_serves_its_own_model(duo_url):
+    """Half a logical GPU each: Ray placed both replicas on one node and one GPU (its assignment as
+    each replica read it, ray.get_gpu_ids(), and the CUDA_VISIBLE_DEVICES Ray set for it; the GCS
+    actor table's node and pid of each replica actor), and a request naming a model is spoken by
+    that model's replica, on that GPU."""
+    import ray
+    from ray import serve
+
+    # Each deployment's one replica, in its own words (through its handle: it runs anyway).
+    first, second = (serve.get_deployment_handle(name, app_name="duo").status.remote().result(timeout_s=60)
+                     for name in ("TTSWorker", "TTSWorker_second"))
+    assert first["gpu"] is not None and first["gpu"] == second["gpu"]
+    assert first["cuda_visible_devices"] == second["cuda_visible_devices"] == str(first["gpu"])
+    assert first["node_id"] == second["node_id"] and first["replica"] != second["replica"]
+    actors = {info["Name"].rsplit("#", 1)[-1]: info for info in ray._private.state.actors().values()
+              if info["State"] == "ALIVE" and info["Name"].startswith("SERVE_REPLICA::duo#TTSWorker")}
+    assert set(actors) == {first["replica"], second["replica"]}
+    for report in (first, second):
+        actor = actors[report["replica"]]
+        assert (actor["Address"]["NodeID"], actor["Pid"]) == (report["node_id"], report["pid"])
+    for model, replica in (("first", first), ("second", second)):
+        spoken = httpx.post(f"{duo_url}/api/tts", json={"text": "Sharing a GPU.", "model": model}, timeout=120)
+        assert spoken.status_code == 200, spoken.text
+        assert (spoken.headers["x-tts-replica"], spoken.headers["x-tts-gpu"]) == (replica["replica"], str(first["gpu"]))
 
 
 def test_a_request_naming_no_model_is_served_by_the_default_models_deployment(duo_url):
@@ -116,6 +142,45 @@ def test_the_websocket_and_mcp_choose_their_model_too(duo_url):
         "TTSWorker_second"]["replica"]
     assert voices.structuredContent["model"] == "second" and voices.structuredContent["models"] == ["first", "second"]
     assert wrong.isError and "unknown model" in wrong.content[0].text
+
+
+def worker_series(metric: str, application: str) -> dict[tuple[str, str], float]:
+    """(deployment, model) -> value of a worker metric of `application`, as Ray's Prometheus
+    endpoint on this node shows it (summed over its other labels)."""
+    import re
+
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        match = re.match(rf"^{metric}\{{(.*)\}} (\S+)$", line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        if labels.get("application") == application:
+            key = (labels.get("deployment"), labels.get("model"))
+            found[key] = found.get(key, 0.0) + float(match.group(2))
+    return found
+
+
+def test_the_workers_metrics_are_labelled_by_model(duo_url):
+    """Each worker's metrics carry its model's name (deployments/serve/metrics.py), beside the
+    deployment Serve tags them with. Earlier tests of this module had both models speak."""
+    for model in ("first", "second"):
+        assert httpx.post(f"{duo_url}/api/tts", json={"text": "Counted.", "model": model},
+                          timeout=120).status_code == 200
+    expected = {("TTSWorker", "first"), ("TTSWorker_second", "second")}
+    deadline = time.monotonic() + 60  # Ray exports a worker's metrics every few seconds
+    while True:
+        requests, first_audio = (worker_series(name, "duo") for name in (
+            "ray_tts_requests_total", "ray_tts_time_to_first_audio_seconds_count"))
+        if expected <= set(requests) and expected <= set(first_audio):
+            break
+        assert time.monotonic() < deadline, f"not labelled by model: {requests}, {first_audio}"
+        time.sleep(1)
+    assert set(requests) == set(first_audio) == expected and all(count >= 1 for count in requests.values())
 
 
 def test_each_models_deployment_scales_to_zero_on_its_own(serve_cluster, duo_url):

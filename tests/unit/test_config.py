@@ -24,7 +24,7 @@ def test_configs_are_valid_serve_configs_with_named_deployments(path):
     clone = {"TTSWorker_clone"} if path.name == "demo.yaml" else set()
     assert {d.name for d in app.deployments} == {"TTSWorker", "Ingress"} | clone
     worker = next(d for d in app.deployments if d.name == "TTSWorker")
-    assert worker.ray_actor_options.num_gpus == 1
+    assert worker.ray_actor_options.num_gpus == (0.5 if clone else 1)  # the demo's two tiny models share a GPU
     assert worker.autoscaling_config["min_replicas"] == 0
     assert set(worker.user_config) == {"offload_after_s", "max_batch_size"}
     load_settings(app.args, environ={})  # the args are valid application settings
@@ -80,7 +80,7 @@ def test_gpu_cluster_gets_one_replica_per_gpu_and_the_port_asked_for():
     config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 8.0, "GPU": 4.0},
                                       port="8999")
     worker = _deployments(config)["TTSWorker"]
-    assert worker["ray_actor_options"]["num_gpus"] == 1
+    assert worker["ray_actor_options"]["num_gpus"] == 0.5  # with TTSWorker_clone, half of each GPU
     assert worker["autoscaling_config"]["max_replicas"] == 4
     assert config["http_options"]["port"] == 8999 and not warnings
     assert Path(config["applications"][0]["args"]["model_path"]).is_absolute()
@@ -174,3 +174,61 @@ def test_api_keys_come_from_the_environment_and_a_file_too(tmp_path):
                              environ={"TTS_API_KEYS": "env-a, env-b,", "TTS_API_KEYS_FILE": str(keys_file)})
     assert settings.api_keys == ["config-key", "env-a", "env-b", "file-key-1", "file-key-2"]
     assert load_settings({}, environ={}, dotenv_path=None).api_keys == []
+
+
+TWO_MODELS = REPO / "configs" / "two_models_one_gpu.yaml"
+
+
+def test_the_two_model_example_is_a_valid_app_with_a_worker_deployment_per_model():
+    from deployments.protocol import worker_deployment
+
+    config = read_config(TWO_MODELS)
+    (app,) = ServeDeploySchema(**config).applications
+    settings = load_settings(app.args, environ={}, dotenv_path=None)
+    names = settings.model_names()
+    assert names == ["main", "hd"] and settings.default_model_name == "main"
+    workers = {worker_deployment(name, settings.default_model_name): name for name in names}
+    deployments = {d.name: d for d in app.deployments}
+    assert set(deployments) == {*workers, "Ingress"}
+    # Both halves of one GPU, each deployment scaling to zero on its own.
+    assert sum(deployments[w].ray_actor_options.num_gpus for w in workers) == 1
+    assert all(deployments[w].autoscaling_config["min_replicas"] == 0 for w in workers)
+    assert {name: settings.engine_settings(name).n_q for name in names} == {"main": 24, "hd": 32}
+
+
+def test_two_worker_deployments_share_the_gpus_of_a_local_cluster():
+    # One GPU: both models' replicas on it at once (half each), one replica of each per GPU.
+    config, warnings = fit_to_cluster(read_config(TWO_MODELS), {"CPU": 16.0, "GPU": 1.0})
+    workers = {name: d for name, d in _deployments(config).items() if name != "Ingress"}
+    assert sorted(workers) == ["TTSWorker", "TTSWorker_hd"] and not warnings
+    for worker in workers.values():
+        assert worker["ray_actor_options"]["num_gpus"] == 0.5
+        assert worker["autoscaling_config"]["max_replicas"] == worker["autoscaling_config"]["initial_replicas"] == 1
+    config, _ = fit_to_cluster(read_config(TWO_MODELS), {"CPU": 32.0, "GPU": 4.0})
+    assert [d["autoscaling_config"]["max_replicas"] for n, d in _deployments(config).items() if n != "Ingress"] == [4, 4]
+    ServeDeploySchema(**config)
+
+
+def test_two_whole_gpu_deployments_on_one_gpu_start_in_config_order_and_say_so():
+    config = read_config(TWO_MODELS)
+    for deployment in config["applications"][0]["deployments"]:
+        if deployment["name"] != "Ingress":
+            deployment["ray_actor_options"]["num_gpus"] = 1
+    fitted, warnings = fit_to_cluster(config, {"CPU": 16.0, "GPU": 1.0})
+    autoscaling = {name: d["autoscaling_config"] for name, d in _deployments(fitted).items()}
+    # The app must reach RUNNING: the default model's replica starts, the other is woken on demand.
+    assert (autoscaling["TTSWorker"]["initial_replicas"], autoscaling["TTSWorker_hd"]["initial_replicas"]) == (1, 0)
+    assert autoscaling["TTSWorker_hd"]["max_replicas"] == 1
+    starts, together = warnings
+    assert starts.startswith("TTSWorker_hd starts with 0 replica(s) instead of 1")
+    assert "may ask for 2 GPUs together" in together and "num_gpus: 0.5" in together
+    ServeDeploySchema(**fitted)
+
+
+def test_two_worker_deployments_without_gpu_run_one_cpu_replica_each_within_the_cores():
+    config, warnings = fit_to_cluster(read_config(TWO_MODELS), {"CPU": 2.0})
+    workers = {name: d for name, d in _deployments(config).items() if name != "Ingress"}
+    assert all(d["ray_actor_options"]["num_gpus"] == 0 and d["autoscaling_config"]["max_replicas"] == 1
+               for d in workers.values())
+    assert sum("NO GPU" in w for w in warnings) == 2 and 0 < _reserved_cpus(config) <= 2
+    ServeDeploySchema(**config)

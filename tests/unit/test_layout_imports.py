@@ -37,3 +37,13 @@ def test_the_ingress_modules_import_no_torch():
                 importlib.import_module(module.name)
                 assert 'torch' not in sys.modules, module.name + " imports torch"
     """)
+
+
+def test_make_serves_prefetch_imports_nothing_heavy():
+    # It runs in the launcher before Ray starts: the hub client and config files only.
+    run_fresh("""
+        import sys
+        import serve_app.prefetch, serve_app.download_display
+        heavy = [m for m in ('torch', 'moshi', 'ray', 'fastapi') if m in sys.modules]
+        assert not heavy, heavy
+    """)

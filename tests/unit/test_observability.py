@@ -85,7 +85,7 @@ def queried_metrics(board: dict) -> dict[str, set[str]]:
     for variable in board["templating"]["list"]:
         query = variable.get("query")
         query = query.get("query", "") if isinstance(query, dict) else ""
-        label_values = re.fullmatch(r"\s*label_values\(\s*([a-zA-Z_:][\w:]*)\s*,\s*\w+\s*\)\s*", query)
+        label_values = re.fullmatch(r"\s*label_values\(\s*([a-zA-Z_:][\w:]*)\s*(?:\{[^}]*\})?\s*,\s*\w+\s*\)\s*", query)
         names = {label_values.group(1)} if label_values else promql_metric_names(query)
         for name in names:
             queried.setdefault(name, set()).add(f"${variable['name']}")
@@ -165,3 +165,16 @@ def test_no_panel_is_bound_to_one_worker_deployment():
     text = json.dumps(dashboard())
     assert 'deployment=\\"TTSWorker\\"' not in text
     assert text.count('deployment=~\\"TTSWorker.*\\"') >= 10
+
+
+def test_the_workers_metrics_are_told_apart_by_model():
+    """Every worker metric carries `model` (deployments/serve/metrics.py): each panel of one groups
+    by it and follows the dashboard's model picker, whose choices are the models that report."""
+    board = dashboard()
+    worker_queries = [t["expr"] for p in panels(board) for t in p.get("targets", [])
+                      if re.search(r"ray_tts_(?!ingress)", t["expr"])]
+    assert len(worker_queries) >= 10
+    for expr in worker_queries:
+        assert 'model=~"$model"' in expr and re.search(r"by \([^)]*\bmodel\b", expr), expr
+    (picker,) = [v for v in board["templating"]["list"] if v["name"] == "model"]
+    assert picker["query"]["query"] == 'label_values(ray_tts_requests_total{application=~"$application"}, model)'

@@ -98,3 +98,12 @@ def test_a_text_stream_sends_words_once_its_feed_opened_and_hides_the_feed_event
 def test_only_stream_text_requests_open_a_text_stream():
     with pytest.raises(ValueError):
         client_for(FakeResponses([]), []).open_text_stream(SynthesisRequest("Hello."))
+
+
+def test_an_expired_stream_is_a_503_to_retry_not_a_generation_failure():
+    """A paced stream that fell stream_lead_s + stream_grace_s behind its playback (the device is
+    slower than real time now) tells its SSE client to retry, as an overloaded service does."""
+    error = api_error_for(WorkerError("the stream fell behind its playback and was stopped; retry the request",
+                                      kind=FailureKind.EXPIRED))
+    assert (error.status, error.code) == (503, "stream_expired")
+    assert error.headers["Retry-After"]

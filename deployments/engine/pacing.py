@@ -1,0 +1,61 @@
+"""Pacing of streamed output: a row makes its audio at most `lead_s` ahead of real-time playback,
+and a stream that falls too far behind its playback ends.
+
+Why at the row: in Ray Serve 2.53 nothing downstream waits for a client (the ingress's ASGI `send`
+appends to an unbounded queue toward the proxy, and no Serve streaming call sets generator
+back-pressure; ARCHITECTURE.md, "Facts"). Audio made faster than it is played piles up in the
+worker, the ingress and Serve's proxy; made at playback speed after a lead, what any stream can
+hold is bounded by the lead plus what a client has actually taken.
+
+The clock starts at a row's first output (its time to first audio is never paced). Playback runs
+at `playback_rate` seconds of the row's output per wall second (a client's `speed`); a job whose
+request has none is not paced (whole-clip responses, transcriptions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The rule, for one engine: `lead_s` of output ahead of playback at most; a stream more than
+    `lead_s + grace_s` behind its playback is overdue (cancelled)."""
+
+    lead_s: float = 20.0
+    grace_s: float = 10.0
+
+    @staticmethod
+    def played_s(job, now: float) -> float | None:
+        """Seconds of the job's output a real-time player has played by `now` (None: not paced,
+        or no output yet)."""
+        rate = job.playback_rate
+        if rate is None or job.first_output_at is None:
+            return None
+        return max(0.0, now - job.first_output_at) * rate
+
+    def buffered_s(self, job, now: float) -> float:
+        """Output made and not yet played: what waits somewhere between the row and the ear."""
+        played = self.played_s(job, now)
+        return 0.0 if played is None else max(0.0, job.output_s - played)
+
+    def ahead(self, job, now: float) -> bool:
+        """The row is more than the lead ahead of playback: frozen until the clock catches up."""
+        played = self.played_s(job, now)
+        return played is not None and job.output_s - played > self.lead_s
+
+    def overdue(self, job, now: float) -> bool:
+        """The stream's wall time since its first output exceeds its output's duration + the lead
+        + the grace period: playback would have run dry long ago, and the row is better given to
+        another. (Time a row waits for its client's input does not count: `wait_for_input`.)"""
+        played = self.played_s(job, now)
+        return played is not None and (played - job.output_s) / job.playback_rate > self.lead_s + self.grace_s
+
+    @staticmethod
+    def wait_for_input(job, now: float) -> None:
+        """A row that waits for input (streamed text, audio) whose playback has run dry: the player
+        waits with it, so its clock restarts where the output ends (a slow typist's row is
+        neither overdue nor given a lead it never had)."""
+        played = Pacing.played_s(job, now)
+        if played is not None and played > job.output_s:
+            job.first_output_at = now - job.output_s / job.playback_rate
