@@ -71,6 +71,8 @@ def load_engine(size: str, device: str, checkpoint: Path | None = None, n_q: int
     load_s = time.perf_counter() - started
     weights = sum(t.numel() * t.element_size() for module in (engine.tts.lm, engine.tts.mimi)
                   for t in list(module.parameters()) + list(module.buffers()))
+    # The codebooks the engine really generates (the cloning model takes its own, whatever n_q says).
+    n_q = engine.tts.n_q
     return engine, {"checkpoint": str(folder), "build_s": build_s, "load_s": load_s, "n_q": n_q,
                     "weights_gib": weights / 2**30}
 

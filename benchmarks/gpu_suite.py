@@ -24,8 +24,10 @@ JSON object per measurement appended as it is made, and a `.md` of the same name
 rewritten after each. `--time-budget-s` stops the suite between measurements (the first one of
 each engine kind always runs), so a run cut short still leaves its figures.
 
-Each engine kind is a class with its own list of measurements (`ENGINE_KINDS`): today the 1.6B
-TTS engine; voice cloning and speech-to-text add theirs.
+Each engine kind is a class with its own list of measurements (`ENGINE_KINDS`): the 1.6B TTS engine
+and the 0.75B voice-cloning engine (the same figures on its own checkpoint, n_q 16, real CFG at its
+default 2.0; its newcomers speak with a clip voice, cached after the first); speech-to-text adds
+its own. Each kind gets an equal share of `--time-budget-s`.
 """
 
 from __future__ import annotations
@@ -210,7 +212,8 @@ def run_suite(args) -> int:
         results.add(row)
         print(f"[{row['t_s']:6.1f}s] {bench.name} {summary(row)}", flush=True)
 
-    for bench in benches:
+    for number, bench in enumerate(benches, start=1):
+        budget_s = args.time_budget_s * number / len(benches)  # each kind its share, unspent shares passed on
         label = "setup"
         try:
             since = time.monotonic()
@@ -218,12 +221,12 @@ def run_suite(args) -> int:
             for index, measurement in enumerate(bench.measurements()):
                 label = measurement.label
                 elapsed = time.monotonic() - started
-                over = elapsed >= args.time_budget_s or (
-                    measurement.estimate_s is not None and elapsed + measurement.estimate_s > args.time_budget_s)
+                over = elapsed >= budget_s or (
+                    measurement.estimate_s is not None and elapsed + measurement.estimate_s > budget_s)
                 if index and over:
                     estimate = f" (~{measurement.estimate_s:.0f} s)" if measurement.estimate_s is not None else ""
                     add(bench, {"kind": "stopped", "next": label, "next_estimate_s": measurement.estimate_s,
-                                "reason": f"time budget: {elapsed:.0f} s of {args.time_budget_s:g} s spent, "
+                                "reason": f"time budget: {elapsed:.0f} s of {budget_s:g} s spent, "
                                           f"{label}{estimate} would pass it"}, time.monotonic())
                     break
                 since = time.monotonic()
@@ -287,10 +290,19 @@ class TTSBench(EngineBench):
     """Kyutai's 1.6B TTS (deployments/engine/tts.py) on the random-weight checkpoint."""
     name = "tts-1.6b"
     MEMORY_MARGIN = 0.92  # a slot count whose predicted reserved memory passes this share is skipped
+    SIZES = {"tiny": "tiny", "full": "full"}  # --size -> this kind's checkpoint size
+
+    @property
+    def size(self) -> str:
+        return self.SIZES[self.args.size]
+
+    def checkpoint_and_n_q(self) -> tuple[Path | None, int | None]:
+        return self.args.checkpoint, self.args.n_q
 
     def setup(self) -> dict:
         args = self.args
-        self.engine, facts = load_engine(args.size, args.device, args.checkpoint, args.n_q, args.threads,
+        checkpoint, n_q = self.checkpoint_and_n_q()
+        self.engine, facts = load_engine(self.size, args.device, checkpoint, n_q, args.threads,
                                          torch_compile=False, max_audio_s=36_000)
         self.slot_rows: list[dict] = []
         self.memory_full = False
@@ -299,7 +311,7 @@ class TTSBench(EngineBench):
             import torch
 
             self.total_gib = torch.cuda.get_device_properties(torch.device(args.device)).total_memory / GiB
-        return {"kind": "load", "size": args.size, "torch_compile": False, **facts,
+        return {"kind": "load", "size": self.size, "torch_compile": False, **facts,
                 **gpu_memory(args.device, peak=False)}
 
     def measurements(self) -> Iterator[Measurement]:
@@ -451,7 +463,7 @@ class TTSBench(EngineBench):
             text = (f"UNDECIDED: no count of {GOAL_STREAMS} slots or more was measured "
                     f"(largest: {max((row['slots'] for row in measured), default=0)}); real-time streams: {streams}")
         if not self.args.device.startswith("cuda") or self.args.size != "full":
-            text += f" ({self.args.size} model on {self.args.device}: not a GPU figure)"
+            text += f" ({self.size} model on {self.args.device}: not a GPU figure)"
         return [{"kind": "verdict", "goal": goal, "result": result, "realtime_streams": streams, "text": text}]
 
     def markdown(self, rows: list[dict]) -> list[str]:
@@ -517,7 +529,17 @@ def _pair(row: dict, prefix: str, spec: str, unit: str = "_ms") -> str:
     return f"{row[f'{prefix}_p50{unit}']:{spec}} / {row[f'{prefix}_p95{unit}']:{spec}}"
 
 
-ENGINE_KINDS: dict[str, type[EngineBench]] = {TTSBench.name: TTSBench}
+class CloneBench(TTSBench):
+    """Kyutai's 0.75B voice-cloning TTS (deployments/engine/clone.py) on its random-weight checkpoint:
+    the same figures. Its n_q is the model's (16); every row runs real CFG (a null twin per row)."""
+    name = "tts-0.75b-clone"
+    SIZES = {"tiny": "tiny-clone", "full": "full-clone"}
+
+    def checkpoint_and_n_q(self) -> tuple[Path | None, int | None]:
+        return self.args.clone_checkpoint, None
+
+
+ENGINE_KINDS: dict[str, type[EngineBench]] = {TTSBench.name: TTSBench, CloneBench.name: CloneBench}
 
 
 # ---- command line ---------------------------------------------------------------------------------
@@ -525,6 +547,7 @@ def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="full", choices=["tiny", "full"], help="random-weight checkpoint (full: the real 1.6B architecture)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (built there when missing; default: the temp dir)")
+    parser.add_argument("--clone-checkpoint", type=Path, help="the cloning model's checkpoint folder (as --checkpoint)")
     parser.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: cuda when torch sees one)")
     parser.add_argument("--slots", default=DEFAULT_SLOTS, help=f"slot counts, ascending (default {DEFAULT_SLOTS})")
     parser.add_argument("--n-q", type=int, help="codebooks (default: 24 for full, as production; 8 for tiny)")

@@ -30,9 +30,9 @@ def suite():
     return module
 
 
-def run(suite, tiny_checkpoint, out_dir: Path, *extra: str) -> tuple[list[dict], str]:
+def run(suite, tiny_checkpoint, out_dir: Path, *extra: str, engines: str = "tts-1.6b") -> tuple[list[dict], str]:
     argv = ["--size", "tiny", "--device", "cpu", "--checkpoint", str(tiny_checkpoint), "--quick",
-            "--out-dir", str(out_dir), *extra]
+            "--out-dir", str(out_dir), "--engines", engines, *extra]
     assert suite.main(argv) == 0
     (jsonl,) = out_dir.glob("*.jsonl")
     (md,) = out_dir.glob("*.md")
@@ -157,3 +157,23 @@ def test_out_of_memory_ends_the_slot_counts_and_keeps_the_rows(suite, tiny_check
     assert rows[4]["slots"] == 4 and rows[4]["error"].startswith("out of memory")
     assert rows[-1]["result"] == "refuted" and "4 slots: out of memory" in rows[-1]["text"]
     assert [cells[0] for cells in table(md, "Ticks, first audio and memory")] == ["2", "4"]
+
+
+def test_the_cloning_engine_has_its_rows_beside_the_1_6b(suite, tiny_checkpoint, tiny_clone_checkpoint, tmp_path):
+    """Both kinds in one run, one after the other, each with its own checkpoint; the cloning model's
+    n_q is its own (every codebook of its prompts), whatever --n-q says."""
+    rows, md = run(suite, tiny_checkpoint, tmp_path, "--slots", "2", "--clone-checkpoint", str(tiny_clone_checkpoint),
+                   engines="tts-1.6b,tts-0.75b-clone")
+    by_engine = [(row.get("engine"), row["kind"]) for row in rows]
+    assert by_engine == [(None, "environment"),
+                         ("tts-1.6b", "load"), ("tts-1.6b", "slots"), ("tts-1.6b", "residency"), ("tts-1.6b", "verdict"),
+                         ("tts-0.75b-clone", "load"), ("tts-0.75b-clone", "slots"), ("tts-0.75b-clone", "residency"),
+                         ("tts-0.75b-clone", "verdict")]
+    tts_load, clone_load = rows[1], rows[5]
+    assert clone_load["size"] == "tiny-clone" and clone_load["checkpoint"] == str(tiny_clone_checkpoint)
+    assert tts_load["n_q"] == 8  # --n-q's default for the tiny model
+    assert clone_load["n_q"] == json.loads((tiny_clone_checkpoint / "config.json").read_text())["n_q"]
+    clone_slots = rows[6]
+    for field in SLOT_FIELDS:
+        assert positive(clone_slots[field]), field
+    assert "## tts-0.75b-clone: tiny-clone model" in md and "## tts-1.6b: tiny model" in md
