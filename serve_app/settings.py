@@ -40,6 +40,19 @@ class AppSettings(EngineSettings):
     # API keys for /v1/* (Authorization: Bearer) and the /api/tts_streaming WebSocket
     # (kyutai-api-key header or auth_id query). Empty: those endpoints are open.
     api_keys: list[str] = Field(default_factory=list)
+    # Body limits besides the JSON one (serve_app/security/body_limit.py): a voice clip upload
+    # (multipart POST /api/voices), and /mcp, whose tool calls may carry such a clip as base64
+    # (4/3 of its size) inside JSON.
+    max_voice_clip_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    mcp_max_body_bytes: int = Field(14 * 1024 * 1024, ge=64 * 1024)
+    # Voice clips (serve_app/audio/clips.py): bounds on the speech a clip holds (its quiet start and
+    # end not counted), the part kept as the model's prompt, what counts as silence, and a cap on
+    # the CPU time spent decoding one clip.
+    voice_clip_min_s: float = Field(3.0, gt=0)
+    voice_clip_max_s: float = Field(30.0, gt=0, le=600)
+    voice_prompt_s: float = Field(10.0, gt=0)
+    voice_clip_silence_dbfs: float = Field(-50.0, lt=0)
+    voice_clip_decode_timeout_s: float = Field(5.0, gt=0)
     # Kyutai WebSocket sessions one ingress replica holds at once (an Error beyond), and how long
     # a session may go without a message that carries something (empty Text does not count).
     max_websocket_sessions: int = Field(256, ge=1)
@@ -62,6 +75,14 @@ class AppSettings(EngineSettings):
             if not MODEL_NAME.fullmatch(name):
                 raise ValueError(f"model name {name!r}: use 1 to 32 lowercase letters, digits, '_' or '-'")
         return models
+
+    @model_validator(mode="after")
+    def _clip_bounds(self):
+        if not self.voice_clip_min_s <= self.voice_clip_max_s:
+            raise ValueError("voice_clip_min_s must not exceed voice_clip_max_s")
+        if self.mcp_max_body_bytes < self.max_voice_clip_bytes * 4 // 3:
+            raise ValueError("mcp_max_body_bytes must hold a clip of max_voice_clip_bytes as base64 (4/3 of it)")
+        return self
 
     @model_validator(mode="after")
     def _table_is_whole(self):
