@@ -45,9 +45,9 @@ class AppSettings(EngineSettings):
     # (4/3 of its size) inside JSON.
     max_voice_clip_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     mcp_max_body_bytes: int = Field(14 * 1024 * 1024, ge=64 * 1024)
-    # Voice clips (serve_app/audio/clips.py): bounds on the speech a clip holds (its quiet start and
-    # end not counted), the part kept as the model's prompt, what counts as silence, and a cap on
-    # the CPU time spent decoding one clip.
+    # Voice clips (serve_app/audio/clips.py): the sound a clip must hold (its quiet start and end not
+    # counted), the most audio decoded from one (decoding stops there), the part kept as the model's
+    # prompt, what counts as silence, and a cap on the time spent decoding one clip.
     voice_clip_min_s: float = Field(3.0, gt=0)
     voice_clip_max_s: float = Field(30.0, gt=0, le=600)
     voice_prompt_s: float = Field(10.0, gt=0)

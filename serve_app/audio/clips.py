@@ -9,7 +9,8 @@ bytes are what they decode as):
    or what its header claims), a clip of more than `MAX_CHANNELS` channels or a sample rate outside
    `SAMPLE_RATES` is refused before its audio is kept, and the whole decode has a deadline
    (`decode_timeout_s`, checked between packets: 422 `clip_decode_limit`).
-3. Mixed down to mono and resampled to 24 kHz (FFmpeg's resampler), non-finite samples zeroed.
+3. Resampled to 24 kHz (FFmpeg's resampler) and mixed down to mono (the channels' mean),
+   non-finite samples zeroed.
 4. Its quiet start and end (20 ms windows below `silence_dbfs`) are cut; nothing left is 422
    `clip_silent`; less than `min_s` left is 422 `clip_too_short`.
 5. Trimmed to `prompt_s` (10 s by default), the prompt the model is given. Why 10 s: moshi feeds
@@ -90,7 +91,9 @@ class _Decoder:
     def __init__(self, limits: ClipLimits, clock=time.monotonic):
         self.limits, self.clock = limits, clock
         self.decoded_s = 0.0
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        # Resampled with the input's channels kept (planar), then averaged: FFmpeg's own downmix
+        # adds the channels at -3 dB each, which lifts a centred voice by 3 dB and can clip it.
+        self.resampler = av.AudioResampler(format="fltp", rate=SAMPLE_RATE)
 
     def decode(self, data: bytes) -> tuple[np.ndarray, str]:
         deadline = self.clock() + self.limits.decode_timeout_s
@@ -111,7 +114,7 @@ class _Decoder:
                                                         f"{self.limits.decode_timeout_s:g} s")
                     for frame in packet.decode():
                         parts += self._take(frame)
-                parts += [f.to_ndarray()[0] for f in self.resampler.resample(None)]
+                parts += self._mono(self.resampler.resample(None))
             except ClipRefused:
                 raise
             except Exception:  # noqa: BLE001 - a corrupt or truncated stream
@@ -131,7 +134,11 @@ class _Decoder:
         if self.decoded_s > self.limits.max_s:
             raise ClipRefused(TOO_LONG, f"the clip is longer than {self.limits.max_s:g} s (voice_clip_max_s)")
         frame.pts = None  # the resampler keeps its own time; a lying or broken timestamp cannot confuse it
-        return [f.to_ndarray()[0] for f in self.resampler.resample(frame)]
+        return self._mono(self.resampler.resample(frame))
+
+    @staticmethod
+    def _mono(frames) -> list[np.ndarray]:
+        return [frame.to_ndarray().mean(axis=0) for frame in frames]
 
 
 def sound_span(pcm: np.ndarray, silence_dbfs: float) -> tuple[int, int] | None:
