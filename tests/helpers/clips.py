@@ -3,6 +3,7 @@ container and codec, so that what serve_app/audio/clips.py decodes is a real fil
 
 from __future__ import annotations
 
+import functools
 import io
 
 import av
@@ -34,6 +35,7 @@ def audio_file(channels: np.ndarray, rate: int = 24000, container: str = "wav", 
     return buffer.getvalue()
 
 
+@functools.lru_cache(maxsize=2)  # encoding an hour takes a second: once per test run
 def silence_bomb(seconds: float = 3600.0) -> bytes:
     """An hour of silence as FLAC: a small file that decodes to far more audio than any clip."""
     return audio_file(np.zeros((1, int(seconds * 8000)), np.float32), rate=8000, container="flac", codec="flac")
