@@ -33,8 +33,17 @@ def default_checkpoint(size: str) -> Path:
 
 
 def default_n_q(size: str) -> int:
-    """Codebooks generated: 24 for the full model, as production (serve_config.yaml); 8 for tiny."""
-    return 24 if size == "full" else 8
+    """Codebooks generated: 24 for the full model, as production (serve_config.yaml); 16 for the
+    full cloning model (all of its codebooks); 8 for tiny."""
+    return {"full": 24, "full-clone": 16}.get(size, 8)
+
+
+def default_voice(size: str) -> str:
+    """A voice the checkpoint of `size` has: a clip for the cloning model."""
+    from deployments.checkpoint import CLIP_NAMES
+    from deployments.settings import DEFAULT_VOICE
+
+    return CLIP_NAMES[0][0] if size.endswith("-clone") else DEFAULT_VOICE
 
 
 def load_engine(size: str, device: str, checkpoint: Path | None = None, n_q: int | None = None,
@@ -43,6 +52,7 @@ def load_engine(size: str, device: str, checkpoint: Path | None = None, n_q: int
     missing. `facts`: checkpoint folder, build and load seconds, n_q, weights GiB."""
     from deployments.checkpoint import build_checkpoint
     from deployments.engine.loading import pick_device
+    from deployments.engine.clone import CloneEngine
     from deployments.engine.tts import TTSEngine
     from deployments.settings import EngineSettings
 
@@ -53,9 +63,10 @@ def load_engine(size: str, device: str, checkpoint: Path | None = None, n_q: int
     build_checkpoint(folder, size=size)
     build_s = time.perf_counter() - started
     settings = EngineSettings(model_path=str(folder), device=device, cpu_threads=threads, n_q=n_q,
-                              torch_compile=torch_compile, max_audio_s=max_audio_s)
+                              torch_compile=torch_compile, max_audio_s=max_audio_s,
+                              default_voice=default_voice(size))
     started = time.perf_counter()
-    engine = TTSEngine(settings, device)
+    engine = (CloneEngine if size.endswith("-clone") else TTSEngine)(settings, device)
     sync(engine)
     load_s = time.perf_counter() - started
     weights = sum(t.numel() * t.element_size() for module in (engine.tts.lm, engine.tts.mimi)

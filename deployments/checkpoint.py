@@ -1,6 +1,6 @@
 """Builds a Kyutai DSM TTS checkpoint with RANDOM weights, for tests, demos and benchmarks.
 
-    python -m deployments.checkpoint --size tiny|full [--seed N] OUT_DIR
+    python -m deployments.checkpoint --size tiny|full|tiny-clone|full-clone [--seed N] OUT_DIR
 
 The weights are random, so the model "speaks" noise: every file is in the release format
 of `kyutai/tts-1.6b-en_fr` (+ `kyutai/tts-voices`), but nothing in it was trained. It exists
@@ -18,6 +18,10 @@ Presets (see `PRESETS`):
   - `full`: the real architecture of `kyutai/tts-1.6b-en_fr` (~1.84B parameters, bf16, ~3.7 GB)
     with the real Mimi codec architecture (fp32). For GPU benchmarks: timings match the real model,
     audio does not. Building it on CPU takes a minute or two and ~8 GB of RAM.
+  - `tiny-clone` / `full-clone`: the voice-cloning flavour, `kyutai/tts-0.75b-en-public` (16
+    codebooks, no conditioners, no cross-attention, 5 text logits out): a voice is an audio clip the
+    model continues. Its voices are short `.wav` clips (`CLIP_NAMES`, distinct tones and noise) in
+    `voices/`, as `kyutai/tts-voices` holds the prompts this model takes; no voice suffix.
 
 Output layout (same file names for both sizes; `config.json` is written last):
     OUT_DIR/config.json                      LM kwargs + moshi's extra keys, as the real config
@@ -26,6 +30,7 @@ Output layout (same file names for both sizes; `config.json` is written last):
     OUT_DIR/mimi_config.json                 Mimi architecture (keys of moshi's `_mimi_config`)
     OUT_DIR/tokenizer_spm_random_en_fr.model SentencePiece tokenizer, trained here on a tiny corpus
     OUT_DIR/voices/<dir>/<name>.wav.1e68beda@240.safetensors   voice embeddings, as kyutai/tts-voices
+    OUT_DIR/voices/clips/<name>.wav                            (clone sizes) voice prompts instead
 
 The random-weights marker lives in `config["model_id"]["test_model"]` (see `random_weights_marker`):
 moshi forwards every unknown top-level key of `config.json` to `LMModel(**kwargs)`, which rejects
@@ -128,7 +133,32 @@ PRESETS: dict[str, dict[str, tp.Any]] = {
         "vocab_size": 8000,
     },
 }
+# The cloning model (`kyutai/tts-0.75b-en-public`): what differs from the 1.6B preset it starts
+# from. The real one: 16 codebooks (it cannot run with fewer or more), dim 1024, 24 layers.
+CLONE_MODEL_SIG = "d6ef30c7"
+CLONE_MODEL_EPOCH = 1000
+CLONE_TEXT_CARD_OUT = 5  # its text head only predicts the state machine's control tokens
+PRESETS["tiny-clone"] = {**PRESETS["tiny"], "clone": True}
+PRESETS["full-clone"] = {**PRESETS["full"], "clone": True, "lm": {
+    **PRESETS["full"]["lm"], "n_q": 16, "dim": 1024, "num_heads": 16, "num_layers": 24}}
 SIZES = tuple(PRESETS)
+# Voice prompts of the clone sizes: (name, seconds, base frequency in Hz or 0 for noise). Short,
+# so that a test's prompt is a few steps (P = seconds * 12.5 - 2), and unlike each other, so that
+# two voices give two different audios.
+CLIP_NAMES = (
+    ("clips/low_hum.wav", 1.0, 110.0),
+    ("clips/bright_tone.wav", 0.8, 880.0),
+    ("clips/noise.wav", 1.2, 0.0),
+    ("clips/chirp.wav", 0.9, 330.0),
+    ("clips/pulse.wav", 0.7, 220.0),
+    ("clips/whistle.wav", 1.1, 1760.0),
+    ("clips/buzz.wav", 0.6, 55.0),
+    ("clips/hiss.wav", 1.3, -1.0),
+)
+
+
+def is_clone_size(size: str) -> bool:
+    return bool(PRESETS[size].get("clone"))
 
 # Floating point weights are stored in this dtype, except the condition provider / fuser,
 # which the released checkpoint (and moshi's loader) keep in fp32.
@@ -194,7 +224,19 @@ def depformer_schedule(n_q: int) -> list[int]:
 
 
 def make_lm_config(size: str, text_card: int, seed: int) -> dict[str, tp.Any]:
-    """config.json content, with the key structure of `kyutai/tts-1.6b-en_fr`."""
+    """config.json content, with the key structure of `kyutai/tts-1.6b-en_fr` (or of
+    `kyutai/tts-0.75b-en-public` for a clone size)."""
+    config = _make_1_6b_config(size, text_card, seed)
+    if is_clone_size(size):
+        # No speaker embedding, no cfg conditioner (moshi then runs real CFG), no cross-attention;
+        # an empty condition provider, as moshi's TTSModel.generate asserts that one exists.
+        config.update({"cross_attention": False, "conditioners": {}, "text_card_out": CLONE_TEXT_CARD_OUT})
+        del config["fuser"]
+        config["model_id"].update({"sig": CLONE_MODEL_SIG, "epoch": CLONE_MODEL_EPOCH})
+    return config
+
+
+def _make_1_6b_config(size: str, text_card: int, seed: int) -> dict[str, tp.Any]:
     p = PRESETS[size]["lm"]
     n_q, dim = p["n_q"], p["dim"]
     return {
@@ -385,7 +427,7 @@ def _lm_state(ci: CheckpointInfo, seed: int) -> dict[str, torch.Tensor]:
     return release_layout(state)
 
 
-def _mimi_state(mimi_config: dict, seed: int) -> dict[str, torch.Tensor]:
+def _mimi_state(mimi_config: dict, seed: int, fit_codebooks: bool = False) -> dict[str, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_sub_seed(seed, "mimi"))
         mimi = loaders.get_mimi(None, copy.deepcopy(mimi_config), device="cpu",
@@ -398,9 +440,32 @@ def _mimi_state(mimi_config: dict, seed: int) -> dict[str, torch.Tensor]:
                 module.cluster_usage.fill_(1.0)
                 module._initialized.fill_(1.0)
                 module._embedding = None
+        if fit_codebooks:
+            _fit_first_codebooks(mimi, seed)
         _calibrate_output_level(mimi)
     state = {k: v.to(MIMI_WEIGHTS_DTYPE).contiguous() for k, v in mimi.state_dict().items()}
     return release_layout(state)
+
+
+@torch.no_grad()
+def _fit_first_codebooks(mimi: MimiModel, seed: int) -> None:
+    """A random encoder maps every clip near one point, and random centroids then give every clip
+    the same codes: the cloning model's voices would differ only in length. Draws the first
+    codebook of each quantizer from the latents of varied signals (tones, noise), as the k-means
+    initialization of a trained codec would, so that different clips get different codes."""
+    generator = torch.Generator().manual_seed(_sub_seed(seed, "codebooks"))
+    signals = [torch.from_numpy(_clip_samples(seed, f"calibration/{f}", 1.0, f))
+               for f in (0.0, -1.0, 55.0, 110.0, 220.0, 440.0, 880.0, 1760.0)]
+    latent = mimi._encode_to_unquantized_latent(torch.stack(signals)[:, None])
+    for rvq in (mimi.quantizer.rvq_first, mimi.quantizer.rvq_rest):
+        projected = rvq.input_proj(latent)
+        frames = projected.transpose(1, 2).reshape(-1, projected.shape[1])
+        codebook = rvq.vq.layers[0]._codebook
+        pick = torch.randint(0, len(frames), (codebook.embedding_sum.shape[0],), generator=generator)
+        jitter = 0.01 * frames.std() * torch.randn(codebook.embedding_sum.shape, generator=generator)
+        codebook.embedding_sum.copy_(frames[pick] + jitter)
+        codebook.cluster_usage.fill_(1.0)
+        codebook._embedding = None
 
 
 @torch.no_grad()
@@ -463,11 +528,33 @@ def _canonicalize_header(path: Path) -> None:
         f.write(data.ljust(length, b" "))
 
 
-def checkpoint_files(ckpt_dir: Path) -> list[Path]:
+def clip_file(ckpt_dir: Path, clip: str) -> Path:
+    """Path of a voice prompt of a clone checkpoint, e.g. `clips/noise.wav`."""
+    return voices_dir(ckpt_dir) / clip
+
+
+def _clip_samples(seed: int, clip: str, seconds: float, frequency: float):
+    """A mono float32 clip at 24 kHz: a tone with harmonics and a little noise, white noise (0)
+    or a noise burst pattern (<0); the same seed gives the same samples."""
+    generator = torch.Generator().manual_seed(_sub_seed(seed, "clip/" + clip))
+    t = torch.arange(int(seconds * 24_000), dtype=torch.float64) / 24_000
+    noise = torch.randn(len(t), generator=generator, dtype=torch.float64)
+    if frequency > 0:
+        wave = sum(torch.sin(2 * torch.pi * frequency * k * t) / k for k in (1, 2, 3)) + 0.05 * noise
+    elif frequency == 0:
+        wave = noise
+    else:
+        wave = noise * (torch.sin(2 * torch.pi * 4 * t) > 0)
+    return (0.3 * wave / wave.abs().max()).float().numpy()
+
+
+def checkpoint_files(ckpt_dir: Path, size: str = "tiny") -> list[Path]:
     """Every file of a checkpoint, config.json first."""
     ckpt_dir = Path(ckpt_dir)
     names = [CONFIG_NAME, LM_WEIGHTS_NAME, MIMI_WEIGHTS_NAME, MIMI_CONFIG_NAME, TOKENIZER_NAME]
-    return [ckpt_dir / name for name in names] + [voice_file(ckpt_dir, v) for v in VOICE_NAMES]
+    voices = ([clip_file(ckpt_dir, c) for c, _, _ in CLIP_NAMES] if size in PRESETS and is_clone_size(size)
+              else [voice_file(ckpt_dir, v) for v in VOICE_NAMES])
+    return [ckpt_dir / name for name in names] + voices
 
 
 def is_up_to_date(ckpt_dir: Path, size: str, seed: int) -> bool:
@@ -479,7 +566,7 @@ def is_up_to_date(ckpt_dir: Path, size: str, seed: int) -> bool:
     wanted = {"size": size, "seed": seed, "format_version": FORMAT_VERSION}
     if marker is None or any(marker.get(k) != v for k, v in wanted.items()):
         return False
-    return all(path.is_file() for path in checkpoint_files(ckpt_dir))
+    return all(path.is_file() for path in checkpoint_files(ckpt_dir, size))
 
 
 def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
@@ -516,24 +603,37 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
         tokenizer=out_dir / TOKENIZER_NAME, mimi_config_path=out_dir / MIMI_CONFIG_NAME)
 
     metadata = {"random_weights": "true", "size": size, "seed": str(seed)}
-    _save_safetensors(out_dir / MIMI_WEIGHTS_NAME, _mimi_state(mimi_config, seed), metadata)
+    _save_safetensors(out_dir / MIMI_WEIGHTS_NAME, _mimi_state(mimi_config, seed, is_clone_size(size)), metadata)
     lm_state = _lm_state(ci, seed)
     n_params = sum(t.numel() for t in lm_state.values())
     _save_safetensors(out_dir / LM_WEIGHTS_NAME, lm_state, metadata)
     del lm_state
 
+    _write_voices(out_dir, size, seed)
+    os.replace(pending_config, config_path)
+    size_mb = sum(p.stat().st_size for p in checkpoint_files(out_dir, size)) / 1e6
+    print(f"{out_dir}: built {size} checkpoint (seed {seed}, random weights): "
+          f"LM {n_params / 1e6:.2f}M params, text_card {text_card}, "
+          f"{size_mb:.1f} MB in {time.monotonic() - start:.1f}s")
+    return out_dir
+
+
+def _write_voices(out_dir: Path, size: str, seed: int) -> None:
+    if is_clone_size(size):
+        import sphn
+
+        for clip, seconds, frequency in CLIP_NAMES:
+            path = clip_file(out_dir, clip)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _partial(path).with_suffix(".wav")
+            sphn.write_wav(str(tmp), _clip_samples(seed, clip, seconds, frequency), 24_000)
+            os.replace(tmp, path)
+        return
     for voice in VOICE_NAMES:
         path = voice_file(out_dir, voice)
         path.parent.mkdir(parents=True, exist_ok=True)
         _save_safetensors(path, {"speaker_wavs": _voice_tensor(seed, voice)},
                           {"sig": MODEL_SIG, "epoch": str(MODEL_EPOCH)})
-
-    os.replace(pending_config, config_path)
-    size_mb = sum(p.stat().st_size for p in checkpoint_files(out_dir)) / 1e6
-    print(f"{out_dir}: built {size} checkpoint (seed {seed}, random weights): "
-          f"LM {n_params / 1e6:.2f}M params, text_card {text_card}, "
-          f"{size_mb:.1f} MB in {time.monotonic() - start:.1f}s")
-    return out_dir
 
 
 def main(argv: tp.Sequence[str] | None = None) -> int:
@@ -541,7 +641,8 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         prog="python -m deployments.checkpoint",
         description="Write a Kyutai DSM TTS checkpoint with random weights (audio is noise).")
     parser.add_argument("--size", choices=SIZES, default="tiny",
-                        help="tiny: for tests and the demo; full: the real 1.6B architecture")
+                        help="tiny: for tests and the demo; full: the real 1.6B architecture; "
+                             "tiny-clone / full-clone: the same for the voice-cloning 0.75B")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ class EngineSettings(BaseModel):
     # Either a Hugging Face repo id, or a local checkpoint directory (config.json + files it names).
     model_repo: str = DEFAULT_MODEL_REPO
     model_path: str | None = None
-    # "tiny" | "full": build a random-weight test checkpoint at model_path when it is missing
+    # "tiny" | "full" | "tiny-clone" | "full-clone": build a random-weight test checkpoint at model_path when it is missing
     # (demo and tests; see deployments/checkpoint.py). Never set in production.
     build_test_checkpoint: str | None = None
     # Voices: names in `voice_repo` and/or files under `voice_dirs`. With a local model_path
@@ -39,6 +39,10 @@ class EngineSettings(BaseModel):
     n_q: int = Field(24, ge=1, le=32)
     temp: float = Field(0.6, ge=0.0, le=2.0)
     default_cfg_coef: float = 2.0
+    # The cloning model: voice prompts kept ready to copy into a row (the model's state after
+    # hearing the clip, for the voice and for its null CFG twin: ~25 MB per 10 s of clip for the
+    # real model in bf16), least recently used out first. Dropped when the model is offloaded.
+    prompt_cache_mb: float = Field(512.0, gt=0)
     # Forced pause (in steps) between words: 1 makes the model articulate better.
     padding_between: int = Field(1, ge=0, le=10)
 

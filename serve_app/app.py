@@ -9,7 +9,7 @@ Ingress.
 from __future__ import annotations
 
 from deployments.engine.loading import ensure_test_checkpoint
-from deployments.engine.models import spec_for
+from deployments.engine.models import ModelKind, model_kind
 from deployments.protocol import worker_deployment
 from deployments.serve.worker import TTSWorker
 
@@ -29,9 +29,9 @@ def build_app(args: dict | None = None):
 
 
 def _check_servable(model: str, engine) -> None:
-    """A model of the table this release has no engine for is refused at start, by name (a local
-    checkpoint is taken for a 1.6B-style TTS: the one engine there is)."""
-    spec = None if engine.model_path else spec_for(engine.model_repo)
-    if spec is not None and not spec.served:
-        raise ValueError(f"model {model!r}: {engine.model_repo} is a {spec.kind.value} model, which this release "
-                         f"cannot serve yet")
+    """A model of the table this release has no engine for is refused at start, by name: both
+    TTS kinds are served (the 1.6B and the cloning 0.75B), speech to text not yet."""
+    kind = model_kind(engine)
+    if kind is ModelKind.STT:
+        raise ValueError(f"model {model!r}: {engine.model_path or engine.model_repo} is a {kind.value} model, "
+                         f"which this release cannot serve yet")

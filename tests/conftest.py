@@ -63,6 +63,23 @@ def engine_settings(tiny_checkpoint):
                           max_text_chars=2000, device=TEST_DEVICE)
 
 
+@pytest.fixture(scope="session")
+def tiny_clone_checkpoint(tmp_path_factory) -> Path:
+    """The voice-cloning model's tiny copy (no conditioners, no cross-attention) and its clips."""
+    from deployments.checkpoint import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-clone", size="tiny-clone", seed=0)
+
+
+@pytest.fixture(scope="session")
+def clone_settings(tiny_clone_checkpoint):
+    """The cloning engine at temperature 0, so that it can be compared with moshi's reference."""
+    from deployments.settings import EngineSettings
+
+    return EngineSettings(model_path=str(tiny_clone_checkpoint), n_q=8, cpu_threads=1, temp=0.0, max_audio_s=300,
+                          max_text_chars=2000, default_voice="clips/low_hum.wav", device=TEST_DEVICE)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,12 +111,16 @@ class ServeCluster:
                    worker: dict | None = None, ingress: dict | None = None) -> dict:
         app = copy.deepcopy(self.base_config["applications"][0])
         app.update(name=name, route_prefix=route_prefix)
+        # The demo's second model (the cloning one): a test that wants several models names them.
+        app["args"].pop("models", None)
+        app["deployments"] = [d for d in app["deployments"] if d["name"] in ("TTSWorker", "Ingress")]
         app["args"].update({"model_path": str(self.checkpoint), "outputs_dir": str(self.outputs),
                             "max_text_chars": 2000, "max_audio_s": 300}, **(args or {}))
         app["args"].pop("build_test_checkpoint", None)
         for deployment in app["deployments"]:
             if deployment["name"] == "TTSWorker":
-                deployment["ray_actor_options"]["num_cpus"] = 0.5
+                # One logical GPU per replica (the demo's half GPUs are for its two models).
+                deployment["ray_actor_options"].update(num_gpus=1, num_cpus=0.5)
                 _deep_update(deployment, worker or {})
             else:
                 _deep_update(deployment, ingress or {})

@@ -141,10 +141,18 @@ def voice_repo(settings: EngineSettings) -> str | None:
     return None if settings.model_path else settings.voice_repo
 
 
-def load_tts_model(settings: EngineSettings, device: str):
+def load_tts_model(settings: EngineSettings, device: str, fixed_n_q: bool = False):
+    """moshi's TTSModel. `fixed_n_q`: the model runs with all its codebooks and no other count
+    (the cloning model: its prompts hold every codebook), whatever `n_q` the settings say."""
     from moshi.models.tts import TTSModel
 
     info = checkpoint_info(settings)
+    n_q = settings.n_q
+    model_n_q = info.lm_config.get("n_q") if info.lm_config else None
+    if fixed_n_q and model_n_q and n_q != model_n_q:
+        log.info("n_q %d does not fit this model, which generates exactly %d codebooks: using %d",
+                 n_q, model_n_q, model_n_q)
+        n_q = model_n_q
     return TTSModel.from_checkpoint_info(
-        info, n_q=settings.n_q, temp=settings.temp, device=device, dtype=dtype_for(device),
+        info, n_q=n_q, temp=settings.temp, device=device, dtype=dtype_for(device),
         voice_repo=settings.voice_repo or "")

@@ -19,6 +19,7 @@ from .base import EngineFactory, SlotEngine
 from .download_progress import DOWNLOADS
 from .hub import ModelUnavailableError
 from .loading import pick_device
+from .models import ModelKind, model_kind
 from ..settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -258,6 +259,8 @@ def _default_engine_factory(settings: EngineSettings, device: str) -> SlotEngine
         engine_class = FAKE_ENGINES[settings.test_engine]
     elif settings.test_faults:
         from .faults import FaultyEngine as engine_class
+    elif model_kind(settings) is ModelKind.TTS_AUDIO_PROMPT:
+        from .clone import CloneEngine as engine_class
     else:
         from .tts import TTSEngine as engine_class
     return engine_class(settings, device)

@@ -1,13 +1,15 @@
 """One row per Kyutai model this service serves or is about to: what kind of engine it needs and
 the facts that engine must respect, so that a new model is a new row and a new engine, not a
-branch in an existing one. Today only `kyutai/tts-1.6b-en_fr` is served (deployments/engine/tts.py);
-the other rows hold what the next engines must honour. Nothing switches on a row yet but a lookup
-by repo (`spec_for`).
+branch in an existing one. Served: `kyutai/tts-1.6b-en_fr` (deployments/engine/tts.py) and
+`kyutai/tts-0.75b-en-public` (deployments/engine/clone.py); the other rows hold what the next
+engines must honour. `model_kind` tells which engine a model's settings need.
 """
 
 from __future__ import annotations
 
 import enum
+import json
+from pathlib import Path
 from dataclasses import dataclass
 
 from ..protocol import CFG_COEFS, FRAME_RATE, REAL_CFG, SAMPLE_RATE, CfgRule
@@ -65,7 +67,8 @@ MODELS: dict[str, ModelSpec] = {spec.repo: spec for spec in (
         # applies cfg_coef as real CFG).
         "kyutai/tts-0.75b-en-public", ModelKind.TTS_AUDIO_PROMPT, real_cfg=True,
         n_q_default=16, n_q_allowed=(16,),
-        voice_id="an audio file in kyutai/tts-voices (a .wav path, no suffix): its audio is the prompt"),
+        voice_id="an audio file in kyutai/tts-voices (a .wav path, no suffix): its audio is the prompt",
+        served=True),
     ModelSpec("kyutai/stt-1b-en_fr", ModelKind.STT, delay_s=0.5, languages=("en", "fr")),
     ModelSpec("kyutai/stt-2.6b-en", ModelKind.STT, delay_s=2.5),
 )}
@@ -80,3 +83,25 @@ CFG_BOUNDS = (min(spec.cfg_rule.low for spec in MODELS.values() if spec.cfg_rule
 def spec_for(repo: str) -> ModelSpec | None:
     """The row of a hub repo; None for a repo not listed (a local checkpoint, another model)."""
     return MODELS.get(repo)
+
+
+def model_kind(settings) -> ModelKind:
+    """The kind of model an engine's settings name. A hub repo: its row (a repo not listed is taken
+    for a 1.6B-style TTS). A local checkpoint: its config.json (or, before it is built, the test
+    size asked for) says whether voices are speaker embeddings (cross-attention) or audio prompts."""
+    if not settings.model_path:
+        spec = spec_for(settings.model_repo)
+        return spec.kind if spec else ModelKind.TTS_EMBEDDING_VOICES
+    config_path = Path(settings.model_path).expanduser() / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        config = None
+    if config is None:
+        built = settings.build_test_checkpoint or ""
+        return ModelKind.TTS_AUDIO_PROMPT if built.endswith("-clone") else ModelKind.TTS_EMBEDDING_VOICES
+    if config.get("model_type") == "stt" or config.get("dep_q") == 0:
+        return ModelKind.STT
+    if not config.get("cross_attention", True) and not config.get("conditioners"):
+        return ModelKind.TTS_AUDIO_PROMPT
+    return ModelKind.TTS_EMBEDDING_VOICES

@@ -51,7 +51,6 @@ class SlotBatch:
     def __init__(self, tts, batch_size: int, on_text: Callable[[list[int], list[int]], list[int]]):
         """`on_text(rows, tokens)` is called during each step with the rows that execute and the
         text tokens the model sampled (on the host); it returns the tokens to feed back."""
-        from moshi.models.lm import LMGen
         from moshi.modules.transformer import StreamingMultiheadAttention
 
         self.tts = tts
@@ -76,12 +75,7 @@ class SlotBatch:
         self._mimi_exec_host = torch.zeros(batch_size, dtype=torch.bool, pin_memory=pinned)
         self._tokens_host = torch.zeros(batch_size, dtype=torch.long, pin_memory=pinned)
 
-        silent = Voice("silence", torch.zeros(VOICE_EMBEDDING_SHAPE))
-        conditions = lm.condition_provider.prepare_and_provide(
-            [voice_attributes(tts, silent, self._any_cfg())] * batch_size)
-        self.lm_gen = LMGen(lm, temp=tts.temp, temp_text=tts.temp, condition_tensors=conditions,
-                            on_text_hook=self._text_hook, on_audio_hook=self._audio_hook,
-                            support_out_of_sync=True)
+        self.lm_gen = self._make_lm_gen(batch_size)
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(self.lm_gen.streaming(batch_size))
         self._stack.enter_context(tts.mimi.streaming(batch_size))
@@ -91,6 +85,18 @@ class SlotBatch:
         # A row's step t (counted from 0) yields a decodable frame from this many steps on.
         self.first_audio_step = tts.delay_steps + self.max_delay
         self._warm_up()
+
+    def _make_lm_gen(self, batch_size: int):
+        """moshi's LMGen for the rows: every row conditioned (a silent voice until a request
+        writes its own), cfg a conditioning input."""
+        from moshi.models.lm import LMGen
+
+        tts = self.tts
+        silent = Voice("silence", torch.zeros(VOICE_EMBEDDING_SHAPE))
+        conditions = tts.lm.condition_provider.prepare_and_provide(
+            [voice_attributes(tts, silent, self._any_cfg())] * batch_size)
+        return LMGen(tts.lm, temp=tts.temp, temp_text=tts.temp, condition_tensors=conditions,
+                     on_text_hook=self._text_hook, on_audio_hook=self._audio_hook, support_out_of_sync=True)
 
     def _warm_up(self, steps: int = 3) -> None:
         """Runs every kind of step on every row before any request: CUDA graphs are captured

@@ -77,6 +77,9 @@ class SynthesisJob(SpeechJob):
     min_steps: int = 0          # a lower bound on the steps the text needs (for max_audio_s)
     max_steps: int = 0          # a runaway guard: no text needs more steps than this
     state: object = None        # moshi tts.State: the row's text state machine
+    # The model step the row started at: 0, or P for a voice prompt of P frames (the cloning
+    # model), whose frames are not the request's audio and whose steps do not count in its times.
+    prompt_steps: int = 0
     frames_decoded: int = 0
     _words_seen: int = 0
 
@@ -100,16 +103,18 @@ class TTSEngine(SlotEngine):
     """Kyutai's 1.6B TTS (`kyutai/tts-1.6b-en_fr`: voices are speaker embeddings, cfg a
     conditioning input) on one device."""
 
+    fixed_n_q = False  # `n_q` is a setting: fewer codebooks, faster and rougher
+
     def __init__(self, settings: EngineSettings, device: str):
         super().__init__(settings, device)
         if device == "cpu" and settings.cpu_threads:
             import torch
 
             torch.set_num_threads(settings.cpu_threads)
-        self.tts = loading.load_tts_model(settings, device)
+        self.tts = loading.load_tts_model(settings, device, fixed_n_q=self.fixed_n_q)
         self.voices = VoiceCatalog(loading.local_voice_dirs(settings), loading.voice_repo(settings),
                                    suffix=self.tts.voice_suffix, hub_timeout_s=settings.hub_timeout_s,
-                                   hub_stall_s=settings.hub_stall_s)
+                                   hub_stall_s=settings.hub_stall_s, clips=not self.tts.multi_speaker)
         self.frame_rate = float(self.tts.mimi.frame_rate)
         self._voice_paths = _LRU(VOICE_PATHS_CACHED)
         self._embeddings = _LRU(VOICE_EMBEDDINGS_CACHED)
@@ -205,13 +210,19 @@ class TTSEngine(SlotEngine):
         if request.voice_embedding is not None:
             return "custom", voice_from_embedding(request.voice_embedding, request.voice_shape)
         name = request.voice or self.settings.default_voice
+        path = self._voice_path(name)
+        with self._host_lock:
+            return name, self._embeddings.get_or_make(str(path), lambda: _load_voice(path))
+
+    def _voice_path(self, name: str):
+        """A voice's file, resolved once per name (may download: never on the generation thread)."""
         with self._host_lock:
             path = self._voice_paths.get(name)
         if path is None:
-            path = self.voices.resolve(name)  # may download: never on the generation thread
+            path = self.voices.resolve(name)
         with self._host_lock:
             self._voice_paths.get_or_make(name, lambda: path)
-            return name, self._embeddings.get_or_make(str(path), lambda: _load_voice(path))
+        return path
 
     def entries_for(self, text: str, first: bool = True) -> list:
         """moshi entries for `text`. A continuation (`first=False`) gets no speaker token."""
@@ -322,10 +333,10 @@ class TTSEngine(SlotEngine):
         machine = self.tts.machine
         for row in rows:
             job = self._jobs[row]
-            tokens[row], _ = machine.process(job.steps, job.state, tokens[row])
+            tokens[row], _ = machine.process(job.prompt_steps + job.steps, job.state, tokens[row])
             transcript = job.state.transcript
             for text, step in transcript[job._words_seen:]:
-                job.word_started(text, max(0, step - SKIPPED_FRAMES) / self.frame_rate)
+                job.word_started(text, max(0, step - job.prompt_steps - SKIPPED_FRAMES) / self.frame_rate)
             job._words_seen = len(transcript)
         return tokens
 
@@ -344,6 +355,8 @@ class TTSEngine(SlotEngine):
     def _emit(self, job: SynthesisJob, pcm: np.ndarray) -> None:
         job.frames_decoded += 1
         end_step = job.state.end_step
+        if end_step is not None:
+            end_step -= job.prompt_steps
         if job.frames_decoded > SKIPPED_FRAMES and (end_step is None or job.frames_out < end_step):
             job.speak(pcm, self.ticks)
         if (end_step is not None and job.frames_out >= end_step) or job.steps >= job.max_steps:

@@ -24,6 +24,8 @@ from ..protocol import VOICE_EMBEDDING_SHAPE, VOICE_EMBEDDING_SIZE
 log = logging.getLogger(__name__)
 
 # `.<signature>@<epoch>.safetensors`, e.g. `.1e68beda@240.safetensors`.
+# Voice prompts of the cloning model: audio files moshi reads (through sphn).
+CLIP_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")
 MODEL_SUFFIX_RE = re.compile(r"\.[0-9a-zA-Z]+@\d+\.safetensors$")
 MAX_NAME_LEN = 256
 # Letters/digits of any script, and . _ - / and spaces inside names; no other punctuation.
@@ -105,13 +107,16 @@ class VoiceCatalog:
     """Lists and resolves voices from local directories and an optional Hugging Face repo.
 
     `suffix` is the model's `.<sig>@<epoch>.safetensors`; with `None` (the ingress, which does not
-    load the model) any model suffix is listed.
+    load the model) any model suffix is listed. `clips`: the voices are audio clips (the cloning
+    model's prompts, `.wav` files of `kyutai/tts-voices`), named by their path, suffix included.
     """
 
     REPO_LISTING_TTL_S = 300.0
 
     def __init__(self, voice_dirs: list[str | Path], voice_repo: str | None = None,
-                 suffix: str | None = None, hub_timeout_s: float = 20.0, hub_stall_s: float = 60.0):
+                 suffix: str | None = None, hub_timeout_s: float = 20.0, hub_stall_s: float = 60.0,
+                 clips: bool = False):
+        self.clips = clips
         self.voice_dirs = [Path(d).expanduser() for d in voice_dirs]
         self.voice_repo = voice_repo
         self.suffix = suffix
@@ -129,16 +134,21 @@ class VoiceCatalog:
         seen: dict[str, VoiceInfo] = {}
         for directory in self.voice_dirs:
             for relative in self._local_files(directory):
-                voice_id = _strip_suffix(relative)
+                voice_id = self._id_of(relative)
                 if voice_id and voice_id not in seen:
                     seen[voice_id] = voice_info(voice_id, "local")
         for relative in self._repo_listing():
-            voice_id = _strip_suffix(relative)
+            voice_id = self._id_of(relative)
             if voice_id and voice_id not in seen:
                 seen[voice_id] = voice_info(voice_id, "repo")
         return sorted(seen.values(), key=lambda v: v.id)
 
+    def _id_of(self, relative: str) -> str | None:
+        return relative if self.clips else _strip_suffix(relative)
+
     def _matches_suffix(self, filename: str) -> bool:
+        if self.clips:
+            return filename.lower().endswith(CLIP_EXTENSIONS)
         return filename.endswith(self.suffix) if self.suffix else bool(MODEL_SUFFIX_RE.search(filename))
 
     def _local_files(self, directory: Path) -> list[str]:
@@ -146,7 +156,7 @@ class VoiceCatalog:
             return []
         root = directory.resolve()
         files = []
-        for path in directory.rglob("*.safetensors"):
+        for path in directory.rglob("*" if self.clips else "*.safetensors"):
             # Symlinks pointing outside the directory are neither listed nor resolvable.
             if path.is_file() and path.resolve().is_relative_to(root) and self._matches_suffix(path.name):
                 files.append(path.relative_to(directory).as_posix())
@@ -201,8 +211,8 @@ class VoiceCatalog:
             path = self._resolve_local(directory, voice_id)
             if path is not None:
                 return path
-        if self.voice_repo and self.suffix:
-            filename = voice_id + self.suffix
+        if self.voice_repo and (self.suffix or self.clips):
+            filename = voice_id if self.clips else voice_id + self.suffix
             if filename in self._repo_listing():
                 from .hub import download_file
 
@@ -214,9 +224,13 @@ class VoiceCatalog:
         if not directory.is_dir():
             return None
         root = directory.resolve()
-        candidates = [directory / (voice_id + self.suffix)] if self.suffix else [
-            directory / relative for relative in self._local_files(directory)
-            if _strip_suffix(relative) == voice_id]
+        if self.clips:
+            candidates = [directory / voice_id] if self._matches_suffix(voice_id) else []
+        elif self.suffix:
+            candidates = [directory / (voice_id + self.suffix)]
+        else:
+            candidates = [directory / relative for relative in self._local_files(directory)
+                          if _strip_suffix(relative) == voice_id]
         for candidate in candidates:
             if not candidate.is_file():
                 continue

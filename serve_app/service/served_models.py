@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from deployments.engine import loading
-from deployments.engine.models import MODELS, ModelKind, ModelSpec, spec_for
+from deployments.engine.models import MODELS, ModelKind, ModelSpec, model_kind, spec_for
 from deployments.engine.voices import VoiceCatalog
 from deployments.engine.random_weights import is_random_weights_checkpoint
 from deployments.protocol import CfgRule, worker_deployment
@@ -31,10 +31,12 @@ class ServedModel:
 
     @property
     def spec(self) -> ModelSpec:
-        """Its row in deployments/engine/models.py; a local checkpoint, or a repo the table does
-        not list, is taken for a 1.6B-style TTS, the one engine there is today."""
-        spec = None if self.settings.model_path else spec_for(self.settings.model_repo)
-        return spec or LOCAL_CHECKPOINT_SPEC
+        """Its row in deployments/engine/models.py: a hub repo's; a local checkpoint's by the kind
+        its config describes (`model_kind`); a repo the table does not list is taken for a
+        1.6B-style TTS."""
+        if self.settings.model_path:
+            return LOCAL_CHECKPOINT_SPECS.get(model_kind(self.settings), LOCAL_CHECKPOINT_SPEC)
+        return spec_for(self.settings.model_repo) or LOCAL_CHECKPOINT_SPEC
 
     @property
     def kind(self) -> str:
@@ -78,6 +80,8 @@ class ServedModel:
 
 # What a local checkpoint is taken for (ServedModel.spec).
 LOCAL_CHECKPOINT_SPEC = MODELS["kyutai/tts-1.6b-en_fr"]
+LOCAL_CHECKPOINT_SPECS = {ModelKind.TTS_AUDIO_PROMPT: MODELS["kyutai/tts-0.75b-en-public"],
+                          ModelKind.STT: MODELS["kyutai/stt-1b-en_fr"]}
 
 
 def cfg_rules(models) -> list[CfgRule]:
@@ -104,6 +108,6 @@ def served_models(settings: AppSettings, handles: dict, app_name: str) -> dict[s
 
 def _catalog(engine: EngineSettings, hub_timeout_s: float) -> VoiceCatalog:
     """The voices a model's worker can load, as the ingress lists them (any model suffix: the
-    ingress does not load the model to learn its own)."""
+    ingress does not load the model to learn its own; audio clips for the cloning model)."""
     return VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine), suffix=None,
-                        hub_timeout_s=hub_timeout_s)
+                        hub_timeout_s=hub_timeout_s, clips=model_kind(engine) is ModelKind.TTS_AUDIO_PROMPT)

@@ -210,3 +210,40 @@ def test_command_line(tmp_path):
     assert ck.random_weights_marker(out)["seed"] == 3
     rerun = subprocess.run(cmd, cwd=REPO_ROOT, check=True, capture_output=True, text=True, timeout=120)
     assert "up to date" in rerun.stdout
+
+
+# ---- the voice-cloning flavour ------------------------------------------------------------------
+def test_full_clone_config_is_the_0_75b_architecture(tmp_path):
+    """Checked as a config only (building it takes minutes and GBs): moshi's loader reads it."""
+    config = ck.make_lm_config("full-clone", 8000, 0)
+    assert (config["n_q"], config["dep_q"], config["dim"], config["num_layers"], config["num_heads"]) == (16, 16, 1024, 24, 16)
+    assert config["delays"] == [0, 0] + [2] * 15 and config["context"] == 500
+    assert (config["depformer_dim"], config["depformer_num_layers"], config["depformer_low_rank_embeddings"]) == (1024, 4, 128)
+    assert config["conditioners"] == {} and "fuser" not in config and config["cross_attention"] is False
+    assert config["text_card_out"] == 5 and config["tts_config"] == {"audio_delay": 1.28, "second_stream_ahead": 2}
+    assert (config["model_id"]["sig"], config["model_id"]["epoch"]) == ("d6ef30c7", 1000)
+    assert ck.make_mimi_config("full-clone")["quantizer"]["n_q"] == 16
+    path, mimi_path = tmp_path / "config.json", tmp_path / "mimi_config.json"
+    path.write_text(json.dumps(config))
+    mimi_path.write_text(json.dumps(ck.make_mimi_config("full-clone")))
+    info = CheckpointInfo.from_hf_repo(str(tmp_path), config_path=path, moshi_weights=path, mimi_weights=path,
+                                       tokenizer=path, mimi_config_path=mimi_path)
+    assert info.lm_config["n_q"] == 16 and info.tts_config["audio_delay"] == 1.28
+
+
+def test_tiny_clone_loads_in_moshi_unchanged_with_distinct_clips(tiny_clone_checkpoint):
+    import sphn
+
+    ci = CheckpointInfo.from_hf_repo(
+        str(tiny_clone_checkpoint), config_path=tiny_clone_checkpoint / ck.CONFIG_NAME,
+        moshi_weights=tiny_clone_checkpoint / ck.LM_WEIGHTS_NAME, mimi_weights=tiny_clone_checkpoint / ck.MIMI_WEIGHTS_NAME,
+        tokenizer=tiny_clone_checkpoint / ck.TOKENIZER_NAME, mimi_config_path=tiny_clone_checkpoint / ck.MIMI_CONFIG_NAME)
+    tts = TTSModel.from_checkpoint_info(ci, n_q=ci.lm_config["n_q"], device="cpu", dtype=torch.float32)
+    assert not tts.multi_speaker and tts.voice_suffix == "" and not tts.valid_cfg_conditionings
+    assert tts.lm.condition_provider is not None and tts.lm.fuser is None
+    assert ck.is_up_to_date(tiny_clone_checkpoint, "tiny-clone", 0)
+    clips = [sphn.read(str(ck.clip_file(tiny_clone_checkpoint, name)), sample_rate=24_000)[0] for name, _, _ in ck.CLIP_NAMES]
+    assert all(c.shape[0] == 1 and 0.5 * 24_000 <= c.shape[1] <= 1.5 * 24_000 for c in clips)  # short, mono
+    prefixes = [tts.get_prefix(ck.clip_file(tiny_clone_checkpoint, name)) for name, _, _ in ck.CLIP_NAMES[:3]]
+    assert all(p.shape[0] == 1 + tts.lm.n_q for p in prefixes)
+    assert len({tuple(p[1:, :4].flatten().tolist()) for p in prefixes}) == 3  # three clips, three codes

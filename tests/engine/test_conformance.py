@@ -1,5 +1,5 @@
-"""One protocol, every engine: the same tests over the real TTS engine (moshi, the tiny random-weight
-checkpoint) and the scripted fakes, so that the fakes the scheduler tests stand on behave as the
+"""One protocol, every engine: the same tests over the real TTS engines (moshi, the tiny random-weight
+checkpoints: the 1.6B-style one and the voice-cloning one) and the scripted fakes, so that the fakes the scheduler tests stand on behave as the
 real engine does where the protocol says (rows, admission, runnable rows, cancel, failure,
 placement, counters). Asserted in ticks, steps and events, never in seconds.
 """
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from test_engine import check_words, tick_until
 
+from deployments.engine.clone import CloneEngine
 from deployments.engine.fakes import FakeSTTEngine, FakeTTSEngine
-from deployments.engine.models import ModelKind, spec_for
+from deployments.engine.models import ModelKind, model_kind, spec_for
 from deployments.engine.tts import TTSEngine
 from deployments.protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, RequestFailed, SynthesisDone,
                                   SynthesisRequest, TranscriptionDone, TranscriptionRequest, WordHeard,
@@ -43,18 +44,19 @@ SPEECH = Kind(lambda: SynthesisRequest(SHORT), lambda: SynthesisRequest("", stre
               AudioChunk, SynthesisDone)
 TRANSCRIPTION = Kind(lambda: TranscriptionRequest(audio=silence(8)), lambda: TranscriptionRequest(stream_audio=True),
                      silence(8), WordHeard, TranscriptionDone)
-ENGINES = {"real-tts": (TTSEngine, SPEECH), "fake-tts": (FakeTTSEngine, SPEECH), "fake-stt": (FakeSTTEngine, TRANSCRIPTION)}
+ENGINES = {"real-tts": (TTSEngine, SPEECH), "real-clone": (CloneEngine, SPEECH), "fake-tts": (FakeTTSEngine, SPEECH), "fake-stt": (FakeSTTEngine, TRANSCRIPTION)}
 
 
 @pytest.fixture(scope="module")
-def built(engine_settings):
+def built(engine_settings, request):
     """Each engine loaded once for the module, handed to each test with ROWS free rows."""
     engines = {}
 
     def get(name: str):
         if name not in engines:
             engine_class, _ = ENGINES[name]
-            engines[name] = engine_class(engine_settings, engine_settings.device)
+            settings = request.getfixturevalue("clone_settings") if name == "real-clone" else engine_settings
+            engines[name] = engine_class(settings, settings.device)
         engine = engines[name]
         engine.fail_all("the previous test is over")  # a failed test leaves no row behind
         engine.ensure_slots(ROWS)
@@ -207,7 +209,7 @@ def test_close_fails_what_runs_and_drops_the_slots(case):
 
 
 # ---- text in, audio out: the real TTS engine and the fake ------------------------------------------
-@pytest.mark.parametrize("name", ["real-tts", "fake-tts"])
+@pytest.mark.parametrize("name", ["real-tts", "real-clone", "fake-tts"])
 def test_speech_comes_in_whole_frames_with_the_words_of_the_text(built, name):
     engine = built(name)
     text = "One two three four."
@@ -231,3 +233,13 @@ def test_the_served_model_matches_its_row_in_models(built):
     assert engine.tts.mimi.sample_rate == spec.sample_rate and engine.frame_rate == spec.frame_rate
     assert EngineSettings.model_fields["n_q"].default == spec.n_q_default
     assert engine.tts.multi_speaker and engine.tts.voice_suffix  # speaker embeddings, named by suffix
+
+
+def test_the_cloning_model_matches_its_row_in_models(built, clone_settings):
+    engine = built("real-clone")
+    spec = spec_for("kyutai/tts-0.75b-en-public")
+    assert spec.served and spec.kind is ModelKind.TTS_AUDIO_PROMPT and spec.real_cfg
+    assert model_kind(clone_settings) is ModelKind.TTS_AUDIO_PROMPT
+    assert not engine.tts.multi_speaker and engine.tts.voice_suffix == ""  # voices are clips, named as files
+    assert not engine.tts.valid_cfg_conditionings  # cfg is real guidance, not a conditioning input
+    assert engine.tts.n_q == engine.tts.lm.n_q  # all its codebooks, whatever the setting

@@ -135,6 +135,15 @@ def voice_folder(root: Path, voices: tuple[str, ...] = VOICES) -> Path:
     return root
 
 
+def clip_folder(root: Path, clips: tuple[str, ...]) -> Path:
+    """A folder of voice clips (the cloning model's voices: audio files named by their id)."""
+    for clip in clips:
+        path = root / clip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"RIFF")
+    return root
+
+
 def build_app(tmp_path: Path, **settings):
     """The ingress app with `settings` (AppSettings fields) over the stand-ins above."""
     settings = AppSettings(**{"max_text_chars": 2000, "outputs_dir": str(tmp_path / "outputs"),

@@ -20,9 +20,11 @@ def test_configs_are_valid_serve_configs_with_named_deployments(path):
     schema = ServeDeploySchema(**read_config(path))
     (app,) = schema.applications
     assert app.import_path == "serve_app.app:build_app"
-    assert {d.name for d in app.deployments} == {"TTSWorker", "Ingress"}
+    # The demo serves the cloning model beside the 1.6B-style one, each with its worker deployment.
+    clone = {"TTSWorker_clone"} if path.name == "demo.yaml" else set()
+    assert {d.name for d in app.deployments} == {"TTSWorker", "Ingress"} | clone
     worker = next(d for d in app.deployments if d.name == "TTSWorker")
-    assert worker.ray_actor_options.num_gpus == 1
+    assert worker.ray_actor_options.num_gpus == (0.5 if clone else 1)  # the demo's two tiny models share a GPU
     assert worker.autoscaling_config["min_replicas"] == 0
     assert set(worker.user_config) == {"offload_after_s", "max_batch_size"}
     load_settings(app.args, environ={})  # the args are valid application settings
@@ -78,7 +80,7 @@ def test_gpu_cluster_gets_one_replica_per_gpu_and_the_port_asked_for():
     config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 8.0, "GPU": 4.0},
                                       port="8999")
     worker = _deployments(config)["TTSWorker"]
-    assert worker["ray_actor_options"]["num_gpus"] == 1
+    assert worker["ray_actor_options"]["num_gpus"] == 0.5  # with TTSWorker_clone, half of each GPU
     assert worker["autoscaling_config"]["max_replicas"] == 4
     assert config["http_options"]["port"] == 8999 and not warnings
     assert Path(config["applications"][0]["args"]["model_path"]).is_absolute()
@@ -114,8 +116,7 @@ def test_every_replica_of_a_multi_gpu_node_fits_its_cpus():
     config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 2.0})
     assert _deployments(config)["TTSWorker"]["ray_actor_options"]["num_cpus"] == 0.5
     assert _deployments(config)["Ingress"]["ray_actor_options"]["num_cpus"] == 0.25
-    assert len(warnings) == 1 and "NO GPU" in warnings[0]
-
+    assert len(warnings) == 2 and all("NO GPU" in warning for warning in warnings)  # one per model
 
 def test_ingress_replicas_are_capped_to_the_cores_left_on_a_local_cluster():
     original = _deployments(read_config(REPO / "serve_config.yaml"))["Ingress"]["autoscaling_config"]

@@ -124,7 +124,7 @@ def test_api_info_says_a_fake_engine_runs():
 
 def test_model_rows_hold_the_facts_the_next_engines_need():
     served = spec_for(DEFAULT_MODEL_REPO)
-    assert [spec.repo for spec in MODELS.values() if spec.served] == [DEFAULT_MODEL_REPO]
+    assert [spec.repo for spec in MODELS.values() if spec.served] == [DEFAULT_MODEL_REPO, "kyutai/tts-0.75b-en-public"]
     assert served.cfg_coefs == CFG_COEFS and not served.real_cfg and 24 in served.n_q_allowed
     prompt = spec_for("kyutai/tts-0.75b-en-public")
     assert prompt.kind is ModelKind.TTS_AUDIO_PROMPT and prompt.real_cfg and prompt.cfg_coefs is None

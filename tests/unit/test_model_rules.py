@@ -16,7 +16,7 @@ from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from deployments.protocol import CFG_COEFS, DISTILLED_CFG, REAL_CFG, CfgRule
-from helpers.inprocess_app import VOICES, build_app, voice_folder
+from helpers.inprocess_app import VOICES, build_app, clip_folder
 
 CLIP = "clips/reader.wav"  # a voice of `clone` only
 SHARED = VOICES[1]          # a voice of `first` only
@@ -27,7 +27,7 @@ def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("two-models")
     models = {"first": {},
               "clone": {"model_repo": "kyutai/tts-0.75b-en-public", "n_q": 16,
-                        "voice_dirs": [str(voice_folder(root / "clips", (CLIP,)))]}}
+                        "voice_dirs": [str(clip_folder(root / "clips", (CLIP,)))]}}
     # base_url: MCP's Host check takes localhost:<port> only.
     with TestClient(build_app(root, models=models, default_model="first"), base_url="http://localhost:8000") as test_client:
         yield test_client

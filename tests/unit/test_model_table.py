@@ -94,3 +94,23 @@ def test_a_model_without_an_engine_is_refused_when_the_app_is_built(tmp_path):
 
     with pytest.raises(ValueError, match="model 'ears': kyutai/stt-1b-en_fr is a stt model"):
         build_app({"models": {"ears": {"model_repo": "kyutai/stt-1b-en_fr"}}, "outputs_dir": str(tmp_path)})
+
+
+def test_the_cloning_model_is_served_and_its_voices_are_its_clips(tmp_path):
+    import json
+
+    from serve_app.app import build_app
+    from serve_app.context import IngressContext
+
+    build_app({"models": {"clone": {"model_repo": "kyutai/tts-0.75b-en-public"}}, "outputs_dir": str(tmp_path)})
+    folder = tmp_path / "clone"
+    (folder / "voices" / "clips").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"cross_attention": False, "conditioners": {}}))
+    (folder / "voices" / "clips" / "me.wav").write_bytes(b"RIFF")
+    (folder / "voices" / "x.wav.1e68beda@240.safetensors").write_bytes(b"")  # a 1.6B voice: not this model's
+    settings = AppSettings(voice_repo=None, outputs_dir=str(tmp_path), models={
+        "clone": {"model_path": str(folder)}, "hub": {"model_repo": "kyutai/tts-0.75b-en-public"}})
+    ctx = IngressContext.create(settings, {name: None for name in settings.model_names()}, "unit")
+    assert {name: model.kind for name, model in ctx.models.items()} == {"clone": "tts-audio-prompt",
+                                                                        "hub": "tts-audio-prompt"}
+    assert [v.id for v in ctx.models["clone"].voices.catalog.list_voices()] == ["clips/me.wav"]

@@ -1,0 +1,126 @@
+"""The voice-cloning engine: Kyutai's `kyutai/tts-0.75b-en-public`, whose voices are audio clips.
+
+Everything a request goes through is the 1.6B engine's (`TTSEngine`, tts.py: text, word streaming,
+budgets, rows, catch-up steps, emission); what differs is the voice and the cfg:
+- a voice is a `.wav` clip (a name in the voice folders or repo, as for the 1.6B, without a
+  suffix). `prepare` resolves it, then encodes it on a private codec (prompts.py), off the
+  generation thread; the result is cached per clip content (`PromptCache`, `prompt_cache_mb`).
+- at admission the voice's prompt state is copied into the row (clone_slots.py), computed first
+  on a one-row side stream when the voice is new: P text-only steps on the generation thread,
+  once per voice, during which the shared rows wait (P = 123 for a 10 s clip, run without CUDA
+  graphs; what that costs on a GPU is not measured yet). The row then starts at step P like a 1.6B row
+  at step 0: its first audio comes as many steps after admission as a preset 1.6B voice's.
+- cfg is real classifier-free guidance with one coefficient per row (default 2.0, as Kyutai runs
+  the model); every row has its null twin whatever its cfg (one batch, one set of CUDA graphs).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import threading
+
+from ..protocol import REAL_CFG, CfgRule, SynthesisRequest
+from ..settings import EngineSettings
+from .base import InvalidRequest
+from .prompts import PromptCache, PromptCodec, PromptState, clip_key
+from .tts import SynthesisJob, TTSEngine
+from .voices import VoiceError
+
+log = logging.getLogger(__name__)
+
+
+class CloneEngine(TTSEngine):
+    """Kyutai's cloning TTS on one device: voices from audio prompts, real CFG per row."""
+
+    fixed_n_q = True  # its prompts hold every codebook: it runs with all of them
+    # Real CFG for every row (2B rows inside, each row's coefficient its own). False: B rows and
+    # cfg 1 only, the cost of guidance taken away (benchmarks/clone_first_audio.py measures both).
+    guided = True
+
+    def __init__(self, settings: EngineSettings, device: str):
+        super().__init__(settings, device)
+        tts = self.tts
+        if tts.multi_speaker:
+            raise ValueError("this checkpoint takes speaker embeddings: it is a 1.6B-style model (TTSEngine)")
+        self.codec = PromptCodec(tts.mimi, tts.lm, tts.delay_steps, tts.machine.token_ids.ungenerated)
+        self.prompts = PromptCache(int(settings.prompt_cache_mb * 1024 * 1024))
+        self._codec_lock = threading.Lock()
+        self.prompt_steps_run = 0  # side-stream steps spent on new voices (counted apart from ticks)
+
+    # ---- placement -----------------------------------------------------------------------
+    def _move_weights(self, device: str) -> None:
+        """The cached prompts live on the old device: dropped with the slots."""
+        self.prompts.clear()
+        super()._move_weights(device)
+        self.codec.to(device)
+
+    def _build_slots(self, rows: int) -> None:
+        import torch
+
+        from .clone_slots import CloneSlotBatch
+
+        with torch.no_grad(), self._compile_setting():
+            self.slots = CloneSlotBatch(self.tts, rows, self._on_text, guided=self.guided)
+
+    # ---- requests (any thread) -----------------------------------------------------------
+    @property
+    def cfg_rule(self) -> CfgRule:
+        """Real guidance takes any coefficient in REAL_CFG's bounds (the ingress checks the same
+        rule, ModelSpec.cfg_rule); an engine built without guidance only 1."""
+        return REAL_CFG if self.guided else CfgRule.one_of((1.0,))
+
+    def _cfg_coef(self, request: SynthesisRequest) -> float:
+        cfg_coef = self.settings.default_cfg_coef if request.cfg_coef is None else request.cfg_coef
+        # bool is an int to Python: refused with anything that is not a number.
+        if isinstance(cfg_coef, bool) or not isinstance(cfg_coef, numbers.Real) or not self.cfg_rule.allows(cfg_coef):
+            raise InvalidRequest(f"cfg_coef must be {self.cfg_rule.describe()}", param="cfg_coef")
+        return float(cfg_coef)
+
+    def _voice(self, request: SynthesisRequest) -> tuple[str, PromptState]:
+        if request.voice_embedding is not None:
+            raise InvalidRequest("this model takes its voices from audio clips, not speaker embeddings",
+                                 param="voice")
+        name = request.voice or self.settings.default_voice
+        return name, self._prompt_for(self._voice_path(name))
+
+    def _prompt_for(self, path) -> PromptState:
+        key = clip_key(path)
+        prompt = self.prompts.get(key)
+        if prompt is None:
+            try:
+                prompt = self.codec.prompt(key, path)
+            except ValueError as exc:
+                raise VoiceError(f"voice {path.name}: {exc}") from None
+            except Exception as exc:  # sphn cannot read it
+                raise VoiceError(f"voice {path.name} is not a readable audio file") from exc
+            self.prompts.put(prompt)
+        return prompt
+
+    def forget_voice(self, name: str) -> bool:
+        """Drops a voice's cached prompt (its file was replaced or deleted); True if it was cached."""
+        with self._host_lock:
+            path = self._voice_paths.pop(name, None)
+        if path is None:
+            try:
+                path = self.voices.resolve(name)
+            except VoiceError:
+                return False
+        try:
+            return self.prompts.discard(clip_key(path))
+        except OSError:
+            return False
+
+    # ---- the generation thread -----------------------------------------------------------
+    def _start_row(self, row: int, job: SynthesisJob) -> None:
+        import torch
+
+        prompt: PromptState = job.voice
+        with torch.no_grad(), self._compile_setting():
+            if prompt.lm_rows is None:  # a new voice: its prompt runs once, on a side stream
+                self.slots.prompt_state(prompt)
+                self.prompt_steps_run += prompt.frames
+                self.prompts.put(prompt)
+            self.slots.start_prompted_row(row, prompt, job.cfg_coef)
+        job.state = self.tts.machine.new_state(job.entries)
+        job.prompt_steps = prompt.frames

@@ -1,0 +1,211 @@
+"""The voice-cloning engine (CloneEngine) against moshi's own reference, on the tiny clone checkpoint.
+
+The reference is `TTSModel.simple_generate(text, "file://clip.wav", cfg_coef=c)` at temperature 0,
+run by tests/helpers/clone_reference.py (which imports nothing of `deployments/`). Tolerance: the
+tokens are the same (the lengths match to the frame and any other code changes a frame by ~1e-2),
+and the samples agree to within `ATOL`: measured 1.8e-7 to 2.4e-7 on CPU in fp32 (largest sample ~0.18). They
+are not bit-exact because moshi decodes the prompt and the speech in one stream of its batch size,
+while the engine decodes the prompt on a one-row stream and the speech in a batch of its rows: the
+same operations on differently shaped tensors round differently in the last bit.
+
+Latency is asserted in engine ticks and model steps, never in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from helpers.clone_reference import prompt_frames, reference_speech
+from test_engine import check_words, tick_until
+
+from deployments.checkpoint import CLIP_NAMES, clip_file
+from deployments.engine.base import InvalidRequest
+from deployments.engine.clone import CloneEngine
+from deployments.engine.tts import TTSEngine
+from deployments.engine.voices import VoiceError
+from deployments.protocol import AudioChunk, SynthesisDone, SynthesisRequest
+
+ATOL = 1e-5
+TEXT = "Good morning, how are you?"
+OTHER = "The quick brown fox jumps."
+VOICES = [name for name, _, _ in CLIP_NAMES]
+A, B = VOICES[0], VOICES[1]
+ROWS = 4
+
+
+@pytest.fixture(scope="module")
+def engine(clone_settings):
+    engine = CloneEngine(clone_settings, clone_settings.device)
+    engine.ensure_slots(ROWS)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_clone_checkpoint):
+    """moshi's audio for (text, voice, cfg), each computed once for the module."""
+    computed = {}
+
+    def get(text: str, voice: str, cfg: float) -> np.ndarray:
+        key = (text, voice, cfg)
+        if key not in computed:
+            [computed[key]] = reference_speech(tiny_clone_checkpoint, [text], [clip_file(tiny_clone_checkpoint, voice)], cfg)
+        return computed[key]
+
+    return get
+
+
+def start(engine, request, events=None):
+    events = [] if events is None else events
+    job = engine.prepare(request, events.append)
+    assert engine.admit(job)
+    return job, events
+
+
+def audio_of(events) -> np.ndarray:
+    return np.concatenate([e.pcm for e in events if isinstance(e, AudioChunk)])
+
+
+def assert_same_audio(audio: np.ndarray, expected: np.ndarray) -> None:
+    assert len(audio) == len(expected) > 0
+    np.testing.assert_allclose(audio, expected, rtol=0, atol=ATOL)
+
+
+def run_free(engine) -> None:
+    tick_until(engine, lambda: not engine.busy_rows)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_alone_each_voice_speaks_as_moshi_does_with_and_without_a_cached_prompt(engine, reference, cfg):
+    for voice in (A, B):
+        engine.prompts.clear()
+        run = engine.prompt_steps_run
+        [first] = engine.synthesize([SynthesisRequest(TEXT, voice=voice, cfg_coef=cfg)])  # a new voice
+        assert engine.prompt_steps_run > run
+        run = engine.prompt_steps_run
+        [cached] = engine.synthesize([SynthesisRequest(TEXT, voice=voice, cfg_coef=cfg)])
+        assert engine.prompt_steps_run == run  # its prompt was not run again
+        expected = reference(TEXT, voice, cfg)
+        assert_same_audio(first["audio"], expected)
+        assert_same_audio(cached["audio"], expected)
+        check_words(cached["words"], TEXT, cached["duration_s"])  # times start after the prompt
+    # Two voices, two audios.
+    a, b = reference(TEXT, A, cfg), reference(TEXT, B, cfg)
+    n = min(len(a), len(b))
+    assert np.abs(a[:n] - b[:n]).max() > 1e-3
+
+
+def test_in_a_busy_batch_rows_joining_at_other_ticks_speak_as_moshi_does(engine, reference):
+    engine.prompts.clear()
+    plan = [(OTHER, B, 2.0), (TEXT, A, 1.0), (TEXT, B, 2.0), (OTHER, A, 1.0)]
+    runs = []
+    for text, voice, cfg in plan:  # each joins a few ticks after the previous one
+        runs.append(start(engine, SynthesisRequest(text, voice=voice, cfg_coef=cfg)))
+        for _ in range(3):
+            engine.tick()
+    run_free(engine)
+    for (text, voice, cfg), (_, events) in zip(plan, runs):
+        assert isinstance(events[-1], SynthesisDone)
+        assert_same_audio(audio_of(events), reference(text, voice, cfg))
+
+
+def test_words_streamed_in_give_the_audio_of_the_whole_text(engine, reference):
+    job, events = start(engine, SynthesisRequest("", voice=A, cfg_coef=2.0, stream_text=True))
+    words = TEXT.split()
+    for index, word in enumerate(words):
+        engine.extend(job, word, complete=index == len(words) - 1)
+        for _ in range(2):
+            engine.tick()
+    run_free(engine)
+    assert isinstance(events[-1], SynthesisDone)
+    assert_same_audio(audio_of(events), reference(TEXT, A, 2.0))
+
+
+def test_eight_cloned_voices_in_one_batch(clone_settings, tiny_clone_checkpoint):
+    engine = CloneEngine(clone_settings, clone_settings.device)
+    engine.ensure_slots(8)
+    cfgs = [1.0, 2.0] * 4
+    results = engine.synthesize([SynthesisRequest(TEXT, voice=v, cfg_coef=c) for v, c in zip(VOICES, cfgs)])
+    assert len(engine.prompts) == 8
+    clips = [clip_file(tiny_clone_checkpoint, v) for v in VOICES]
+    for cfg in (1.0, 2.0):
+        chosen = [i for i, c in enumerate(cfgs) if c == cfg]
+        expected = reference_speech(tiny_clone_checkpoint, [TEXT] * len(chosen), [clips[i] for i in chosen], cfg)
+        for i, audio in zip(chosen, expected):
+            assert_same_audio(results[i]["audio"], audio)
+            assert results[i]["voice"] == VOICES[i]
+
+
+def test_a_cached_voice_speaks_as_many_steps_after_admission_as_a_preset_voice(engine, engine_settings):
+    preset = TTSEngine(engine_settings, engine_settings.device)
+    preset.ensure_slots(ROWS)
+    first_audio = {}
+    for name, eng, request in (("preset", preset, SynthesisRequest(TEXT)),
+                               ("new clip", engine, SynthesisRequest(TEXT, voice=VOICES[2])),
+                               ("cached clip", engine, SynthesisRequest(TEXT, voice=VOICES[2]))):
+        if name == "new clip":
+            engine.prompts.clear()
+        run = getattr(eng, "prompt_steps_run", 0)
+        steps = eng.steps
+        job, _ = start(eng, request)
+        tick_until(eng, lambda: job.first_audio_tick is not None)
+        first_audio[name] = (job.first_audio_tick - job.admitted_tick, job.steps, eng.steps - steps,
+                             getattr(eng, "prompt_steps_run", 0) - run)
+        run_free(eng)
+    assert first_audio["cached clip"][:3] == first_audio["preset"][:3]
+    assert first_audio["cached clip"][3] == 0
+    # A new voice takes the same ticks in the shared batch, plus its P prompt steps on a side stream.
+    assert first_audio["new clip"][:3] == first_audio["preset"][:3]
+    assert first_audio["new clip"][3] == prompt_frames(engine.settings.model_path, clip_file(engine.settings.model_path, VOICES[2]))
+
+
+def test_the_prompt_cache_is_bounded_in_bytes_dropped_on_offload_and_forgets_a_voice(clone_settings):
+    engine = CloneEngine(clone_settings.model_copy(update={"prompt_cache_mb": 1e-9}), clone_settings.device)
+    engine.ensure_slots(2)
+    engine.synthesize([SynthesisRequest("Hello.", voice=A)])
+    engine.synthesize([SynthesisRequest("Hello.", voice=B)])
+    assert len(engine.prompts) == 1  # the bound keeps the last one only
+    assert engine.prompts.bytes > 0
+    assert engine.forget_voice(B) and len(engine.prompts) == 0 and not engine.forget_voice(B)
+    engine.synthesize([SynthesisRequest("Hello.", voice=A)])
+    engine.move_to("cpu")
+    assert len(engine.prompts) == 0
+
+
+def test_n_q_comes_from_the_model_with_a_log_line(clone_settings, caplog):
+    with caplog.at_level(logging.INFO, logger="deployments.engine.loading"):
+        engine = CloneEngine(clone_settings.model_copy(update={"n_q": 4}), clone_settings.device)
+    assert engine.tts.n_q == engine.tts.lm.n_q == 8
+    assert any("n_q 4 does not fit" in record.getMessage() for record in caplog.records)
+
+
+def test_cfg_is_any_number_of_real_guidances_range(engine):
+    assert engine.prepare(SynthesisRequest(TEXT, cfg_coef=1.7), lambda event: None).cfg_coef == 1.7
+    for wrong in (0.5, 6.0, True, "2"):
+        with pytest.raises(InvalidRequest) as refused:
+            engine.prepare(SynthesisRequest(TEXT, cfg_coef=wrong), lambda event: None)
+        assert refused.value.param == "cfg_coef"
+
+
+def test_bad_voices_are_refused_with_the_field_named(engine):
+    with pytest.raises(InvalidRequest) as refused:
+        engine.prepare(SynthesisRequest(TEXT, voice_embedding=[0.0], voice_shape=[1]), lambda event: None)
+    assert refused.value.param == "voice"
+    with pytest.raises(VoiceError):
+        engine.prepare(SynthesisRequest(TEXT, voice="clips/nothing_here.wav"), lambda event: None)
+    with pytest.raises(VoiceError):
+        engine.prepare(SynthesisRequest(TEXT, voice="expresso/ex03-ex01_happy_001_channel1_334s.wav"), lambda event: None)
+
+
+def test_an_engine_built_without_guidance_speaks_cfg_1_as_moshi_does_and_refuses_other_cfgs(clone_settings, reference):
+    class Unguided(CloneEngine):
+        guided = False
+
+    engine = Unguided(clone_settings, clone_settings.device)
+    engine.ensure_slots(2)
+    [result] = engine.synthesize([SynthesisRequest(TEXT, voice=B, cfg_coef=1.0)])
+    assert_same_audio(result["audio"], reference(TEXT, B, 1.0))
+    with pytest.raises(InvalidRequest) as refused:
+        engine.prepare(SynthesisRequest(TEXT, voice=B, cfg_coef=2.0), lambda event: None)
+    assert refused.value.param == "cfg_coef"
