@@ -53,6 +53,14 @@ class AppSettings(EngineSettings):
     voice_prompt_s: float = Field(10.0, gt=0)
     voice_clip_silence_dbfs: float = Field(-50.0, lt=0)
     voice_clip_decode_timeout_s: float = Field(5.0, gt=0)
+    # Uploaded voices (serve_app/service/voice_store.py): where they are kept (on the ingress's
+    # node; durable across restarts), at most this many per API key, at most this many bytes of
+    # clips in all. Uploads need API keys (each key owns its voices) unless anonymous uploads are
+    # allowed explicitly (every client then shares one owner: logged loudly at start).
+    voice_store_dir: str = "voices-store"
+    voice_store_max_voices_per_key: int = Field(20, ge=1)
+    voice_store_max_bytes: int = Field(1_000_000_000, ge=1)
+    allow_anonymous_uploads: bool = False
     # Kyutai WebSocket sessions one ingress replica holds at once (an Error beyond), and how long
     # a session may go without a message that carries something (empty Text does not count).
     max_websocket_sessions: int = Field(256, ge=1)
@@ -151,7 +159,7 @@ def load_settings(args: dict | None, environ: dict | None = None, dotenv_path: s
                 values.pop("build_test_checkpoint", None)
     values["api_keys"] = list(values.get("api_keys") or []) + _keys_from(environ)
     settings = AppSettings(**values)
-    for name in ("model_path", "outputs_dir"):
+    for name in ("model_path", "outputs_dir", "voice_store_dir"):
         value = getattr(settings, name)
         if value:
             setattr(settings, name, str(Path(value).expanduser().resolve()))

@@ -20,7 +20,7 @@ import logging
 import numbers
 import threading
 
-from ..protocol import REAL_CFG, CfgRule, SynthesisRequest
+from ..protocol import REAL_CFG, CfgRule, SynthesisRequest, clip_prompt_key
 from ..settings import EngineSettings
 from .base import InvalidRequest
 from .prompts import PromptCache, PromptCodec, PromptState, clip_key
@@ -82,7 +82,29 @@ class CloneEngine(TTSEngine):
             raise InvalidRequest("this model takes its voices from audio clips, not speaker embeddings",
                                  param="voice")
         name = request.voice or self.settings.default_voice
+        if request.voice_clip is not None:  # an uploaded voice: its prompt came with the request
+            return name, self._prompt_for_pcm(request.voice_clip)
         return name, self._prompt_for(self._voice_path(name))
+
+    def _prompt_for_pcm(self, pcm) -> PromptState:
+        import numpy as np
+
+        pcm = np.asarray(pcm, dtype=np.float32)
+        if pcm.ndim != 1 or not pcm.size or not np.isfinite(pcm).all():
+            raise InvalidRequest("voice_clip must be finite mono PCM", param="voice")
+        key = clip_prompt_key(pcm)  # computed here: the cache never trusts a key it is sent
+        prompt = self.prompts.get(key)
+        if prompt is None:
+            try:
+                prompt = self.codec.prompt_pcm(key, pcm)
+            except ValueError as exc:
+                raise VoiceError(f"voice clip: {exc}") from None
+            self.prompts.put(prompt)
+        return prompt
+
+    def forget_clip(self, key: str) -> bool:
+        """Drops an uploaded voice's cached prompt (`clip_prompt_key`); True if it was cached."""
+        return self.prompts.discard(key)
 
     def _prompt_for(self, path) -> PromptState:
         key = clip_key(path)

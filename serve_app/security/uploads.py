@@ -39,16 +39,27 @@ def route_for(scope):
     """The route of the application that serves this request (its path, with its method), or None.
     Asks the routes of the app Starlette puts in the scope, as its router is about to. A mount (the
     static files) takes any method and answers 405 itself: it does not count."""
-    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
+    routes = flat_routes(getattr(getattr(scope.get("app"), "router", None), "routes", ()))
     return next((route for route in routes
                  if not isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL), None)
+
+
+def flat_routes(routes) -> list:
+    """`routes` with the routes of included routers in their place: FastAPI 0.139 keeps an
+    included router as one entry (its `original_router`). The app's routers are included without
+    a prefix, so their routes' paths are the app's."""
+    flat = []
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        flat += flat_routes(included.routes) if included is not None else [route]
+    return flat
 
 
 def upload_limits(routes, settings) -> dict[tuple[str, str], int]:
     """(method, path) -> body limit of every upload route among `routes` (the OpenAPI document's
     view: paths as the routes declare them)."""
     limits = {}
-    for route in routes:
+    for route in flat_routes(routes):
         setting = limit_setting(route)
         if setting is not None:
             for method in getattr(route, "methods", ()) or ():
