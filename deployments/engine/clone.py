@@ -93,14 +93,7 @@ class CloneEngine(TTSEngine):
         if pcm.ndim != 1 or not pcm.size or not np.isfinite(pcm).all():
             raise InvalidRequest("voice_clip must be finite mono PCM", param="voice")
         key = clip_prompt_key(pcm)  # computed here: the cache never trusts a key it is sent
-        prompt = self.prompts.get(key)
-        if prompt is None:
-            try:
-                prompt = self.codec.prompt_pcm(key, pcm)
-            except ValueError as exc:
-                raise VoiceError(f"voice clip: {exc}") from None
-            self.prompts.put(prompt)
-        return prompt
+        return self._cached_prompt(key, lambda: self.codec.prompt_pcm(key, pcm), "voice clip")
 
     def forget_clip(self, key: str) -> bool:
         """Drops an uploaded voice's cached prompt (`clip_prompt_key`); True if it was cached."""
@@ -108,14 +101,18 @@ class CloneEngine(TTSEngine):
 
     def _prompt_for(self, path) -> PromptState:
         key = clip_key(path)
+        return self._cached_prompt(key, lambda: self.codec.prompt(key, path), f"voice {path.name}")
+
+    def _cached_prompt(self, key: str, make, what: str) -> PromptState:
+        """The prompt cached under `key`, else made (`make`) and cached; VoiceError naming `what`."""
         prompt = self.prompts.get(key)
         if prompt is None:
             try:
-                prompt = self.codec.prompt(key, path)
+                prompt = make()
             except ValueError as exc:
-                raise VoiceError(f"voice {path.name}: {exc}") from None
+                raise VoiceError(f"{what}: {exc}") from None
             except Exception as exc:  # sphn cannot read it
-                raise VoiceError(f"voice {path.name} is not a readable audio file") from exc
+                raise VoiceError(f"{what} is not a readable audio file") from exc
             self.prompts.put(prompt)
         return prompt
 
