@@ -7,6 +7,7 @@ Events travel from the GPU replica to the ingress through Ray, so they are small
 from __future__ import annotations
 
 import enum
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -131,6 +132,17 @@ class SynthesisRequest:
     # Set for a streamed response: seconds of audio its client plays per second (its `speed`); the
     # row is paced to it (deployments/engine/pacing.py). None: a whole clip, made as fast as it can.
     playback_rate: float | None = None
+    # An uploaded voice of a cloning model (`voice` is then its `clip:` id): its prompt, float32
+    # mono PCM at SAMPLE_RATE, validated by the ingress. It travels with the request (no shared
+    # filesystem); the worker caches its prompt state by `clip_prompt_key`.
+    voice_clip: np.ndarray | None = None
+
+
+def clip_prompt_key(pcm: np.ndarray) -> str:
+    """The cache key of an uploaded clip's prompt on a worker: its PCM's content (the ingress
+    computes the same key to drop it from every replica when the voice is deleted)."""
+    data = np.ascontiguousarray(pcm, dtype=np.float32).tobytes()
+    return "pcm:" + hashlib.sha256(data).hexdigest()[:24]
 
 
 @dataclass

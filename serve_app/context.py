@@ -12,7 +12,10 @@ from deployments.engine.voices import VoiceError, validate_voice_name
 
 from .errors import APIError
 from .service.outputs import OutputStore
+from .service.voice_store import PREFIX as CLIP_PREFIX
+from .service.voice_store import StoredVoice, VoiceStore, is_clip_id, owner_of
 from .service.voices import ModelVoices
+from .security.api_keys import current_key
 from .settings import AppSettings
 from .service.cluster import ClusterView
 from .service.served_models import ServedModel, served_models
@@ -28,12 +31,33 @@ class IngressContext:
     cluster: ClusterView       # status and offload, never through the handle
     # Every model of the app by name (the default one included): serve_app/service/served_models.py.
     models: dict[str, ServedModel]
+    # Uploaded voices of the cloning models (serve_app/service/voice_store.py).
+    voice_store: VoiceStore | None = None
 
     @classmethod
     def create(cls, settings: AppSettings, worker_handles: dict, app_name: str) -> "IngressContext":
         models = served_models(settings, worker_handles, app_name)
+        if settings.allow_anonymous_uploads and not settings.api_keys:
+            log.warning("!!! allow_anonymous_uploads is on and no API key is set: ANYONE who reaches this "
+                        "service can upload voice clips, and every client sees and deletes the same voices !!!")
+        store = VoiceStore(settings.voice_store_dir, settings.voice_store_max_voices_per_key,
+                           settings.voice_store_max_bytes)
         return cls(settings, OutputStore(settings.outputs_dir, settings.outputs_max_age_s, settings.outputs_max_bytes),
-                   ClusterView(app_name, [m.deployment for m in models.values()]), models)
+                   ClusterView(app_name, [m.deployment for m in models.values()]), models, store)
+
+    @property
+    def owner(self) -> str:
+        """Who the request being served is, as the voice store knows owners (its key's hash)."""
+        return owner_of(current_key())
+
+    def uploaded_voice(self, voice_id: str, param: str = "voice") -> StoredVoice:
+        """The caller's uploaded voice `voice_id`; 400 unknown_voice when the caller has none of
+        that id (another key's voice is unknown too: ids leak nothing)."""
+        record = self.voice_store.get(self.owner, voice_id) if self.voice_store else None
+        if record is None:
+            raise APIError(400, f"unknown voice '{voice_id[:100]}': you have no uploaded voice of that id "
+                                "(GET /api/voices lists yours)", param=param, code="unknown_voice")
+        return record
 
     @property
     def default_model(self) -> ServedModel:
@@ -78,6 +102,13 @@ class IngressContext:
         voices = (model or self.default_model).voices
         if voice is None:
             return voices.default_voice
+        if is_clip_id(voice.strip()):
+            record = self.uploaded_voice(voice.strip(), param)
+            served = model or self.default_model
+            if record.model != served.name:
+                raise APIError(400, f"voice '{record.id}' is a voice of model '{record.model}', not of "
+                                    f"'{served.name}'", param=param, code="unknown_voice")
+            return record.id
         try:
             voice_id = validate_voice_name(voice)
         except VoiceError as exc:

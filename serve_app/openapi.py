@@ -5,7 +5,8 @@ what no route declares:
 - on every operation, the `X-Request-ID` header and its 400 (serve_app/request_ids.py), and 500
   `internal_error` (the catch-all handler, serve_app/errors.py); 422 in the service's error shape
   where FastAPI would document its own;
-- the guards' refusals on the operations they apply to (serve_app/security). Which guards are
+- the guards' refusals on the operations they apply to (serve_app/security): an upload route's
+  413 states its own limit and its 415 asks for multipart/form-data. Which guards are
   installed depends on the settings (API keys, the Host check), and so does the document: it
   describes the service that serves it, with the API key schemes when `api_keys` is set;
 - limits that are settings, where a field names one (`x-max-length-setting`): the text fields'
@@ -29,7 +30,7 @@ from .protocols.error_shape import INTERNAL, VALIDATION, ErrorDetail, ErrorRespo
 from .protocols.openai import SpeechEvent
 from .protocols.rest import TTSEvent
 from .protocols.text import CFG_RULES, MAX_LENGTH_SETTING, MODEL_NAMES
-from .security import api_keys, guard_refusals
+from .security import api_keys, guard_refusals, uploads
 from .service.served_models import ServedModel, cfg_rules
 from .settings import AppSettings
 
@@ -45,13 +46,16 @@ def install_openapi(app: FastAPI, settings: AppSettings, models: dict[str, Serve
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description,
                                    routes=app.routes)
-            app.openapi_schema = complete(document, settings, list(models.values()))
+            app.openapi_schema = complete(document, settings, list(models.values()),
+                                          uploads.upload_limits(app.routes, settings))
         return app.openapi_schema
 
     app.openapi = openapi
 
 
-def complete(document: dict, settings: AppSettings, models: list[ServedModel]) -> dict:
+def complete(document: dict, settings: AppSettings, models: list[ServedModel],
+             upload_limits: dict[tuple[str, str], int] | None = None) -> dict:
+    """`upload_limits`: (method, path) -> body limit of the upload routes (security/uploads.py)."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for model in DOCUMENTED_MODELS:
         add_model(schemas, model)
@@ -59,7 +63,8 @@ def complete(document: dict, settings: AppSettings, models: list[ServedModel]) -
         schemas.pop(name, None)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
-            complete_operation(operation, method.upper(), path, settings)
+            limit = (upload_limits or {}).get((method.upper(), path))
+            complete_operation(operation, method.upper(), path, settings, limit)
     if settings.api_keys:
         document["components"]["securitySchemes"] = dict(api_keys.SECURITY_SCHEMES)
     fill_settings(schemas, settings)
@@ -67,13 +72,14 @@ def complete(document: dict, settings: AppSettings, models: list[ServedModel]) -
     return document
 
 
-def complete_operation(operation: dict, method: str, path: str, settings: AppSettings) -> None:
+def complete_operation(operation: dict, method: str, path: str, settings: AppSettings,
+                       upload_limit: int | None = None) -> None:
     responses = operation.setdefault("responses", {})
     if "422" in responses and _fastapi_validation(responses["422"]):
         responses["422"] = refusal_response(422, [VALIDATION])  # FastAPI's shape is not the service's
     elif "422" in responses:  # the route's own 422s, and the validation of its fields
         add_refusal(responses, 422, VALIDATION)
-    refusals = {400: request_ids.REFUSAL, 500: INTERNAL, **guard_refusals(method, path, settings)}
+    refusals = {400: request_ids.REFUSAL, 500: INTERNAL, **guard_refusals(method, path, settings, upload_limit)}
     for status, refusal in refusals.items():
         add_refusal(responses, status, refusal)
     for response in responses.values():

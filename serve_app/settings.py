@@ -40,6 +40,27 @@ class AppSettings(EngineSettings):
     # API keys for /v1/* (Authorization: Bearer) and the /api/tts_streaming WebSocket
     # (kyutai-api-key header or auth_id query). Empty: those endpoints are open.
     api_keys: list[str] = Field(default_factory=list)
+    # Body limits besides the JSON one (serve_app/security/body_limit.py): a voice clip upload
+    # (multipart POST /api/voices), and /mcp, whose tool calls may carry such a clip as base64
+    # (4/3 of its size) inside JSON.
+    max_voice_clip_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    mcp_max_body_bytes: int = Field(14 * 1024 * 1024, ge=64 * 1024)
+    # Voice clips (serve_app/audio/clips.py): the sound a clip must hold (its quiet start and end not
+    # counted), the most audio decoded from one (decoding stops there), the part kept as the model's
+    # prompt, what counts as silence, and a cap on the time spent decoding one clip.
+    voice_clip_min_s: float = Field(3.0, gt=0)
+    voice_clip_max_s: float = Field(30.0, gt=0, le=600)
+    voice_prompt_s: float = Field(10.0, gt=0)
+    voice_clip_silence_dbfs: float = Field(-50.0, lt=0)
+    voice_clip_decode_timeout_s: float = Field(5.0, gt=0)
+    # Uploaded voices (serve_app/service/voice_store.py): where they are kept (on the ingress's
+    # node; durable across restarts), at most this many per API key, at most this many bytes of
+    # clips in all. Uploads need API keys (each key owns its voices) unless anonymous uploads are
+    # allowed explicitly (every client then shares one owner: logged loudly at start).
+    voice_store_dir: str = "voices-store"
+    voice_store_max_voices_per_key: int = Field(20, ge=1)
+    voice_store_max_bytes: int = Field(1_000_000_000, ge=1)
+    allow_anonymous_uploads: bool = False
     # Kyutai WebSocket sessions one ingress replica holds at once (an Error beyond), and how long
     # a session may go without a message that carries something (empty Text does not count).
     max_websocket_sessions: int = Field(256, ge=1)
@@ -62,6 +83,14 @@ class AppSettings(EngineSettings):
             if not MODEL_NAME.fullmatch(name):
                 raise ValueError(f"model name {name!r}: use 1 to 32 lowercase letters, digits, '_' or '-'")
         return models
+
+    @model_validator(mode="after")
+    def _clip_bounds(self):
+        if not self.voice_clip_min_s <= self.voice_clip_max_s:
+            raise ValueError("voice_clip_min_s must not exceed voice_clip_max_s")
+        if self.mcp_max_body_bytes < self.max_voice_clip_bytes * 4 // 3:
+            raise ValueError("mcp_max_body_bytes must hold a clip of max_voice_clip_bytes as base64 (4/3 of it)")
+        return self
 
     @model_validator(mode="after")
     def _table_is_whole(self):
@@ -130,7 +159,7 @@ def load_settings(args: dict | None, environ: dict | None = None, dotenv_path: s
                 values.pop("build_test_checkpoint", None)
     values["api_keys"] = list(values.get("api_keys") or []) + _keys_from(environ)
     settings = AppSettings(**values)
-    for name in ("model_path", "outputs_dir"):
+    for name in ("model_path", "outputs_dir", "voice_store_dir"):
         value = getattr(settings, name)
         if value:
             setattr(settings, name, str(Path(value).expanduser().resolve()))

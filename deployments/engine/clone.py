@@ -20,7 +20,7 @@ import logging
 import numbers
 import threading
 
-from ..protocol import REAL_CFG, CfgRule, SynthesisRequest
+from ..protocol import REAL_CFG, CfgRule, SynthesisRequest, clip_prompt_key
 from ..settings import EngineSettings
 from .base import InvalidRequest
 from .prompts import PromptCache, PromptCodec, PromptState, clip_key
@@ -82,18 +82,37 @@ class CloneEngine(TTSEngine):
             raise InvalidRequest("this model takes its voices from audio clips, not speaker embeddings",
                                  param="voice")
         name = request.voice or self.settings.default_voice
+        if request.voice_clip is not None:  # an uploaded voice: its prompt came with the request
+            return name, self._prompt_for_pcm(request.voice_clip)
         return name, self._prompt_for(self._voice_path(name))
+
+    def _prompt_for_pcm(self, pcm) -> PromptState:
+        import numpy as np
+
+        pcm = np.asarray(pcm, dtype=np.float32)
+        if pcm.ndim != 1 or not pcm.size or not np.isfinite(pcm).all():
+            raise InvalidRequest("voice_clip must be finite mono PCM", param="voice")
+        key = clip_prompt_key(pcm)  # computed here: the cache never trusts a key it is sent
+        return self._cached_prompt(key, lambda: self.codec.prompt_pcm(key, pcm), "voice clip")
+
+    def forget_clip(self, key: str) -> bool:
+        """Drops an uploaded voice's cached prompt (`clip_prompt_key`); True if it was cached."""
+        return self.prompts.discard(key)
 
     def _prompt_for(self, path) -> PromptState:
         key = clip_key(path)
+        return self._cached_prompt(key, lambda: self.codec.prompt(key, path), f"voice {path.name}")
+
+    def _cached_prompt(self, key: str, make, what: str) -> PromptState:
+        """The prompt cached under `key`, else made (`make`) and cached; VoiceError naming `what`."""
         prompt = self.prompts.get(key)
         if prompt is None:
             try:
-                prompt = self.codec.prompt(key, path)
+                prompt = make()
             except ValueError as exc:
-                raise VoiceError(f"voice {path.name}: {exc}") from None
+                raise VoiceError(f"{what}: {exc}") from None
             except Exception as exc:  # sphn cannot read it
-                raise VoiceError(f"voice {path.name} is not a readable audio file") from exc
+                raise VoiceError(f"{what} is not a readable audio file") from exc
             self.prompts.put(prompt)
         return prompt
 

@@ -43,6 +43,8 @@ class ModelSpec:
     delay_s: float | None = None    # STT: how far the text lags the audio
     languages: tuple[str, ...] = ("en",)
     served: bool = False            # an engine for it exists
+    # What must be said where its voices are listed (its licence asks for attribution).
+    attribution: str | None = None
 
     @property
     def cfg_rule(self) -> CfgRule | None:
@@ -68,7 +70,8 @@ MODELS: dict[str, ModelSpec] = {spec.repo: spec for spec in (
         "kyutai/tts-0.75b-en-public", ModelKind.TTS_AUDIO_PROMPT, real_cfg=True,
         n_q_default=16, n_q_allowed=(16,),
         voice_id="an audio file in kyutai/tts-voices (a .wav path, no suffix): its audio is the prompt",
-        served=True),
+        served=True, attribution="Voices spoken by kyutai/tts-0.75b-en-public, by Kyutai, licensed CC-BY 4.0 "
+                                 "(https://creativecommons.org/licenses/by/4.0/)"),
     ModelSpec("kyutai/stt-1b-en_fr", ModelKind.STT, delay_s=0.5, languages=("en", "fr")),
     ModelSpec("kyutai/stt-2.6b-en", ModelKind.STT, delay_s=2.5),
 )}

@@ -82,8 +82,13 @@ class PromptCodec:
         import sphn
 
         wav, _ = sphn.read(str(path), sample_rate=self._mimi.sample_rate)
+        return self.prompt_pcm(key, wav[0])
+
+    def prompt_pcm(self, key: str, wav) -> PromptState:
+        """Encodes and decodes a clip given as mono float PCM at Mimi's sample rate (an uploaded
+        voice, validated and resampled by the ingress)."""
         with self._lock, torch.no_grad():
-            pcm = torch.from_numpy(wav[:1]).to(self.device)[None]
+            pcm = torch.as_tensor(wav, dtype=torch.float32).reshape(1, 1, -1).to(self.device)
             codes = self._mimi.encode(pcm)[0, :, :-self.DROPPED_FRAMES]
             if codes.shape[-1] < 1:
                 raise ValueError("the clip is too short to be a voice prompt")

@@ -226,6 +226,11 @@ class TTSWorker:
     def _run_command(self, command: dict) -> dict:
         if command.get("action") == "offload":
             return {**self.served_by, "result": self.manager.offload()}
+        if command.get("action") == "forget_clip":  # an uploaded voice was deleted
+            engine = self.manager.engine
+            forget = getattr(engine, "forget_clip", None)
+            dropped = bool(forget(str(command.get("key")))) if forget is not None else False
+            return {**self.served_by, "result": "dropped" if dropped else "not cached"}
         return {**self.served_by, "result": f"unknown action {command.get('action')!r}"}
 
     async def status(self) -> dict:

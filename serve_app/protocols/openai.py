@@ -135,3 +135,12 @@ class OpenAIVoice(BaseModel):
 
 class OpenAIVoiceList(BaseModel):
     voices: list[OpenAIVoice]
+
+
+class OpenAIVoiceObject(BaseModel):
+    """OpenAI's voice object (audio.voices.create's answer)."""
+    id: str = Field(description="The value to pass as `voice`.")
+    object: Literal["audio.voice"] = "audio.voice"
+    created_at: int
+    name: str
+    type: Literal["audio_sample"] = "audio_sample"

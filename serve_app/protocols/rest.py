@@ -234,12 +234,23 @@ class Voice(BaseModel):
     source: str = Field(description="'local' (a directory of the service) or 'repo' (the voice repository).")
 
 
+class UploadedVoice(BaseModel):
+    id: str = Field(description="`clip:` and 16 hex digits: a value for `voice` with its model.")
+    name: str
+    model: str = Field(description="The cloning model it speaks with (its name).")
+    duration_s: float = Field(description="Seconds of the clip kept as the model's prompt.")
+    created: int = Field(description="Unix seconds.")
+
+
 class VoiceList(BaseModel):
     default: str = Field(description="The voice used when a request names none.")
     voices: list[Voice]
     model: str = Field(description="The model these voices are for (its name).")
     models: list[str] = Field(description="Every model of the service, the default one first: a value for "
                                           "`model`.")
+    uploaded: list[UploadedVoice] = Field(default_factory=list, description="Your uploaded voices of this model "
+                                          "(POST /api/voices); other keys' voices are never listed.")
+    attribution: str | None = Field(None, description="The model's licence attribution, where it asks for one.")
 
 
 class VoiceListing(VoiceList):

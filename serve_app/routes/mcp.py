@@ -32,7 +32,8 @@ from starlette.routing import Route
 from deployments.protocol import SAMPLE_RATE
 
 from .. import audio
-from ..service import speech
+from ..security.api_keys import use_key_of
+from ..service import speech, voice_uploads
 from ..context import IngressContext
 from ..errors import APIError, error_response
 from ..protocols.mcp import SpeechResult, VoiceList
@@ -69,11 +70,19 @@ def tool_error(exc: APIError) -> ToolError:
 
 
 class TTSServer(FastMCP):
+    api_keys: list[str] = []  # the service's (set by build_server)
+
     async def call_tool(self, name: str, arguments: dict[str, Any]):
         """Every failure as a tool error an agent can act on, and nothing internal: argument errors
         in one line per field ("cfg_coef: Input should be a multiple of 0.5", not pydantic's report
         with links), APIErrors with the message a REST client reads, anything unexpected as a
         generic message (details, which may hold paths or Ray ids, only in the server log)."""
+        try:
+            request = self.get_context().request_context.request
+        except (LookupError, ValueError, AttributeError):  # not inside an HTTP request
+            request = None
+        if request is not None:  # who the caller is (its voices): its task is not the request's
+            use_key_of(request.headers, request.query_params, self.api_keys)
         try:
             return await super().call_tool(name, arguments)
         except ToolError as exc:
@@ -119,6 +128,7 @@ def build_server(ctx: IngressContext) -> FastMCP:
     settings = ctx.settings
     server = TTSServer("kyutai-tts", instructions=INSTRUCTIONS, stateless_http=True, json_response=True,
                        transport_security=transport_security(settings))
+    server.api_keys = list(settings.api_keys)
 
     @tool(server, title="Text to speech", readOnlyHint=False, destructiveHint=False, idempotentHint=False)
     async def text_to_speech(
@@ -171,7 +181,33 @@ def build_server(ctx: IngressContext) -> FastMCP:
         """The voices text_to_speech accepts for a model, its default one, and every model's name."""
         listing = await voice_listing(ctx, filter, model=model)
         return VoiceList(default=listing["default"], voices=listing["voices"], model=listing["model"],
-                         models=listing["models"])
+                         models=listing["models"], uploaded=listing["uploaded"],
+                         attribution=listing.get("attribution"))
+
+    @tool(server, title="Clone a voice", readOnlyHint=False, destructiveHint=False, idempotentHint=True)
+    async def clone_voice(
+        audio_base64: Annotated[str, Field(max_length=settings.mcp_max_body_bytes, description=(
+            f"The clip, base64: any audio format FFmpeg reads, {settings.voice_clip_min_s:g} to "
+            f"{settings.voice_clip_max_s:g} s of sound, at most {settings.max_voice_clip_bytes} bytes."))],
+        name: Annotated[str, Field(min_length=1, max_length=voice_uploads.MAX_NAME_CHARS, description=(
+            "A name for the voice."))],
+        consent: Annotated[str, Field(min_length=1, max_length=voice_uploads.MAX_CONSENT_CHARS, description=(
+            "Who agreed to have their voice cloned, and how (stored with the voice)."))],
+        model: Annotated[str | None, Field(max_length=200, description=(
+            "A cloning model's name (default: the first cloning model)."))] = None,
+    ) -> dict[str, Any]:
+        """Make a voice from an audio clip of a speaker who consented: returns {id, name, model,
+        duration_s, created}; pass `id` as text_to_speech's `voice`. The voice is yours only (your
+        API key's); list_voices shows it under `uploaded`."""
+        try:
+            data = base64.b64decode(audio_base64, validate=True)
+        except ValueError:
+            raise APIError(422, "audio_base64 is not base64", param="audio_base64", code="invalid_base64") from None
+        if len(data) > settings.max_voice_clip_bytes:
+            raise APIError(413, f"the clip is larger than {settings.max_voice_clip_bytes} bytes",
+                           param="audio_base64", code="payload_too_large")
+        record, _ = await voice_uploads.create_voice(ctx, data, name, consent, model)
+        return record.public()
 
     @tool(server, title="GPU status", readOnlyHint=True)
     async def get_gpu_status() -> dict[str, Any]:

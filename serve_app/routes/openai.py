@@ -24,13 +24,18 @@ Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Depends
+from typing import Literal
+
+from fastapi import APIRouter, Body, Depends, File, Form, Path, UploadFile
 
 from .. import audio
 from ..protocols.error_shape import error_responses
 from ..protocols.openai import (MODEL_ALIASES, SPEECH_EXAMPLES, Model, ModelList, OpenAIVoiceList, SpeechEvent,
-                                SpeechRequest, model_entry, usage)
-from ..service import openai_voices
+                                OpenAIVoiceObject, SpeechRequest, model_entry, usage)
+from ..security import upload
+from ..service import openai_voices, voice_uploads
+from ..service.voice_store import NOT_FOUND
+from .voices import CREATE_REFUSALS
 from ..service.speech import speech_refusals, synthesis_request, voice_header
 from ..context import IngressContext, get_ctx
 from ..protocols.sse import SSE_MEDIA_TYPE, event_stream
@@ -63,6 +68,30 @@ async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMP
             responses={200: {"model": OpenAIVoiceList}})
 async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
     return {"voices": openai_voices.list_voices(ctx, await ctx.voices.listing.get())}
+
+
+@router.post("/v1/audio/voices", summary="OpenAI-compatible: a voice from an audio sample (audio.voices.create)",
+             description="As POST /api/voices, in OpenAI's shape: multipart `audio_sample`, `consent`, `name` "
+                         "(and `type`: only `audio_sample`; `model` optional, the first cloning model by "
+                         "default). Answers OpenAI's voice object; `id` is a value for `voice`.",
+             responses={200: {"model": OpenAIVoiceObject}, **error_responses(CREATE_REFUSALS)})
+@upload("max_voice_clip_bytes")
+async def create_voice(audio_sample: UploadFile = File(description="The clip"),
+                       consent: str = Form(max_length=voice_uploads.MAX_CONSENT_CHARS),
+                       name: str = Form(max_length=voice_uploads.MAX_NAME_CHARS),
+                       type: Literal["audio_sample"] = Form("audio_sample"),
+                       model: str | None = Form(None, max_length=200),
+                       ctx: IngressContext = Depends(get_ctx)) -> dict:
+    record, _ = await voice_uploads.create_voice(ctx, await audio_sample.read(), name, consent, model)
+    return {"id": record.id, "object": "audio.voice", "created_at": record.created, "name": record.name,
+            "type": "audio_sample"}
+
+
+@router.delete("/v1/audio/voices/{voice_id}", summary="OpenAI-compatible: delete one of your voices",
+               responses=error_responses({404: [NOT_FOUND]}))
+async def delete_voice(voice_id: str = Path(max_length=100), ctx: IngressContext = Depends(get_ctx)) -> dict:
+    record = await voice_uploads.delete_voice(ctx, voice_id)
+    return {"id": record.id, "deleted": True, "object": "audio.voice.deleted"}
 
 
 def _model_ids(ctx: IngressContext) -> list[str]:

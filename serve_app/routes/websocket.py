@@ -22,6 +22,7 @@ from ..errors import APIError, refuse_websocket
 from ..protocols import kyutai
 from ..security import cross_site
 from ..service import openai_voices, speech
+from ..service.voice_store import is_clip_id
 from ..service.kyutai_session import KyutaiSession, failure
 from ..service.worker_client import TextStream
 
@@ -69,7 +70,9 @@ async def tts_streaming(websocket: WebSocket) -> None:
         return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
     try:
         options = kyutai.parse_query(websocket.query_params)
-        model = ctx.model_for(options.model)
+        uploaded = options.model is None and options.voice is not None and is_clip_id(options.voice.strip())
+        # An uploaded voice speaks with its own model when the query names none.
+        model = ctx.model_for(ctx.uploaded_voice(options.voice.strip()).model if uploaded else options.model)
         model.check_cfg(options.cfg_coef, param="cfg_alpha", status=400)
     except APIError as exc:
         return await refuse_websocket(websocket, exc)

@@ -15,6 +15,7 @@ can send HTTP on it, else closed with 1008."""
 
 from __future__ import annotations
 
+import contextvars
 import hmac
 from typing import Mapping
 
@@ -38,6 +39,23 @@ MESSAGE = REFUSAL.description
 SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer"},
                     "kyutai_api_key": {"type": "apiKey", "in": "header", "name": KYUTAI_HEADER},
                     "auth_id": {"type": "apiKey", "in": "query", "name": QUERY_PARAMETER}}
+
+
+# The API key of the request being served (None without one): who owns the voices it uploads,
+# lists, deletes or speaks with (serve_app/service/voice_store.py). Set by ApiKeyGuard for HTTP and
+# WebSocket routes; MCP tools set it from their request's headers (`use_key_of`).
+_current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("api_key", default=None)
+
+
+def current_key() -> str | None:
+    return _current_key.get()
+
+
+def use_key_of(headers: Mapping[str, str], query: Mapping[str, str], api_keys: list[str]) -> None:
+    """Makes the key these headers/query present the current one, as ApiKeyGuard does (MCP's
+    tools, which run outside the request's task). Without keys configured there is none."""
+    key = presented_key(headers, query)
+    _current_key.set(key if api_keys and is_allowed(api_keys, key) else None)
 
 
 def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -67,10 +85,11 @@ class ApiKeyGuard:
         self.app, self.api_keys = app, list(api_keys)
 
     async def __call__(self, scope, receive, send):
-        if not self.api_keys or scope["type"] not in ("http", "websocket") or not needs_key(relative_path(scope)):
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         key = presented_key(Headers(scope=scope), QueryParams(scope.get("query_string", b"")))
-        if is_allowed(self.api_keys, key):
+        _current_key.set(key if self.api_keys and is_allowed(self.api_keys, key) else None)
+        if not self.api_keys or not needs_key(relative_path(scope)) or is_allowed(self.api_keys, key):
             return await self.app(scope, receive, send)
         error = APIError(401, MESSAGE, code=REFUSAL.code, headers={"WWW-Authenticate": "Bearer"})
         if scope["type"] == "websocket":

@@ -6,7 +6,8 @@ Browsers send `Origin` with every cross-site POST and WebSocket handshake. A req
 `allowed_origins`; clients that send no Origin (curl, SDKs, agents) are not browsers and pass.
 A POST that a route takes must also carry a JSON body (415 otherwise): an HTML form or a bodiless
 `fetch` cannot send `application/json` cross-site without a CORS preflight, which this service
-never grants. POST is the one state-changing method a page may send without a preflight, so the
+never grants. An upload route (serve_app/security/uploads.py) takes multipart/form-data instead
+(415 otherwise), which a foreign page CAN send: the Origin rule is what stops one there. POST is the one state-changing method a page may send without a preflight, so the
 other methods need only the Origin check. A request no route takes (an unknown path, or a method
 its path does not have) goes on to the router, which answers 404, or 405 with `Allow`. `/mcp`
 keeps its own Host/Origin checks (serve_app/routes/mcp.py).
@@ -20,10 +21,9 @@ import fnmatch
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from starlette.routing import Match, Mount
-
 from ..errors import error_response
 from ..protocols.error_shape import Refusal
+from . import uploads
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 CROSS_ORIGIN = Refusal("cross_origin", "A browser page whose Origin is neither the service's own nor in "
@@ -39,9 +39,24 @@ def checks_origin(method: str, path: str) -> bool:
 
 
 def needs_json(method: str) -> bool:
-    """Whether a request that a route takes must carry JSON: POST, the one state-changing method a
-    page may send cross-site without a preflight (an HTML form)."""
+    """Whether a request that a route takes must carry JSON (or, to an upload route, a multipart
+    form): POST, the one state-changing method a page may send cross-site without a preflight (an
+    HTML form). DELETE and the others need no body."""
     return method == "POST"
+
+
+def required_content_type(scope) -> tuple[str, Refusal] | None:
+    """The content type a request must carry, and the refusal if it does not: JSON for a POST a
+    route takes, multipart/form-data for a POST to an upload route; None for anything else (a
+    request no route takes goes on to the router's 404 / 405)."""
+    if not needs_json(scope["method"]):
+        return None
+    route = uploads.route_for(scope)
+    if route is None:
+        return None
+    if uploads.limit_setting(route) is not None:
+        return uploads.MULTIPART, uploads.MULTIPART_REQUIRED
+    return "application/json", JSON_REQUIRED
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed_origins: list[str]) -> bool:
@@ -61,15 +76,6 @@ def refusal(headers: Mapping[str, str], allowed_origins: list[str]) -> str | Non
     if origin_allowed(origin, headers.get("host"), allowed_origins):
         return None
     return f"requests from the web page at {origin[:200]!r} are not allowed (allowed_origins)"
-
-
-def route_takes(scope) -> bool:
-    """Whether a route of the application serves this request: its path, with its method. Asks
-    the routes of the app Starlette puts in the scope, as its router is about to (included
-    routers answer for their routes). A mount (the static files) takes any method and answers
-    405 itself: it does not count."""
-    routes = getattr(getattr(scope.get("app"), "router", None), "routes", ())
-    return any(not isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL for route in routes)
 
 
 def relative_path(scope) -> str:
@@ -92,7 +98,8 @@ class CrossSiteGuard:
         if reason is not None:
             return await error_response(403, reason, code=CROSS_ORIGIN.code)(scope, receive, send)
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if needs_json(scope["method"]) and content_type != "application/json" and route_takes(scope):
-            response = error_response(415, JSON_REQUIRED.description, code=JSON_REQUIRED.code)
+        required = required_content_type(scope)
+        if required is not None and content_type != required[0]:
+            response = error_response(415, required[1].description, code=required[1].code)
             return await response(scope, receive, send)
         return await self.app(scope, receive, send)

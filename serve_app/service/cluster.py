@@ -95,10 +95,21 @@ class ClusterView:
         this is a no-op: nothing is woken."""
         targets = [r for r in await self.replicas()
                    if (gpu is None or r.get("gpu") == gpu) and (replica is None or r.get("replica") == replica)]
+        return await self._command({"action": "offload"}, targets, wait_s)
+
+    async def forget_clip(self, deployment: str, key: str, wait_s: float = 5.0) -> dict:
+        """Drops an uploaded voice's cached prompt (`key`: deployments.protocol.clip_prompt_key)
+        on every running replica of `deployment`, through the registry's commands (each replica
+        picks them up with its next report, within REPORT_PERIOD_S). A replica that starts later
+        never had it. Nothing is woken."""
+        targets = [r for r in await self.replicas() if r.get("deployment") == deployment]
+        return await self._command({"action": "forget_clip", "key": key}, targets, wait_s)
+
+    async def _command(self, command: dict, targets: list[dict], wait_s: float) -> dict:
         if not targets:
             return {"requested": 0, "results": [], "note": "no running worker replica matched"}
         registry = await self.registry()
-        command_id = await registry.submit.remote({"action": "offload"}, [t["replica"] for t in targets])
+        command_id = await registry.submit.remote(command, [t["replica"] for t in targets])
         deadline = time.monotonic() + wait_s
         while True:
             progress = await registry.results.remote(command_id)

@@ -15,6 +15,7 @@ from ..errors import APIError
 from ..protocols.error_shape import Refusal
 from ..request_ids import current_request_id
 from . import openai_voices
+from .voice_store import is_clip_id
 from .worker_client import WorkerError
 
 RETRY_AFTER_S = "5"
@@ -101,6 +102,8 @@ def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, 
     worker checks its model's set again. `model` names the model (ctx.model_for: None is the
     default one; with `openai_names` any unknown name is the default one too, as OpenAI's clients
     send `tts-1`)."""
+    if voice is not None and is_clip_id(voice.strip()) and (model is None or (openai_names and model not in ctx.models)):
+        model = ctx.uploaded_voice(voice.strip()).model  # an uploaded voice speaks with its own model
     served = ctx.model_for(model, any_name=openai_names)
     text = ctx.check_text(text, param=text_param, limit=served.settings.max_text_chars)
     voice_id = (openai_voices.resolve_voice(ctx, voice, model=served) if openai_names and voice is not None
@@ -108,7 +111,8 @@ def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, 
     cfg_coef = served.check_cfg(cfg_coef, param=cfg_param)
     # The HTTP request's id (serve_app/request_ids.py) names it in the worker's log too.
     ids = {"request_id": current_request_id()} if current_request_id() else {}
-    return SynthesisRequest(text=text, voice=voice_id, cfg_coef=cfg_coef, stream_text=stream_text,
+    clip = ctx.voice_store.pcm(ctx.uploaded_voice(voice_id)) if is_clip_id(voice_id) else None
+    return SynthesisRequest(text=text, voice=voice_id, cfg_coef=cfg_coef, stream_text=stream_text, voice_clip=clip,
                             voice_embedding=voice_embedding,
                             voice_shape=None if voice_embedding is None else list(VOICE_EMBEDDING_SHAPE),
                             model=served.name, **ids)

@@ -209,3 +209,26 @@ def test_an_engine_built_without_guidance_speaks_cfg_1_as_moshi_does_and_refuses
     with pytest.raises(InvalidRequest) as refused:
         engine.prepare(SynthesisRequest(TEXT, voice=B, cfg_coef=2.0), lambda event: None)
     assert refused.value.param == "cfg_coef"
+
+
+def test_an_uploaded_clip_given_as_pcm_speaks_as_moshi_does_with_its_file_cached_by_content(engine, reference):
+    """An uploaded voice reaches the worker as PCM in the request (issue 20): the same audio as a
+    voice file speaks the same; its prompt is cached by content and forgotten by its key."""
+    import sphn
+
+    from deployments.protocol import clip_prompt_key
+
+    wav, _ = sphn.read(str(clip_file(engine.settings.model_path, A)), sample_rate=24000)
+    pcm = np.ascontiguousarray(wav[0], dtype=np.float32)
+    engine.prompts.clear()
+    request = SynthesisRequest(TEXT, voice="clip:0123456789abcdef", cfg_coef=1.0, voice_clip=pcm)
+    [first] = engine.synthesize([request])
+    run = engine.prompt_steps_run
+    [again] = engine.synthesize([SynthesisRequest(TEXT, voice="clip:0123456789abcdef", cfg_coef=1.0,
+                                                  voice_clip=pcm.copy())])
+    assert engine.prompt_steps_run == run  # the same content: its cached prompt
+    assert_same_audio(first["audio"], reference(TEXT, A, 1.0))
+    assert_same_audio(again["audio"], reference(TEXT, A, 1.0))
+    assert engine.forget_clip(clip_prompt_key(pcm)) and not engine.forget_clip(clip_prompt_key(pcm))
+    with pytest.raises(InvalidRequest):
+        engine.prepare(SynthesisRequest(TEXT, voice="clip:x", voice_clip=np.full(100, np.nan, np.float32)), print)

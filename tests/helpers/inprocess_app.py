@@ -72,12 +72,14 @@ class EngineHandle:
         self.engine = FakeTTSEngine(settings, "cpu")
         self.engine.ensure_slots(4)
         self.inbox = _Inbox()
+        self.requests: list[SynthesisRequest] = []  # every request it was sent, in order
         self.synthesize_stream = self  # handle.synthesize_stream.options(stream=True).remote(request)
 
     def options(self, **_):
         return self
 
     def remote(self, request: SynthesisRequest) -> _Responses:
+        self.requests.append(request)
         return _Responses(self._batches(request))
 
     async def _batches(self, request: SynthesisRequest):
@@ -147,6 +149,7 @@ def clip_folder(root: Path, clips: tuple[str, ...]) -> Path:
 def build_app(tmp_path: Path, **settings):
     """The ingress app with `settings` (AppSettings fields) over the stand-ins above."""
     settings = AppSettings(**{"max_text_chars": 2000, "outputs_dir": str(tmp_path / "outputs"),
+                              "voice_store_dir": str(tmp_path / "voice-store"),
                               "model_path": None, "voice_repo": None,
                               "voice_dirs": [str(voice_folder(tmp_path / "voices"))], **settings})
     handles = {name: EngineHandle(settings.engine_settings(name)) for name in settings.model_names()}
