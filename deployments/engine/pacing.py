@@ -17,6 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# How far behind its playback a stream must be to count as an underrun: a millisecond, so that a
+# stream exactly at real time (its lead 0, give or take a float's rounding) is not one.
+UNDERRUN_TOLERANCE_S = 0.001
+
+
 @dataclass(frozen=True)
 class Pacing:
     """The rule, for one engine: `lead_s` of output ahead of playback at most; a stream more than
@@ -51,7 +56,7 @@ class Pacing:
         zero: the client's player waits for audio, the listener hears a gap). True once per
         underrun: when it starts, not while it lasts. (A row waiting for its client's input is
         not asked: `wait_for_input` keeps its player waiting with it.)"""
-        behind = lead is not None and lead < 0
+        behind = lead is not None and lead < -UNDERRUN_TOLERANCE_S
         started = behind and not job.behind
         job.behind = behind
         return started
