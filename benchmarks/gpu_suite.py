@@ -318,7 +318,7 @@ class TTSBench(EngineBench):
         counts = self.args.slots
         for index, count in enumerate(counts):
             if self.memory_full:
-                return
+                break
             previous = self.slot_rows[-1] if self.slot_rows else None
             estimate = None
             if previous is not None and "duration_s" in previous:
@@ -326,6 +326,28 @@ class TTSBench(EngineBench):
             yield Measurement(f"slots={count}", lambda count=count: self.slot_row(count), estimate)
             if index == 0 and not self.memory_full:
                 yield Measurement("offload and reload", lambda count=count: self.residency_row(count))
+        warmups = sum(row.get("warmup_s", 0.0) for row in self.slot_rows)
+        yield Measurement("max_batch_size auto", self.auto_row, warmups or None)
+
+    # ---- what `max_batch_size: auto` picks here (deployments/engine/sizing.py), as a worker runs it
+    def auto_row(self) -> dict:
+        from deployments.engine import sizing
+
+        engine = self.engine
+        self._free_slots()
+        production = engine.settings
+        # The suite's slot counts as the candidates, its ticks, no cache: always measured here.
+        engine.settings = production.model_copy(update={
+            "slot_candidates": self.args.slots, "sizing_ticks": self.args.ticks, "slot_sizing_cache_dir": None})
+        try:
+            started = time.perf_counter()
+            chosen = sizing.choose_slots(engine)
+            took = time.perf_counter() - started
+        finally:
+            engine.settings = production
+            self._free_slots()
+        return {"kind": "auto", "sizing_s": took, **chosen.report(),
+                "candidates": [dataclasses.asdict(c) for c in chosen.candidates]}
 
     # ---- one slot count
     def _free_slots(self) -> None:
@@ -516,6 +538,15 @@ class TTSBench(EngineBench):
                           f"| {row['reload_s']:.3f} | {row['rebuild_s']:.2f} | {_num(row['offloaded_allocated_gib'])} / "
                           f"{_num(row['offloaded_reserved_gib'])} / {_num(row['offloaded_device_used_gib'])} / "
                           f"{_num(row['offloaded_nvml_used_gib'])} |"]
+            elif row["kind"] == "auto":
+                measured = ", ".join(f"{c['slots']}: {c['tick_p95_s'] * 1000:.1f} ms" if c["tick_p95_s"] is not None
+                                     else f"{c['slots']}: {c['why_not']}" for c in row["candidates"])
+                lines += ["", "### max_batch_size: auto (deployments/engine/sizing.py)", "",
+                          f"**Picks {row['slots']} slots**: p95 tick {_num(row['tick_p95_s'] and row['tick_p95_s'] * 1000, '.1f')} ms "
+                          f"within {row['tick_budget_s'] * 1000:.1f} ms ({row['realtime_margin']:g} x 80 ms)"
+                          + ("" if row["within_margin"] else " (NOT within: the smallest candidate, taken anyway)")
+                          + f"; memory bound: {row['memory_bound']}; p95 tick per candidate: {measured}; "
+                          f"measured in {row['sizing_s']:.1f} s."]
             elif row["kind"] == "verdict":
                 lines += ["", f"### Verdict: {row['goal']}", "", f"**{row['text']}**"]
         return lines + [""]

@@ -77,6 +77,24 @@ class EngineSettings(BaseModel):
     # What one stream can hold in the worker, the ingress and Serve's proxy is bounded by the lead.
     stream_lead_s: float = Field(20.0, gt=0)
     stream_grace_s: float = Field(10.0, ge=0)
+    # `max_batch_size: auto` (deployments/engine/sizing.py): after the warm-up the slot count is the
+    # largest of `slot_candidates` whose p95 tick (all rows speaking, `sizing_ticks` timed) stays
+    # within `realtime_margin` x 80 ms and whose GPU memory (this process's, torch's reserved)
+    # fits `slot_memory_budget_gib` (None: the whole GPU; no bound on CPU). Cached per GPU type,
+    # checkpoint and these settings in `slot_sizing_cache_dir` (None: never cached). The worker's
+    # `max_ongoing_requests` must be the largest candidate (the configs keep them equal).
+    slot_candidates: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128, 256], min_length=1)
+    realtime_margin: float = Field(0.6, gt=0, le=1)
+    slot_memory_budget_gib: float | None = Field(None, gt=0)
+    slot_sizing_cache_dir: str | None = "~/.cache/kyutai-tts/slot-sizing"
+    sizing_ticks: int = Field(20, ge=1)
+
+    @field_validator("slot_candidates")
+    @classmethod
+    def _positive_counts(cls, value):
+        if min(value) < 1:
+            raise ValueError("slot_candidates: slot counts of 1 or more")
+        return sorted(set(value))
 
     @field_validator("voice_dirs", mode="before")
     @classmethod

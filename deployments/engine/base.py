@@ -35,7 +35,7 @@ from typing import Callable, ClassVar
 import numpy as np
 
 from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, FailureKind, RequestFailed, SynthesisDone,
-                        TranscriptionDone, Word, WordHeard, WordSpoken)
+                        SynthesisRequest, TranscriptionDone, Word, WordHeard, WordSpoken)
 from ..settings import EngineSettings
 from .pacing import Pacing
 from .text import normalize_breaks
@@ -129,6 +129,8 @@ class Job:
     steps: int = 0              # model steps this row executed
     admitted_tick: int | None = None
     first_output_at: float | None = None  # the engine's clock at the row's first output (pacing)
+    behind: bool = False        # its playback has caught up with its output (pacing.underran)
+    underruns: int = 0          # times that began
     _incoming: list = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -260,6 +262,8 @@ class SlotEngine(abc.ABC):
         self.pacing = Pacing(settings.stream_lead_s, settings.stream_grace_s)
         self.clock: Callable[[], float] = time.monotonic  # pacing's clock (tests pass their own)
         self.buffered_s = 0.0  # streamed output made and not yet played, all rows (at the last tick)
+        self.stream_leads: tuple[float, ...] = ()  # each paced row's lead at the last tick (pacing.lead)
+        self.underruns = 0  # streams whose playback ran dry (pacing.underran), all rows so far
 
     # ---- slots -------------------------------------------------------------------------------
     @property
@@ -331,6 +335,11 @@ class SlotEngine(abc.ABC):
     def extend(self, job: Job, more, complete: bool = False) -> None:
         """More input for a running job (words, audio); `complete`: the last of it."""
 
+    def sizing_request(self):
+        """A request that keeps a row speaking through the slot sizing's ticks (sizing.py):
+        long, not paced. An engine whose requests differ (audio in, a voice prompt) says its own."""
+        return SynthesisRequest(" ".join(["The quick brown fox jumps over the lazy dog."] * 12))
+
     # ---- the generation thread ---------------------------------------------------------------
     def admit(self, job: Job) -> bool:
         """Puts the job in a free row (it runs from the next tick); False when none is free."""
@@ -370,9 +379,15 @@ class SlotEngine(abc.ABC):
                 self.pacing.wait_for_input(job, now)
             elif self.pacing.overdue(job, now):
                 self._expire(job, now)
-            elif not self.pacing.ahead(job, now):
-                ready.append(job.row)
+            else:
+                if self.pacing.underran(job, self.pacing.lead(job, now)):
+                    job.underruns += 1
+                    self.underruns += 1
+                if not self.pacing.ahead(job, now):
+                    ready.append(job.row)
         self.buffered_s = sum(self.pacing.buffered_s(job, now) for job in self._jobs.values())
+        leads = (self.pacing.lead(job, now) for job in self._jobs.values())
+        self.stream_leads = tuple(lead for lead in leads if lead is not None)
         if not ready:
             return False
         self.ticks += 1

@@ -89,14 +89,36 @@ def spoken_words(text: str) -> list[str]:
 
 
 # ---- the fakes --------------------------------------------------------------------------------------
-class _FakeEngine(SlotEngine):
-    """What both fakes share: rows without a model state; the device is only a name."""
+class ScriptedClock:
+    """A clock that only moves when told: the engine's clock when a fake scripts its step cost."""
 
-    def __init__(self, settings: EngineSettings, device: str):
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FakeEngine(SlotEngine):
+    """What both fakes share: rows without a model state; the device is only a name.
+
+    `step_cost(rows)`: the seconds a tick advancing `rows` rows costs, as a GPU's would; the
+    engine's clock is then a ScriptedClock that each tick moves by that much (no sleep), so pacing
+    and the slot sizing (sizing.py) see the scripted device, whatever this CPU's speed."""
+
+    def __init__(self, settings: EngineSettings, device: str, step_cost: Callable[[int], float] | None = None):
         super().__init__(settings, device)
         self._rows = 0
         self.warm_ups = 0           # slot builds (the real engine warms up each)
         self.placements = [device]  # every device the weights went to, in order
+        self.step_cost = step_cost
+        if step_cost is not None:
+            self.clock = ScriptedClock()
+
+    def _count_step(self, rows: list[int]) -> None:
+        super()._count_step(rows)
+        if self.step_cost is not None:
+            self.clock.now += self.step_cost(len(rows))
 
     @property
     def batch_size(self) -> int:
@@ -128,8 +150,9 @@ class FakeTTSEngine(StagedFaults, _FakeEngine):
     TONE_LEVEL = 0.1
 
     def __init__(self, settings: EngineSettings, device: str, *, frames_per_word: int = 2,
-                 steps_per_frame: int = 1, tone_hz: float | None = None):
-        super().__init__(settings, device)
+                 steps_per_frame: int = 1, tone_hz: float | None = None,
+                 step_cost: Callable[[int], float] | None = None):
+        super().__init__(settings, device, step_cost)
         self.frames_per_word = frames_per_word
         self.steps_per_frame = steps_per_frame
         self.tone_hz = tone_hz  # None: silence
@@ -181,8 +204,8 @@ class FakeSTTEngine(_FakeEngine):
     """Audio in, text out: a frame of audio per step, the script's words heard in turn."""
 
     def __init__(self, settings: EngineSettings, device: str, *, script: tuple[str, ...] = ("fake", "words", "heard"),
-                 frames_per_word: int = 3, delay_frames: int = 2):
-        super().__init__(settings, device)
+                 frames_per_word: int = 3, delay_frames: int = 2, step_cost: Callable[[int], float] | None = None):
+        super().__init__(settings, device, step_cost)
         self.script = script
         self.frames_per_word = frames_per_word
         self.delay_frames = delay_frames  # Kyutai's STT models lag 0.5 s or 2.5 s (models.py)
@@ -197,6 +220,9 @@ class FakeSTTEngine(_FakeEngine):
         if not request.stream_audio and not job.has_frame():
             raise InvalidRequest("audio must not be empty", param="audio")
         return job
+
+    def sizing_request(self) -> TranscriptionRequest:
+        return TranscriptionRequest(np.zeros(60 * SAMPLE_RATE, np.float32))  # a minute: 750 steps
 
     def extend(self, job: TranscriptionJob, audio: np.ndarray | None, complete: bool = False) -> None:
         job.feed([] if audio is None else [clean_audio(audio)], complete)

@@ -17,6 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# How far behind its playback a stream must be to count as an underrun: a millisecond, so that a
+# stream exactly at real time (its lead 0, give or take a float's rounding) is not one.
+UNDERRUN_TOLERANCE_S = 0.001
+
+
 @dataclass(frozen=True)
 class Pacing:
     """The rule, for one engine: `lead_s` of output ahead of playback at most; a stream more than
@@ -34,10 +39,27 @@ class Pacing:
             return None
         return max(0.0, now - job.first_output_at) * rate
 
+    def lead(self, job, now: float) -> float | None:
+        """Seconds of output made ahead of playback (below zero: behind it, the player ran dry);
+        None: not paced, or no output yet."""
+        played = self.played_s(job, now)
+        return None if played is None else job.output_s - played
+
     def buffered_s(self, job, now: float) -> float:
         """Output made and not yet played: what waits somewhere between the row and the ear."""
-        played = self.played_s(job, now)
-        return 0.0 if played is None else max(0.0, job.output_s - played)
+        lead = self.lead(job, now)
+        return 0.0 if lead is None else max(0.0, lead)
+
+    @staticmethod
+    def underran(job, lead: float | None) -> bool:
+        """Marks whether a running stream's playback has caught up with its output (`lead` below
+        zero: the client's player waits for audio, the listener hears a gap). True once per
+        underrun: when it starts, not while it lasts. (A row waiting for its client's input is
+        not asked: `wait_for_input` keeps its player waiting with it.)"""
+        behind = lead is not None and lead < -UNDERRUN_TOLERANCE_S
+        started = behind and not job.behind
+        job.behind = behind
+        return started
 
     def ahead(self, job, now: float) -> bool:
         """The row is more than the lead ahead of playback: frozen until the clock catches up."""

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from . import sizing
 from .base import InvalidRequest, Job, SlotEngine
 from .hub import ModelUnavailableError
 from .model_manager import ModelManager
@@ -57,11 +58,19 @@ def failure_for(exc: Exception, request_id: str) -> RequestFailed:
 
 
 class SlotScheduler:
-    def __init__(self, manager: ModelManager, max_batch_size: int = DEFAULT_SLOTS,
-                 on_tick: Callable[[float], None] | None = None):
+    """`max_batch_size`: the rows of the engine, or "auto": measured once the model is loaded
+    (sizing.py; `sizing` then holds the choice). Rows beyond the count are never admitted: the
+    requests wait here, in order, for a free row."""
+
+    def __init__(self, manager: ModelManager, max_batch_size: int | str = DEFAULT_SLOTS,
+                 on_tick: Callable[[float], None] | None = None,
+                 on_underruns: Callable[[int], None] | None = None):
         self.manager = manager
         self._on_tick = on_tick  # gets the seconds of each tick that stepped (metrics)
+        self._on_underruns = on_underruns  # gets the streams that ran dry at each tick (metrics)
         self.max_batch_size = max_batch_size
+        self.sizing: sizing.SlotSizing | None = None
+        self.underruns = 0  # streams whose playback ran dry, all engines so far
         self._cond = threading.Condition()
         self._submitted: collections.deque[Submission] = collections.deque()  # not yet prepared
         self._preparing = 0
@@ -98,6 +107,40 @@ class SlotScheduler:
             self._cond.notify_all()
 
     @property
+    def max_batch_size(self) -> int | str:
+        return self._max_batch_size
+
+    @max_batch_size.setter
+    def max_batch_size(self, value: int | str) -> None:
+        if sizing.is_auto(value):
+            value = sizing.AUTO
+        else:
+            value = max(1, int(value))
+        self._max_batch_size = value
+
+    @property
+    def auto(self) -> bool:
+        return self._max_batch_size == sizing.AUTO
+
+    @property
+    def slots(self) -> int:
+        """The rows a replica admits: the configured count, or what `auto` chose. Before that
+        choice is made (the model not loaded yet), the smallest candidate, so that no one counts
+        on rows that may not exist."""
+        if not self.auto:
+            return self._max_batch_size
+        if self.sizing is not None:
+            return self.sizing.slots
+        return min(self.manager.settings.slot_candidates)
+
+    def _rows_for(self, engine: SlotEngine) -> int:
+        """The rows to build for `engine`: measured (or read from the node's cache) the first
+        time `auto` meets a loaded engine; once chosen, the count stays for the replica's life."""
+        if self.auto and self.sizing is None:
+            self.sizing = sizing.choose_slots(engine)
+        return self.slots
+
+    @property
     def queued(self) -> int:
         """Requests not speaking yet (being prepared or waiting for a free row)."""
         return len(self._submitted) + self._preparing + len(self._ready)
@@ -113,6 +156,11 @@ class SlotScheduler:
         engine = self.engine or self.manager.engine
         return {"steps": engine.steps if engine else 0, "admissions": engine.admissions if engine else 0,
                 "recent_busy_slots": list(self.busy_samples)[-20:]}
+
+    def stream_leads(self) -> tuple[float, ...]:
+        """Each streamed row's audio ahead of its playback, seconds (below 0: behind it)."""
+        engine = self.engine
+        return engine.stream_leads if engine is not None else ()
 
     @property
     def buffered_s(self) -> float:
@@ -190,6 +238,11 @@ class SlotScheduler:
                 log.exception("generation failed")
                 time.sleep(ERROR_PAUSE_S)
 
+    def _count_underruns(self, count: int) -> None:
+        self.underruns += count
+        if self._on_underruns is not None:
+            self._on_underruns(count)
+
     def _fail_waiting(self, failure: RequestFailed) -> None:
         with self._cond:
             waiting = list(self._submitted) + list(self._ready)
@@ -202,7 +255,8 @@ class SlotScheduler:
         self._beat = time.monotonic()
         self.engine = engine
         try:
-            engine.ensure_slots(self.max_batch_size)
+            engine.ensure_slots(self._rows_for(engine))
+            underruns = engine.underruns
             while True:
                 self._beat = time.monotonic()
                 self._dispatch(engine)
@@ -211,6 +265,9 @@ class SlotScheduler:
                 stepped = engine.tick()
                 if stepped and self._on_tick is not None:
                     self._on_tick(time.perf_counter() - started)
+                if engine.underruns != underruns:
+                    self._count_underruns(engine.underruns - underruns)
+                    underruns = engine.underruns
                 if not self.busy_samples or self.busy_samples[-1] != engine.busy_rows:
                     self.busy_samples.append(engine.busy_rows)
                 if stepped:

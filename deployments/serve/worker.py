@@ -97,7 +97,8 @@ class TTSWorker:
                                     gpu_facts=gpu_facts)
         self.metrics = WorkerMetrics(model)
         self.scheduler = SlotScheduler(self.manager, DEFAULT_USER_CONFIG["max_batch_size"],
-                                       on_tick=self.metrics.tick_seconds.observe)
+                                       on_tick=self.metrics.tick_seconds.observe,
+                                       on_underruns=self.metrics.underruns.inc)
         threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
         self.reporter = RegistryReporter(self.app_name, self.replica, self._status, self._run_command)
         # Words for WebSocket sessions speaking here (started now: the first session must not wait).
@@ -109,7 +110,7 @@ class TTSWorker:
         config = {**DEFAULT_USER_CONFIG, **(user_config or {})}
         offload = config.get("offload_after_s")
         self.manager.offload_after_s = None if offload is None else float(offload)
-        self.scheduler.max_batch_size = max(1, int(config["max_batch_size"]))
+        self.scheduler.max_batch_size = config["max_batch_size"]  # a count, or "auto" (engine/sizing.py)
         log.info("reconfigured: %s", config)
 
     @property
@@ -205,11 +206,15 @@ class TTSWorker:
     def _status(self) -> dict:
         self.metrics.queue_depth.set(self.scheduler.queued)
         self.metrics.active.set(self.scheduler.active)
-        free_slots = self.scheduler.max_batch_size - self.scheduler.active
+        slots = self.scheduler.slots
+        free_slots = max(0, slots - self.scheduler.active)
         self.metrics.free_slots.set(free_slots)
         buffered_s = self.scheduler.buffered_s
         self.metrics.buffered_seconds.set(buffered_s)
         self.metrics.buffered_bytes.set(round(buffered_s * SAMPLE_RATE * PCM_BYTES))
+        self.metrics.stream_leads(self.scheduler.stream_leads())
+        sizing = self.scheduler.sizing
+        self.metrics.slots(slots, sizing)
         return {
             **self.served_by,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -217,9 +222,14 @@ class TTSWorker:
             "model": self.manager.status(),
             "queued": self.scheduler.queued,
             "active": self.scheduler.active,
-            "max_batch_size": self.scheduler.max_batch_size,
+            "max_batch_size": slots,
+            "max_batch_size_setting": self.scheduler.max_batch_size,
+            # `auto`'s choice (engine/sizing.py): chosen slots, p95 tick, its budget, the margin,
+            # the memory bound, each candidate measured; None before it (or when a count is set).
+            "slot_sizing": sizing.report() if sizing is not None else None,
             "free_slots": free_slots,
             "buffered_audio_s": round(buffered_s, 2),
+            "audio_underruns": self.scheduler.underruns,
             **self.scheduler.counters(),
         }
 
@@ -239,7 +249,7 @@ class TTSWorker:
     def record_routing_stats(self) -> dict:
         """What the ingress's router (deployments/routing.py) needs to pack requests onto the
         replicas that already speak; Serve asks every `request_routing_stats_period_s`."""
-        return {"max_batch_size": self.scheduler.max_batch_size, "active": self.scheduler.active,
+        return {"max_batch_size": self.scheduler.slots, "active": self.scheduler.active,
                 "queued": self.scheduler.queued, "model": self.manager.state.value}
 
     async def offload(self) -> dict:

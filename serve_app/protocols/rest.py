@@ -204,9 +204,14 @@ class ReplicaStatus(BaseModel):
     offload_after_s: float | None
     active: int | None
     queued: int | None
-    max_batch_size: int | None
+    max_batch_size: int | None = Field(description="Slots it admits: the configured count, or what `auto` chose.")
     free_slots: int | None
     recent_busy_slots: list[int] | None
+    slot_sizing: dict[str, Any] | None = Field(None, description="With `max_batch_size: auto`: the chosen slots, "
+                                               "their p95 tick, the tick budget (realtime_margin x 80 ms), the "
+                                               "memory bound and each candidate measured.")
+    audio_underruns: int | None = Field(None, description="Streams whose generated audio fell behind their "
+                                        "real-time playback, since the replica started.")
 
 
 class GpuStatus(BaseModel):

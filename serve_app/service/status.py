@@ -61,6 +61,8 @@ async def gpu_status(ctx: IngressContext) -> dict:
             "active": r.get("active"), "queued": r.get("queued"), "max_batch_size": r.get("max_batch_size"),
             "free_slots": r.get("free_slots"), "steps": r.get("steps"), "admissions": r.get("admissions"),
             "recent_busy_slots": r.get("recent_busy_slots"), "reported_s_ago": r.get("reported_s_ago"),
+            # `max_batch_size: auto`: the count chosen, its p95 tick, the budget, the margin.
+            "slot_sizing": r.get("slot_sizing"), "audio_underruns": r.get("audio_underruns"),
         } for r in replicas],
     }
 

@@ -61,7 +61,7 @@ def positive(value) -> bool:
 def test_a_row_per_slot_count_with_its_figures(suite, tiny_checkpoint, tmp_path):
     rows, md = run(suite, tiny_checkpoint, tmp_path, "--slots", "2,4")
     kinds = [row["kind"] for row in rows]
-    assert kinds == ["environment", "load", "slots", "residency", "slots", "verdict"]
+    assert kinds == ["environment", "load", "slots", "residency", "slots", "auto", "verdict"]
     env, load = rows[0], rows[1]
     assert env["gpu"] == "cpu" and env["device"] == "cpu" and env["moshi"]
     assert load["n_q"] == 8 and positive(load["load_s"]) and positive(load["weights_gib"])
@@ -89,6 +89,11 @@ def test_a_row_per_slot_count_with_its_figures(suite, tiny_checkpoint, tmp_path)
     assert residency["slots"] == 2
     for field in ("offload_first_s", "reload_first_s", "offload_s", "reload_s", "rebuild_s"):
         assert positive(residency[field]), field
+
+    auto = rows[5]  # what max_batch_size: auto picks here, measured as a worker does
+    assert auto["slots"] in (2, 4) and [c["slots"] for c in auto["candidates"]][0] == 2
+    assert positive(auto["tick_p95_s"]) and auto["tick_budget_s"] == 0.048 and not auto["from_cache"]
+    assert f"**Picks {auto['slots']} slots**" in md
 
     verdict = rows[-1]
     assert verdict["result"] == "undecided" and verdict["realtime_streams"] in (0, 2, 4)
@@ -152,7 +157,7 @@ def test_out_of_memory_ends_the_slot_counts_and_keeps_the_rows(suite, tiny_check
 
     monkeypatch.setattr(TTSEngine, "ensure_slots", ensure_slots)
     rows, md = run(suite, tiny_checkpoint, tmp_path, "--slots", "2,4,8")
-    assert [row["kind"] for row in rows] == ["environment", "load", "slots", "residency", "slots", "verdict"]
+    assert [row["kind"] for row in rows] == ["environment", "load", "slots", "residency", "slots", "auto", "verdict"]
     assert positive(rows[2]["tick_all_p95_ms"])
     assert rows[4]["slots"] == 4 and rows[4]["error"].startswith("out of memory")
     assert rows[-1]["result"] == "refuted" and "4 slots: out of memory" in rows[-1]["text"]

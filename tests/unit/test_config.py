@@ -232,3 +232,15 @@ def test_two_worker_deployments_without_gpu_run_one_cpu_replica_each_within_the_
                for d in workers.values())
     assert sum("NO GPU" in w for w in warnings) == 2 and 0 < _reserved_cpus(config) <= 2
     ServeDeploySchema(**config)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_a_worker_admits_at_most_what_its_slots_can_be(path):
+    """max_ongoing_requests is the slot count, or with `auto` the largest candidate: the most rows
+    the replica may choose (deployments/engine/sizing.py)."""
+    (app,) = ServeDeploySchema(**read_config(path)).applications
+    worker = next(d for d in app.deployments if d.name == "TTSWorker")
+    slots = worker.user_config["max_batch_size"]
+    if slots == "auto":
+        slots = max(load_settings(app.args, environ={}).slot_candidates)
+    assert worker.max_ongoing_requests == slots

@@ -160,3 +160,58 @@ def test_a_streamed_text_waiting_for_words_is_not_overdue_and_gets_no_lead_it_ne
     while engine.busy_rows and not isinstance(events[-1], SynthesisFailed):
         engine.tick()
     assert isinstance(events[-1], SynthesisFailed) and events[-1].kind == FailureKind.EXPIRED
+
+
+# ---- stutter: underruns, on the fake whose tick costs what the test says --------------------------
+def scripted(cost_s: float) -> FakeTTSEngine:
+    engine = FakeTTSEngine(EngineSettings(device="cpu", stream_lead_s=LEAD_S, stream_grace_s=60.0), "cpu",
+                           step_cost=lambda rows: cost_s)
+    engine.ensure_slots(3)
+    return engine
+
+
+def step(engine) -> None:
+    """A tick; when no row could run (all ahead), a frame's time passes instead."""
+    if not engine.tick():
+        engine.clock.now += FRAME_S
+
+
+def speak_through(engine, streams: int, rate: float | None = 1.0) -> list:
+    jobs = [admit(engine, LONG_TEXT, rate)[0] for _ in range(streams)]
+    leads = []
+    while engine.busy_rows:
+        step(engine)
+        leads += engine.stream_leads
+    return jobs, leads
+
+
+def test_an_overloaded_engine_counts_underruns_and_a_healthy_one_none():
+    # Ticks of 100 ms make 80 ms of audio each: every stream falls behind its playback.
+    slow = scripted(0.100)
+    jobs, leads = speak_through(slow, 2)
+    assert slow.underruns == 2 and [job.underruns for job in jobs] == [1, 1]  # one gap each, while it lasts
+    assert min(leads) < 0
+    # Ticks of 20 ms: four times real time, each stream builds its lead up to the 1 s limit.
+    fast = scripted(0.020)
+    jobs, leads = speak_through(fast, 2)
+    assert fast.underruns == 0 and min(leads) >= 0 and max(leads) == pytest.approx(LEAD_S, abs=FRAME_S + 1e-9)
+
+
+def test_a_whole_clip_is_never_an_underrun_and_a_stream_that_recovers_counts_again():
+    slow = scripted(0.100)
+    speak_through(slow, 2, rate=None)
+    assert slow.underruns == 0 and slow.stream_leads == ()
+    # A stream played at half speed keeps ahead on the same slow engine.
+    assert speak_through(slow, 1, rate=0.5)[0][0].underruns == 0
+    # Behind, then caught up (its clock moved back by a wait for words), then behind again: two gaps.
+    job, _ = admit(slow, "", stream_text=True)
+    slow.extend(job, "one two three four five six")
+    for _ in range(12):
+        step(slow)
+    assert job.underruns == 1
+    for _ in range(12):  # its words are spoken: it waits for more, and its player with it
+        step(slow)
+    slow.extend(job, LONG_TEXT, complete=True)
+    while slow.busy_rows:
+        step(slow)
+    assert job.underruns == 2 and slow.underruns == 2
