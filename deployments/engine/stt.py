@@ -24,9 +24,9 @@ from typing import Callable
 import numpy as np
 
 from . import loading
-from ..protocol import FRAME_RATE, FRAME_SAMPLES, PauseHeard, TranscriptionRequest
+from ..protocol import FRAME_RATE, FRAME_SAMPLES, PauseHeard
 from ..settings import EngineSettings
-from .base import InvalidRequest, SlotEngine, TranscriptionJob, clean_audio
+from .base import SlotEngine, TranscriptionJob, clean_audio, transcription_job
 from .placement import move_modules
 
 log = logging.getLogger(__name__)
@@ -129,15 +129,7 @@ class STTEngine(SlotEngine):
 
     # ---- requests (any thread) -----------------------------------------------------------
     def prepare(self, request, sink: Callable, is_cancelled: Callable[[], bool] = lambda: False) -> ListeningJob:
-        if not isinstance(request, TranscriptionRequest):
-            raise InvalidRequest("this engine transcribes audio: send a TranscriptionRequest", param="request")
-        job = ListeningJob(request=request, sink=sink, is_cancelled=is_cancelled,
-                           input_complete=not request.stream_audio)
-        if request.audio is not None:
-            job.add_audio(clean_audio(request.audio))
-        if not request.stream_audio and not job.has_frame():
-            raise InvalidRequest("audio must not be empty", param="audio")
-        return job
+        return transcription_job(request, sink, is_cancelled, ListeningJob)
 
     def extend(self, job: ListeningJob, audio: np.ndarray | None, complete: bool = False) -> None:
         job.feed([] if audio is None else [clean_audio(audio)], complete)

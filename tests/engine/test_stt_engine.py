@@ -178,3 +178,15 @@ def test_full_stt_is_the_1b_architecture_as_moshi_reads_it(tmp_path):
     assert (lm.dep_q, lm.n_q, lm.depformer, len(lm.extra_heads)) == (0, 32, None, 4)
     assert lm.delays == [0] * 33 and lm.text_card == 8000
     assert 0.9e9 < sum(t.numel() for t in lm.parameters()) < 1.2e9
+
+
+def test_the_model_manager_builds_the_stt_engine_for_an_stt_checkpoint(stt_settings):
+    from deployments.engine.model_manager import _default_engine_factory
+
+    engine = _default_engine_factory(stt_settings, "cpu")
+    assert isinstance(engine, STTEngine) and engine.vad_heads == 4 and engine.flush_frames == 7
+    engine.ensure_slots(1)
+    engine.move_to("cpu")  # an offload drops the rows; ensure_slots brings them back
+    assert engine.batch_size == 0
+    engine.ensure_slots(1)
+    assert engine.batch_size == 1
