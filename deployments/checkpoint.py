@@ -1,6 +1,7 @@
 """Builds a Kyutai DSM TTS checkpoint with RANDOM weights, for tests, demos and benchmarks.
 
-    python -m deployments.checkpoint --size tiny|full|tiny-clone|full-clone [--seed N] OUT_DIR
+    python -m deployments.checkpoint --size tiny|full|tiny-clone|full-clone|tiny-stt|tiny-stt-novad|full-stt
+        [--seed N] OUT_DIR
 
 The weights are random, so the model "speaks" noise: every file is in the release format
 of `kyutai/tts-1.6b-en_fr` (+ `kyutai/tts-voices`), but nothing in it was trained. It exists
@@ -22,6 +23,9 @@ Presets (see `PRESETS`):
     codebooks, no conditioners, no cross-attention, 5 text logits out): a voice is an audio clip the
     model continues. Its voices are short `.wav` clips (`CLIP_NAMES`, distinct tones and noise) in
     `voices/`, as `kyutai/tts-voices` holds the prompts this model takes; no voice suffix.
+  - `tiny-stt` / `tiny-stt-novad` / `full-stt`: speech to text (`kyutai/stt-1b-en_fr`'s shape,
+    with or without voice-activity heads), its text head biased so that random weights still
+    transcribe test clips into varied words; test clips in `clips/` (deployments/checkpoint_stt.py).
 
 Output layout (same file names for both sizes; `config.json` is written last):
     OUT_DIR/config.json                      LM kwargs + moshi's extra keys, as the real config
@@ -63,6 +67,7 @@ from moshi.models.compression import MimiModel
 from moshi.models.loaders import CheckpointInfo
 from moshi.quantization.core_vq import EuclideanCodebook
 
+from deployments.checkpoint_stt import STT_CLIPS, bias_text_head, clip_samples, make_stt_config, stt_presets
 from deployments.engine.random_weights import random_weights_marker
 
 # Bump when the generator's output changes, so that existing checkpoints get rebuilt.
@@ -141,7 +146,6 @@ CLONE_TEXT_CARD_OUT = 5  # its text head only predicts the state machine's contr
 PRESETS["tiny-clone"] = {**PRESETS["tiny"], "clone": True}
 PRESETS["full-clone"] = {**PRESETS["full"], "clone": True, "lm": {
     **PRESETS["full"]["lm"], "n_q": 16, "dim": 1024, "num_heads": 16, "num_layers": 24}}
-SIZES = tuple(PRESETS)
 # Voice prompts of the clone sizes: (name, seconds, base frequency in Hz or 0 for noise). Short,
 # so that a test's prompt is a few steps (P = seconds * 12.5 - 2), and unlike each other, so that
 # two voices give two different audios.
@@ -157,8 +161,19 @@ CLIP_NAMES = (
 )
 
 
+PRESETS.update(stt_presets(PRESETS))
+SIZES = tuple(PRESETS)
+# How much the STT text head's boundary (0) and pad (3) rows are scaled (checkpoint_stt.py says why).
+STT_BOUNDARY_SCALE = 2.5
+STT_PAD_SCALE = 2.0
+
+
 def is_clone_size(size: str) -> bool:
     return bool(PRESETS[size].get("clone"))
+
+
+def is_stt_size(size: str) -> bool:
+    return "stt" in PRESETS[size]
 
 # Floating point weights are stored in this dtype, except the condition provider / fuser,
 # which the released checkpoint (and moshi's loader) keep in fp32.
@@ -233,6 +248,8 @@ def make_lm_config(size: str, text_card: int, seed: int) -> dict[str, tp.Any]:
         config.update({"cross_attention": False, "conditioners": {}, "text_card_out": CLONE_TEXT_CARD_OUT})
         del config["fuser"]
         config["model_id"].update({"sig": CLONE_MODEL_SIG, "epoch": CLONE_MODEL_EPOCH})
+    if is_stt_size(size):
+        config = make_stt_config(config, vad=PRESETS[size]["stt"]["vad"])
     return config
 
 
@@ -533,6 +550,11 @@ def clip_file(ckpt_dir: Path, clip: str) -> Path:
     return voices_dir(ckpt_dir) / clip
 
 
+def stt_clip_file(ckpt_dir: Path, clip: str) -> Path:
+    """Path of a test clip of an STT checkpoint, e.g. `clips/mid.wav` (checkpoint_stt.STT_CLIPS)."""
+    return Path(ckpt_dir) / clip
+
+
 def _clip_samples(seed: int, clip: str, seconds: float, frequency: float):
     """A mono float32 clip at 24 kHz: a tone with harmonics and a little noise, white noise (0)
     or a noise burst pattern (<0); the same seed gives the same samples."""
@@ -552,8 +574,12 @@ def checkpoint_files(ckpt_dir: Path, size: str = "tiny") -> list[Path]:
     """Every file of a checkpoint, config.json first."""
     ckpt_dir = Path(ckpt_dir)
     names = [CONFIG_NAME, LM_WEIGHTS_NAME, MIMI_WEIGHTS_NAME, MIMI_CONFIG_NAME, TOKENIZER_NAME]
-    voices = ([clip_file(ckpt_dir, c) for c, _, _ in CLIP_NAMES] if size in PRESETS and is_clone_size(size)
-              else [voice_file(ckpt_dir, v) for v in VOICE_NAMES])
+    if size in PRESETS and is_stt_size(size):
+        voices = [stt_clip_file(ckpt_dir, c) for c, *_ in STT_CLIPS]
+    elif size in PRESETS and is_clone_size(size):
+        voices = [clip_file(ckpt_dir, c) for c, _, _ in CLIP_NAMES]
+    else:
+        voices = [voice_file(ckpt_dir, v) for v in VOICE_NAMES]
     return [ckpt_dir / name for name in names] + voices
 
 
@@ -603,8 +629,13 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
         tokenizer=out_dir / TOKENIZER_NAME, mimi_config_path=out_dir / MIMI_CONFIG_NAME)
 
     metadata = {"random_weights": "true", "size": size, "seed": str(seed)}
-    _save_safetensors(out_dir / MIMI_WEIGHTS_NAME, _mimi_state(mimi_config, seed, is_clone_size(size)), metadata)
+    _save_safetensors(out_dir / MIMI_WEIGHTS_NAME, _mimi_state(mimi_config, seed, is_clone_size(size) or is_stt_size(size)), metadata)
     lm_state = _lm_state(ci, seed)
+    if is_stt_size(size):
+        spm = sentencepiece.SentencePieceProcessor(model_proto=tokenizer)
+        spelled = [not (spm.is_byte(i) or spm.is_unused(i) or spm.is_control(i) or spm.is_unknown(i))
+                   for i in range(text_card)]
+        bias_text_head(lm_state, spelled, STT_BOUNDARY_SCALE, STT_PAD_SCALE)
     n_params = sum(t.numel() for t in lm_state.values())
     _save_safetensors(out_dir / LM_WEIGHTS_NAME, lm_state, metadata)
     del lm_state
@@ -619,6 +650,16 @@ def build_checkpoint(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
 
 
 def _write_voices(out_dir: Path, size: str, seed: int) -> None:
+    if is_stt_size(size):
+        import sphn
+
+        for index, (clip, seconds, rate, pitch) in enumerate(STT_CLIPS):
+            path = stt_clip_file(out_dir, clip)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _partial(path).with_suffix(".wav")
+            sphn.write_wav(str(tmp), clip_samples(seconds, rate, pitch, _sub_seed(seed, clip)).numpy(), 24_000)
+            os.replace(tmp, path)
+        return
     if is_clone_size(size):
         import sphn
 
@@ -642,7 +683,9 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
         description="Write a Kyutai DSM TTS checkpoint with random weights (audio is noise).")
     parser.add_argument("--size", choices=SIZES, default="tiny",
                         help="tiny: for tests and the demo; full: the real 1.6B architecture; "
-                             "tiny-clone / full-clone: the same for the voice-cloning 0.75B")
+                             "tiny-clone / full-clone: the same for the voice-cloning 0.75B; "
+                             "tiny-stt / tiny-stt-novad / full-stt: speech to text (stt-1b-en_fr's shape), "
+                             "with and without voice-activity heads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)

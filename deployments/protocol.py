@@ -220,6 +220,14 @@ class WordHeard:
 
 
 @dataclass
+class PauseHeard:
+    """After each model step of a stream, from a model with voice-activity heads: the probability
+    that the speaker has paused, one per head (Kyutai's 1B: horizons 0.5, 1, 2 and 3 s)."""
+    step: int                # the stream's model steps so far (silence prefix and flush included)
+    pause_prs: list[float]
+
+
+@dataclass
 class TranscriptionDone:
     request_id: str
     duration_s: float  # the audio transcribed
@@ -231,4 +239,4 @@ class TranscriptionDone:
 # One failure event for every kind: nothing in it is about synthesis (message, FailureKind, param).
 RequestFailed = SynthesisFailed
 
-TranscriptionEvent = WordHeard | TranscriptionDone | RequestFailed
+TranscriptionEvent = WordHeard | PauseHeard | TranscriptionDone | RequestFailed

@@ -19,7 +19,7 @@ class EngineSettings(BaseModel):
     # Either a Hugging Face repo id, or a local checkpoint directory (config.json + files it names).
     model_repo: str = DEFAULT_MODEL_REPO
     model_path: str | None = None
-    # "tiny" | "full" | "tiny-clone" | "full-clone": build a random-weight test checkpoint at model_path when it is missing
+    # a size of deployments.checkpoint (tiny, tiny-clone, tiny-stt, ...): build a random-weight test checkpoint at model_path when it is missing
     # (demo and tests; see deployments/checkpoint.py). Never set in production.
     build_test_checkpoint: str | None = None
     # Voices: names in `voice_repo` and/or files under `voice_dirs`. With a local model_path

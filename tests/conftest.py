@@ -273,3 +273,18 @@ def duo_url(serve_cluster, base_url, tiny_checkpoint) -> str:
     url = serve_cluster.deploy_app(app)
     wait_for_replicas(url, 2)
     return url
+
+
+@pytest.fixture(scope="session")
+def tiny_stt_checkpoint(tmp_path_factory) -> Path:
+    """The speech-to-text model's tiny copy (stt-1b-en_fr's shape, voice-activity heads) and its clips."""
+    from deployments.checkpoint import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-stt", size="tiny-stt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def stt_settings(tiny_stt_checkpoint):
+    from deployments.settings import EngineSettings
+
+    return EngineSettings(model_path=str(tiny_stt_checkpoint), cpu_threads=1, device=TEST_DEVICE)

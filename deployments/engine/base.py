@@ -246,6 +246,21 @@ class TranscriptionJob(_WordsOut):
                                     words=list(self.words)))
 
 
+def transcription_job(request, sink: Callable[[object], None], is_cancelled: Callable[[], bool],
+                      job_class: type = TranscriptionJob) -> TranscriptionJob:
+    """A `TranscriptionRequest` validated into its job (every STT engine's `prepare`)."""
+    from ..protocol import TranscriptionRequest
+
+    if not isinstance(request, TranscriptionRequest):
+        raise InvalidRequest("this engine transcribes audio: send a TranscriptionRequest", param="request")
+    job = job_class(request=request, sink=sink, is_cancelled=is_cancelled, input_complete=not request.stream_audio)
+    if request.audio is not None:
+        job.add_audio(clean_audio(request.audio))
+    if not request.stream_audio and not job.has_frame():
+        raise InvalidRequest("audio must not be empty", param="audio")
+    return job
+
+
 # ---- engines ------------------------------------------------------------------------------------
 class SlotEngine(abc.ABC):
     """One loaded model on one device, its rows and their jobs. `prepare` and `extend` may run on

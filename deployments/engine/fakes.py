@@ -24,10 +24,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..protocol import FRAME_SAMPLES, SAMPLE_RATE, SynthesisRequest, TranscriptionRequest
+from ..protocol import FRAME_SAMPLES, SAMPLE_RATE, SynthesisRequest
 from ..settings import EngineSettings
 from .base import (InvalidRequest, SlotEngine, SpeechJob, TranscriptionJob, clean_audio, clean_text,
-                   starting_text)
+                   starting_text, transcription_job)
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +211,7 @@ class FakeSTTEngine(_FakeEngine):
         self.delay_frames = delay_frames  # Kyutai's STT models lag 0.5 s or 2.5 s (models.py)
 
     def prepare(self, request, sink: Callable, is_cancelled: Callable[[], bool] = lambda: False) -> TranscriptionJob:
-        if not isinstance(request, TranscriptionRequest):
-            raise InvalidRequest("this engine transcribes audio: send a TranscriptionRequest", param="request")
-        job = TranscriptionJob(request=request, sink=sink, is_cancelled=is_cancelled,
-                               input_complete=not request.stream_audio)
-        if request.audio is not None:
-            job.add_audio(clean_audio(request.audio))
-        if not request.stream_audio and not job.has_frame():
-            raise InvalidRequest("audio must not be empty", param="audio")
-        return job
+        return transcription_job(request, sink, is_cancelled)
 
     def sizing_request(self) -> TranscriptionRequest:
         return TranscriptionRequest(np.zeros(60 * SAMPLE_RATE, np.float32))  # a minute: 750 steps

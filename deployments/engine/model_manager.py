@@ -261,6 +261,8 @@ def _default_engine_factory(settings: EngineSettings, device: str) -> SlotEngine
         from .faults import FaultyEngine as engine_class
     elif model_kind(settings) is ModelKind.TTS_AUDIO_PROMPT:
         from .clone import CloneEngine as engine_class
+    elif model_kind(settings) is ModelKind.STT:
+        from .stt import STTEngine as engine_class
     else:
         from .tts import TTSEngine as engine_class
     return engine_class(settings, device)

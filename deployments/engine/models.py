@@ -102,6 +102,8 @@ def model_kind(settings) -> ModelKind:
         config = None
     if config is None:
         built = settings.build_test_checkpoint or ""
+        if "-stt" in built:
+            return ModelKind.STT
         return ModelKind.TTS_AUDIO_PROMPT if built.endswith("-clone") else ModelKind.TTS_EMBEDDING_VOICES
     if config.get("model_type") == "stt" or config.get("dep_q") == 0:
         return ModelKind.STT

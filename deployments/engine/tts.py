@@ -28,6 +28,7 @@ import numpy as np
 from . import loading
 from ..settings import EngineSettings
 from .base import InvalidRequest, SlotEngine, SpeechJob, clean_text, starting_text
+from .placement import move_modules
 from ..protocol import AudioChunk, SynthesisDone, SynthesisEvent, SynthesisFailed, SynthesisRequest
 from .voices import VoiceCatalog, VoiceError, validate_voice_embedding
 
@@ -127,40 +128,16 @@ class TTSEngine(SlotEngine):
 
     # ---- placement -----------------------------------------------------------------------
     def _move_weights(self, device: str) -> None:
-        """Moves the LM and the codec. The cached K/V lives on the old device: dropped (the
-        slots, and CUDA graphs with them, were closed by `move_to`)."""
-        import torch
-
+        """Moves the LM and the codec (placement.py: through pinned buffers to the host). The
+        cached K/V lives on the old device: dropped (the slots, and CUDA graphs with them, were
+        closed by `move_to`)."""
         self._conditioning.clear()
-        to_host = device == "cpu" and torch.cuda.is_available()
-        for name, module in (("lm", self.tts.lm), ("mimi", self.tts.mimi)):
-            if to_host:
-                self._offload_pinned(name, module)
-            else:
-                module.to(device, non_blocking=True)
+        move_modules({"lm": self.tts.lm, "mimi": self.tts.mimi}, device, self._pinned)
         provider = self.tts.lm.condition_provider
         if provider is not None:
             provider.device = device
             for conditioner in provider.conditioners.values():
                 conditioner.device = device
-        if to_host:
-            torch.cuda.synchronize()  # the copies into pinned memory are asynchronous
-            torch.cuda.empty_cache()
-
-    def _offload_pinned(self, name: str, module) -> None:
-        """Copies a module's device tensors into page-locked host buffers, allocated at the
-        first offload and reused after: allocating 4 GB of pinned memory costs seconds (an H100
-        offload took 5.8-7.3 s when it went through pageable memory and pinned it afterwards),
-        a copy into existing pinned buffers runs at PCIe speed, and so does the way back."""
-        for index, tensor in enumerate(list(module.parameters()) + list(module.buffers())):
-            if tensor.device.type == "cpu":
-                continue
-            key = (name, index)
-            host = self._pinned.get(key)
-            if host is None or host.shape != tensor.shape or host.dtype != tensor.dtype:
-                host = self._pinned[key] = _empty_pinned_like(tensor)
-            host.copy_(tensor.data, non_blocking=True)
-            tensor.data = host
 
     @property
     def batch_size(self) -> int:
@@ -397,12 +374,6 @@ class TTSEngine(SlotEngine):
             "audio": np.concatenate(res["audio"]) if res["audio"] else np.zeros(0, np.float32),
             "words": res["done"].words, "duration_s": res["done"].duration_s, "voice": res["done"].voice,
         } for res in results]
-
-
-def _empty_pinned_like(tensor):
-    import torch
-
-    return torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=True)
 
 
 def _load_voice(path) -> Voice:

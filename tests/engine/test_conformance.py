@@ -1,5 +1,5 @@
-"""One protocol, every engine: the same tests over the real TTS engines (moshi, the tiny random-weight
-checkpoints: the 1.6B-style one and the voice-cloning one) and the scripted fakes, so that the fakes the scheduler tests stand on behave as the
+"""One protocol, every engine: the same tests over the real engines (moshi, the tiny random-weight
+checkpoints: the 1.6B-style one, the voice-cloning one, the speech-to-text one) and the scripted fakes, so that the fakes the scheduler tests stand on behave as the
 real engine does where the protocol says (rows, admission, runnable rows, cancel, failure,
 placement, counters). Asserted in ticks, steps and events, never in seconds.
 """
@@ -16,6 +16,7 @@ from test_engine import check_words, tick_until
 from deployments.engine.clone import CloneEngine
 from deployments.engine.fakes import FakeSTTEngine, FakeTTSEngine
 from deployments.engine.models import ModelKind, model_kind, spec_for
+from deployments.engine.stt import STTEngine
 from deployments.engine.tts import TTSEngine
 from deployments.protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, RequestFailed, SynthesisDone,
                                   SynthesisRequest, TranscriptionDone, TranscriptionRequest, WordHeard,
@@ -44,7 +45,9 @@ SPEECH = Kind(lambda: SynthesisRequest(SHORT), lambda: SynthesisRequest("", stre
               AudioChunk, SynthesisDone)
 TRANSCRIPTION = Kind(lambda: TranscriptionRequest(audio=silence(8)), lambda: TranscriptionRequest(stream_audio=True),
                      silence(8), WordHeard, TranscriptionDone)
-ENGINES = {"real-tts": (TTSEngine, SPEECH), "real-clone": (CloneEngine, SPEECH), "fake-tts": (FakeTTSEngine, SPEECH), "fake-stt": (FakeSTTEngine, TRANSCRIPTION)}
+ENGINES = {"real-tts": (TTSEngine, SPEECH), "real-clone": (CloneEngine, SPEECH), "fake-tts": (FakeTTSEngine, SPEECH), "fake-stt": (FakeSTTEngine, TRANSCRIPTION),
+           "real-stt": (STTEngine, TRANSCRIPTION)}
+SETTINGS = {"real-clone": "clone_settings", "real-stt": "stt_settings"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def built(engine_settings, request):
     def get(name: str):
         if name not in engines:
             engine_class, _ = ENGINES[name]
-            settings = request.getfixturevalue("clone_settings") if name == "real-clone" else engine_settings
+            settings = request.getfixturevalue(SETTINGS[name]) if name in SETTINGS else engine_settings
             engines[name] = engine_class(settings, settings.device)
         engine = engines[name]
         engine.fail_all("the previous test is over")  # a failed test leaves no row behind

@@ -1,0 +1,192 @@
+"""The STT engine against moshi's own streaming loop (tests/helpers/stt_reference.py) on the tiny
+STT checkpoint, at temperature 0: the same text tokens for each clip, alone and in a busy batch
+where rows join at other steps and are frozen while their client sends nothing; words timed by
+Kyutai's rule; pause probabilities from the voice-activity heads. Asserted in steps and events."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sphn
+
+from deployments.checkpoint import build_checkpoint
+from deployments.checkpoint_stt import STT_CLIPS
+from deployments.engine.models import ModelKind, model_kind
+from deployments.engine.stt import STTEngine
+from deployments.protocol import FRAME_SAMPLES, PauseHeard, TranscriptionDone, TranscriptionRequest, WordHeard
+from deployments.settings import EngineSettings
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "helpers"))
+import stt_reference as ref  # noqa: E402
+
+DELAY_TOKENS = 6  # int(0.5 s * 12.5): the tiny model's delay, as stt-1b-en_fr's
+
+
+@pytest.fixture(scope="module")
+def clips(tiny_stt_checkpoint):
+    return {name: sphn.read(str(tiny_stt_checkpoint / name))[0][0] for name, *_ in STT_CLIPS}
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_stt_checkpoint, clips):
+    model = ref.load(tiny_stt_checkpoint)
+    return model, {name: ref.transcribe(model, pcm) for name, pcm in clips.items()}
+
+
+@pytest.fixture(scope="module")
+def engine(stt_settings):
+    engine = STTEngine(stt_settings, stt_settings.device)
+    engine.ensure_slots(3)
+    return engine
+
+
+class Stream:
+    """One client: its events, and a tap that records the token of each of its steps."""
+
+    def __init__(self, engine, audio=None, stream=False):
+        self.events = []
+        self.job = engine.prepare(TranscriptionRequest(audio=audio, stream_audio=stream), self.events.append)
+
+    @property
+    def words(self):
+        return [e.word for e in self.events if isinstance(e, WordHeard)]
+
+    @property
+    def done(self):
+        return next((e for e in self.events if isinstance(e, TranscriptionDone)), None)
+
+
+def record_tokens(engine):
+    """Wraps the engine's word rule to record each row's tokens, in its steps."""
+    seen: dict[int, list[int]] = {}
+    heard = engine.rule.heard
+
+    def tap(job, token):
+        seen.setdefault(id(job), []).append(token)
+        heard(job, token)
+
+    engine.rule.heard = tap
+    return seen
+
+
+def run(engine, budget=400):
+    for _ in range(budget):
+        if not engine.busy_rows:
+            return
+        engine.tick()
+    raise AssertionError("the engine did not finish")
+
+
+def test_the_checkpoint_makes_the_reference_meaningful(reference, tiny_stt_checkpoint):
+    model, transcripts = reference
+    assert model[2].vocab_size() == model[1].text_card  # the tokenizer covers every id
+    for name, transcript in transcripts.items():
+        text = [t for t in transcript.tokens if t not in (0, 3)]
+        words = ref.words_by_kyutai_rule(transcript.tokens, DELAY_TOKENS, model[2])
+        assert len(text) >= 10 and len(words) >= 3, (name, transcript.tokens)
+        assert len(transcript.pause_prs[0]) == 4  # the four voice-activity heads
+    token_lists = [tuple(t.tokens) for t in transcripts.values()]
+    assert len(set(token_lists)) == len(token_lists)
+
+
+def test_without_vad_heads_the_checkpoint_loads_and_has_none(tmp_path):
+    ckpt = build_checkpoint(tmp_path / "novad", size="tiny-stt-novad")
+    mimi, lm, tokenizer, stt_config = ref.load(ckpt)
+    assert len(lm.extra_heads) == 0 and lm.dep_q == 0 and stt_config["audio_delay_seconds"] == 0.5
+    assert model_kind(EngineSettings(model_path=str(ckpt))) == ModelKind.STT
+    assert not ref.transcribe((mimi, lm, tokenizer, stt_config), np.zeros(FRAME_SAMPLES * 3, np.float32)).pause_prs
+
+
+def test_alone_each_clip_gives_the_reference_tokens_and_words_by_kyutai_rule(engine, clips, reference):
+    model, transcripts = reference
+    seen = record_tokens(engine)
+    try:
+        for name, pcm in clips.items():
+            client = Stream(engine, pcm)
+            assert engine.admit(client.job)
+            run(engine)
+            assert seen[id(client.job)] == transcripts[name].tokens, name
+            expected = ref.words_by_kyutai_rule(transcripts[name].tokens, DELAY_TOKENS, model[2])
+            got = client.words
+            assert [w.word for w in got] == [w[0] for w in expected]
+            for word, (_, start, stop) in zip(got, expected):
+                assert word.start_s == pytest.approx(start)
+                assert word.end_s == pytest.approx(stop if stop is not None else word.end_s)
+                assert word.end_s >= word.start_s
+            pauses = [e for e in client.events if isinstance(e, PauseHeard)]
+            assert [p.step for p in pauses] == list(range(1, len(transcripts[name].tokens) + 1))
+            assert np.allclose([p.pause_prs for p in pauses], transcripts[name].pause_prs, atol=1e-5)
+            assert client.done.duration_s == pytest.approx(len(pcm) / 24_000)
+            assert client.done.words == got
+    finally:
+        engine.rule.heard = type(engine.rule).heard.__get__(engine.rule)
+
+
+def test_in_a_busy_batch_rows_join_at_other_steps_and_wait_for_their_clients(engine, clips, reference):
+    """Three streams: one whole from the start, one streamed in uneven pieces with pauses (its row
+    frozen while it waits), one joining at step 5. Each gives the reference's tokens."""
+    _, transcripts = reference
+    names = [name for name, *_ in STT_CLIPS]
+    seen = record_tokens(engine)
+    try:
+        first = Stream(engine, clips[names[0]])
+        streamed = Stream(engine, stream=True)
+        assert engine.admit(first.job) and engine.admit(streamed.job)
+        pcm = clips[names[1]]
+        pieces = np.split(pcm, [700, 5000, 5100, 20_000, len(pcm) - 10])
+        late = None
+        frozen_ticks = 0
+        for step in range(400):
+            if step % 3 == 0 and pieces:
+                piece = pieces.pop(0)
+                engine.extend(streamed.job, piece, complete=not pieces)
+            if step == 5:
+                late = Stream(engine, clips[names[2]])
+                assert engine.admit(late.job)
+            before = streamed.job.steps
+            if not engine.tick() and not engine.busy_rows:
+                break
+            frozen_ticks += streamed.job.steps == before and streamed.done is None
+        assert frozen_ticks > 0  # its row waited for audio while the others stepped
+        for client, name in ((first, names[0]), (streamed, names[1]), (late, names[2])):
+            assert client.done is not None, name
+            assert seen[id(client.job)] == transcripts[name].tokens, name
+    finally:
+        engine.rule.heard = type(engine.rule).heard.__get__(engine.rule)
+
+
+def test_full_stt_is_the_1b_architecture_as_moshi_reads_it(tmp_path):
+    """Checked as a config only (built on the meta device: no memory, no weights)."""
+    import json
+
+    import torch
+    from moshi.models.loaders import CheckpointInfo
+
+    from deployments import checkpoint as ck
+
+    config = ck.make_lm_config("full-stt", 8000, 0)
+    path, mimi_path = tmp_path / "config.json", tmp_path / "mimi_config.json"
+    path.write_text(json.dumps(config))
+    mimi_path.write_text(json.dumps(ck.make_mimi_config("full-stt")))
+    info = CheckpointInfo.from_hf_repo(str(tmp_path), config_path=path, moshi_weights=path, mimi_weights=path,
+                                       tokenizer=path, mimi_config_path=mimi_path)
+    assert info.model_type == "stt" and info.stt_config["audio_delay_seconds"] == 0.5
+    lm = info.get_moshi(device="meta", dtype=torch.bfloat16, load_weight=False)
+    assert (lm.dep_q, lm.n_q, lm.depformer, len(lm.extra_heads)) == (0, 32, None, 4)
+    assert lm.delays == [0] * 33 and lm.text_card == 8000
+    assert 0.9e9 < sum(t.numel() for t in lm.parameters()) < 1.2e9
+
+
+def test_the_model_manager_builds_the_stt_engine_for_an_stt_checkpoint(stt_settings):
+    from deployments.engine.model_manager import _default_engine_factory
+
+    engine = _default_engine_factory(stt_settings, "cpu")
+    assert isinstance(engine, STTEngine) and engine.vad_heads == 4 and engine.flush_frames == 7
+    engine.ensure_slots(1)
+    engine.move_to("cpu")  # an offload drops the rows; ensure_slots brings them back
+    assert engine.batch_size == 0
+    engine.ensure_slots(1)
+    assert engine.batch_size == 1
