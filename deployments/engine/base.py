@@ -445,3 +445,11 @@ class SlotEngine(abc.ABC):
 
 # How the model manager builds an engine: load it, on `device`.
 EngineFactory = Callable[[EngineSettings, str], SlotEngine]
+
+
+def listening_sizing_request():
+    """What an audio-in engine is sized with (`SlotEngine.sizing_request`): a minute of audio,
+    750 steps, all sent at once (not clocked)."""
+    from ..protocol import TranscriptionRequest
+
+    return TranscriptionRequest(np.zeros(60 * SAMPLE_RATE, np.float32))

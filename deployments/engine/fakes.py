@@ -27,7 +27,7 @@ import numpy as np
 from ..protocol import FRAME_SAMPLES, SAMPLE_RATE, SynthesisRequest
 from ..settings import EngineSettings
 from .base import (InvalidRequest, SlotEngine, SpeechJob, TranscriptionJob, clean_audio, clean_text,
-                   starting_text, transcription_job)
+                   listening_sizing_request, starting_text, transcription_job)
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,8 @@ class FakeSTTEngine(_FakeEngine):
     def prepare(self, request, sink: Callable, is_cancelled: Callable[[], bool] = lambda: False) -> TranscriptionJob:
         return transcription_job(request, sink, is_cancelled)
 
-    def sizing_request(self) -> TranscriptionRequest:
-        return TranscriptionRequest(np.zeros(60 * SAMPLE_RATE, np.float32))  # a minute: 750 steps
+    def sizing_request(self):
+        return listening_sizing_request()
 
     def extend(self, job: TranscriptionJob, audio: np.ndarray | None, complete: bool = False) -> None:
         job.feed([] if audio is None else [clean_audio(audio)], complete)

@@ -26,7 +26,7 @@ import numpy as np
 from . import loading
 from ..protocol import FRAME_RATE, FRAME_SAMPLES, PauseHeard
 from ..settings import EngineSettings
-from .base import SlotEngine, TranscriptionJob, clean_audio, transcription_job
+from .base import SlotEngine, TranscriptionJob, clean_audio, listening_sizing_request, transcription_job
 from .placement import move_modules
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,9 @@ class STTEngine(SlotEngine):
     # ---- requests (any thread) -----------------------------------------------------------
     def prepare(self, request, sink: Callable, is_cancelled: Callable[[], bool] = lambda: False) -> ListeningJob:
         return transcription_job(request, sink, is_cancelled, ListeningJob)
+
+    def sizing_request(self):
+        return listening_sizing_request()
 
     def extend(self, job: ListeningJob, audio: np.ndarray | None, complete: bool = False) -> None:
         job.feed([] if audio is None else [clean_audio(audio)], complete)
