@@ -77,9 +77,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal server error; it is logged on the server", code="internal_error")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException):
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         return error_response(exc.status_code, str(exc.detail), code=HTTP_CODES.get(exc.status_code),
-                              headers=getattr(exc, "headers", None))
+                              headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path takes. Starlette's 405 names only the first route of the
+    path it met (GET /api/voices, not also its POST)."""
+    from starlette.routing import Route
+
+    from .security.uploads import flat_routes
+
+    methods = set()
+    for route in flat_routes(request.app.routes):
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 def jsonable_errors(exc: RequestValidationError) -> list[dict]:

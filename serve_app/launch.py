@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 log = logging.getLogger(__name__)
-PATH_ARGS = ("model_path", "outputs_dir")
+PATH_ARGS = ("model_path", "outputs_dir", "voice_store_dir")
 
 
 def read_config(path: str | Path) -> dict:

@@ -77,8 +77,8 @@ async def list_voices(ctx: IngressContext = Depends(get_ctx)) -> dict:
              responses={200: {"model": OpenAIVoiceObject}, **error_responses(CREATE_REFUSALS)})
 @upload("max_voice_clip_bytes")
 async def create_voice(audio_sample: UploadFile = File(description="The clip"),
-                       consent: str = Form(max_length=voice_uploads.MAX_CONSENT_CHARS),
-                       name: str = Form(max_length=voice_uploads.MAX_NAME_CHARS),
+                       consent: str = Form(min_length=1, max_length=voice_uploads.MAX_CONSENT_CHARS),
+                       name: str = Form(min_length=1, max_length=voice_uploads.MAX_NAME_CHARS),
                        type: Literal["audio_sample"] = Form("audio_sample"),
                        model: str | None = Form(None, max_length=200),
                        ctx: IngressContext = Depends(get_ctx)) -> dict:

@@ -38,8 +38,8 @@ async def list_voices(filter: str | None = Query(None, max_length=100, descripti
              responses={201: {"model": UploadedVoice}, **error_responses(CREATE_REFUSALS)})
 @upload("max_voice_clip_bytes")
 async def create_voice(file: UploadFile = File(description="The clip"),
-                       name: str = Form(max_length=voice_uploads.MAX_NAME_CHARS),
-                       consent: str = Form(max_length=voice_uploads.MAX_CONSENT_CHARS,
+                       name: str = Form(min_length=1, max_length=voice_uploads.MAX_NAME_CHARS),
+                       consent: str = Form(min_length=1, max_length=voice_uploads.MAX_CONSENT_CHARS,
                                            description="The speaker's consent: who agreed, and how"),
                        model: str | None = Form(None, max_length=200, description="A cloning model's name (default: "
                                                 "the first cloning model)"),

@@ -170,15 +170,14 @@ def test_the_cloning_engine_has_its_rows_beside_the_1_6b(suite, tiny_checkpoint,
     rows, md = run(suite, tiny_checkpoint, tmp_path, "--slots", "2", "--clone-checkpoint", str(tiny_clone_checkpoint),
                    engines="tts-1.6b,tts-0.75b-clone")
     by_engine = [(row.get("engine"), row["kind"]) for row in rows]
-    assert by_engine == [(None, "environment"),
-                         ("tts-1.6b", "load"), ("tts-1.6b", "slots"), ("tts-1.6b", "residency"), ("tts-1.6b", "verdict"),
-                         ("tts-0.75b-clone", "load"), ("tts-0.75b-clone", "slots"), ("tts-0.75b-clone", "residency"),
-                         ("tts-0.75b-clone", "verdict")]
-    tts_load, clone_load = rows[1], rows[5]
+    each = ["load", "slots", "residency", "auto", "verdict"]
+    assert by_engine == [(None, "environment")] + [("tts-1.6b", kind) for kind in each] + [
+        ("tts-0.75b-clone", kind) for kind in each]
+    tts_load, clone_load = rows[1], rows[6]
     assert clone_load["size"] == "tiny-clone" and clone_load["checkpoint"] == str(tiny_clone_checkpoint)
     assert tts_load["n_q"] == 8  # --n-q's default for the tiny model
     assert clone_load["n_q"] == json.loads((tiny_clone_checkpoint / "config.json").read_text())["n_q"]
-    clone_slots = rows[6]
+    clone_slots = rows[7]
     for field in SLOT_FIELDS:
         assert positive(clone_slots[field]), field
     assert "## tts-0.75b-clone: tiny-clone model" in md and "## tts-1.6b: tiny model" in md

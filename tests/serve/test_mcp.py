@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import AudioContent, CallToolResult, TextContent
 
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu"}
+TOOLS = {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu", "clone_voice"}
 DEFAULT_VOICE = "unmute-prod-website/default_voice.wav"
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
               "params": {"protocolVersion": "2025-06-18", "capabilities": {},

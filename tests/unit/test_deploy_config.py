@@ -27,6 +27,10 @@ INTENDED_DIFFERENCES: dict[tuple[str, ...], tuple[object, str]] = {
         "/tmp/outputs",
         "a container's working directory is not the project's: saved outputs go to an absolute path, "
         "where a shared volume is mounted when ingress replicas span several pods"),
+    ("tts", "args", "voice_store_dir"): (
+        "/tmp/voices-store",
+        "uploaded voices, like saved outputs: an absolute path in the container, a shared volume there "
+        "when ingress replicas span several pods (and a persistent one to keep voices across pods)"),
 }
 MAX_REPLICAS_REASON = ("one replica per GPU: the GPU worker groups' maxReplicas (GPUs per pod each) bound it, "
                        "where serve_config.yaml names the GPUs of a `ray up` cluster")
