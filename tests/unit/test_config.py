@@ -30,6 +30,23 @@ def test_configs_are_valid_serve_configs_with_named_deployments(path):
     load_settings(app.args, environ={})  # the args are valid application settings
 
 
+@pytest.mark.parametrize("path", CONFIGS + [REPO / "deploy" / "kuberay-rayservice.yaml"], ids=lambda p: p.name)
+def test_the_longest_paced_stream_finishes_before_the_proxy_cuts_it(path):
+    """A streamed answer runs at real-time playback after its lead (deployments/engine/pacing.py):
+    the longest audio a request may ask for must end within Serve's request_timeout_s, with a
+    minute to spare for a cold start. (Seen before the configs said so: the demo's proxy cut a
+    paced 5,000-character stream at its 300 s.)"""
+    import yaml
+
+    config = read_config(path)
+    if path.suffix == ".yaml" and "spec" in config:  # the RayService: its embedded Serve config
+        config = yaml.safe_load(config["spec"]["serveConfigV2"])
+    (app,) = config["applications"]
+    settings = load_settings(app["args"], environ={}, dotenv_path=None)
+    longest = max(entry.max_audio_s for entry in settings.model_table().values())
+    assert config["http_options"]["request_timeout_s"] >= longest + settings.stream_lead_s + 60
+
+
 def test_environment_beats_dotenv_beats_config_args(tmp_path):
     dotenv = tmp_path / ".env"
     dotenv.write_text("HF_REPO=from-dotenv/model\nVOICE_REPO=from-dotenv/voices\n")
