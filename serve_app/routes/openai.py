@@ -49,6 +49,7 @@ router = APIRouter(tags=["openai"])
                         **error_responses(speech_refusals("input", cfg=False))})
 async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMPLES),
                         ctx: IngressContext = Depends(get_ctx)):
+    await ctx.fetch_voice(body.voice_name)
     request = synthesis_request(ctx, body.input, body.voice_name, model=body.model, text_param="input",
                                 openai_names=True)
     stream = await open_speech(ctx, request, text_param="input", speed=body.speed)
