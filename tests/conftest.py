@@ -275,6 +275,28 @@ def duo_url(serve_cluster, base_url, tiny_checkpoint) -> str:
     return url
 
 
+# The voice-cloning model served beside the 1.6B-style one, as configs/demo.yaml does
+# (tests/serve/test_clone_served.py, tests/browser/test_voice_panel.py): workers on CPU (the logical
+# GPUs stay with the other apps), two replicas of the cloning model (a deleted voice's prompt is
+# dropped on each), two ingress replicas (one voice store for both) and anonymous uploads.
+CLONE_TWO = {"autoscaling_config": {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 2}}
+
+
+@pytest.fixture(scope="session")
+def clone_url(serve_cluster, base_url, tiny_checkpoint, tiny_clone_checkpoint, tmp_path_factory) -> str:
+    models = {"default": {}, "clone": {"model_path": str(tiny_clone_checkpoint), "default_voice": "clips/low_hum.wav"}}
+    cpu_worker = {**DUO_WORKER, "ray_actor_options": {"num_gpus": 0}}
+    app = serve_cluster.app_config("clone", "/clone", worker=cpu_worker, ingress=CLONE_TWO, args={
+        "models": models, "allow_anonymous_uploads": True,
+        "voice_store_dir": str(tmp_path_factory.mktemp("voice-store"))})
+    worker = next(d for d in app["deployments"] if d["name"] == "TTSWorker")
+    app["deployments"].append({**copy.deepcopy(worker), "name": "TTSWorker_clone"})
+    _deep_update(app["deployments"][-1], CLONE_TWO)
+    url = serve_cluster.deploy_app(app)
+    wait_for_replicas(url, 3)
+    return url
+
+
 @pytest.fixture(scope="session")
 def tiny_stt_checkpoint(tmp_path_factory) -> Path:
     """The speech-to-text model's tiny copy (stt-1b-en_fr's shape, voice-activity heads) and its clips."""
