@@ -59,8 +59,9 @@ def test_a_recorded_clip_becomes_a_voice_that_speaks_and_is_deleted(page, clone_
     voice = answer.value.json()
     assert voice["name"] == "Fake microphone" and voice["model"] == "clone" and voice["duration_s"] >= 3.0
     p.wait_for_selector(f"#my-voice-list li[data-voice='{voice['id']}']")
-    # Selected to speak with: its model and it.
-    assert p.input_value("#model") == "clone" and p.input_value("#voice") == voice["id"]
+    # Selected to speak with: its model and it (once the picker has reloaded the model's voices).
+    p.wait_for_function("id => document.getElementById('voice').value === id", arg=voice["id"])
+    assert p.input_value("#model") == "clone"
     assert p.locator(f"#voice optgroup[label='Your voices'] option[value='{voice['id']}']").count() == 1
 
     p.fill("#text", "Hello from my own voice.")
@@ -77,7 +78,7 @@ def test_a_recorded_clip_becomes_a_voice_that_speaks_and_is_deleted(page, clone_
     assert p.inner_text("#upload-status") == "声「Fake microphone」の準備ができました。読み上げ用に選択されています。"
     p.click(f"#my-voice-list button[data-voice='{voice['id']}']")
     p.wait_for_selector("#my-voice-empty:not([hidden])")
-    assert p.locator(f"#voice option[value='{voice['id']}']").count() == 0
+    p.wait_for_function("id => !document.querySelector(`#voice option[value='${id}']`)", arg=voice["id"])
     listing = httpx.get(f"{clone_url}/api/voices", params={"model": "clone"}, timeout=30).json()
     assert listing["uploaded"] == []
     p.select_option("#lang", "en")
