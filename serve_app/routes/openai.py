@@ -34,8 +34,7 @@ from ..protocols.openai import (MODEL_ALIASES, SPEECH_EXAMPLES, Model, ModelList
                                 OpenAIVoiceObject, SpeechRequest, model_entry, usage)
 from ..security import upload
 from ..service import openai_voices, voice_uploads
-from ..service.voice_store import NOT_FOUND
-from .voices import CREATE_REFUSALS
+from .voices import CREATE_REFUSALS, DELETE_REFUSALS
 from ..service.speech import speech_refusals, synthesis_request, voice_header
 from ..context import IngressContext, get_ctx
 from ..protocols.sse import SSE_MEDIA_TYPE, event_stream
@@ -89,7 +88,7 @@ async def create_voice(audio_sample: UploadFile = File(description="The clip"),
 
 
 @router.delete("/v1/audio/voices/{voice_id}", summary="OpenAI-compatible: delete one of your voices",
-               responses=error_responses({404: [NOT_FOUND]}))
+               responses=error_responses(DELETE_REFUSALS))
 async def delete_voice(voice_id: str = Path(max_length=100), ctx: IngressContext = Depends(get_ctx)) -> dict:
     record = await voice_uploads.delete_voice(ctx, voice_id)
     return {"id": record.id, "deleted": True, "object": "audio.voice.deleted"}

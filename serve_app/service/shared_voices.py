@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -64,8 +65,12 @@ class VoiceStoreActor:
     def pcm(self, record: StoredVoice) -> np.ndarray:
         return self.store.pcm(record)
 
-    def add(self, owner: str, name: str, model: str, consent: str, pcm: np.ndarray) -> tuple[StoredVoice, bool]:
-        return self.store.add(owner, name, model, consent, pcm)
+    def add(self, owner: str, name: str, model: str, consent: str, pcm: np.ndarray) -> tuple[StoredVoice, bool] | dict:
+        """(record, created), or a quota's refusal as plain data (an APIError does not pickle)."""
+        try:
+            return self.store.add(owner, name, model, consent, pcm)
+        except APIError as exc:
+            return {"refused": exc.status, "message": exc.message, "code": exc.code}
 
     def delete(self, owner: str, voice_id: str) -> StoredVoice | None:
         return self.store.delete(owner, voice_id)
@@ -108,7 +113,11 @@ class VoiceStoreClient:
         try:
             if self._actor is None:
                 actor = await asyncio.to_thread(get_store_actor, *self._actor_args)
-                await asyncio.wait_for(actor.configure.remote(*self._actor_args[2:]), STORE_TIMEOUT_S)
+                root = await asyncio.wait_for(actor.configure.remote(*self._actor_args[2:]), STORE_TIMEOUT_S)
+                if root != str(Path(self._actor_args[1]).expanduser()):
+                    log.warning("the voice store keeps its voices in %s (where it was first created), not in "
+                                "voice_store_dir %s: restart the app's store actor to move it", root,
+                                self._actor_args[1])
                 self._actor = actor
             return await asyncio.wait_for(getattr(self._actor, method).remote(*args), STORE_TIMEOUT_S)
         except (ray.exceptions.RayActorError, asyncio.TimeoutError) as exc:
@@ -153,7 +162,13 @@ class VoiceStoreClient:
         return await self._call("list", owner)
 
     async def add(self, owner: str, name: str, model: str, consent: str, pcm: np.ndarray) -> tuple[StoredVoice, bool]:
-        return await self._call("add", owner, name, model, consent, pcm)
+        """Stores a validated prompt as the owner's voice: (record, created); 403 past a quota."""
+        if self.store is not None:
+            return await asyncio.to_thread(self.store.add, owner, name, model, consent, pcm)
+        added = await self._call("add", owner, name, model, consent, pcm)
+        if isinstance(added, dict):
+            raise APIError(added["refused"], added["message"], code=added["code"])
+        return added
 
     async def delete(self, owner: str, voice_id: str) -> StoredVoice | None:
         self._fetched.pop(voice_id, None)

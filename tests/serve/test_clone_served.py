@@ -13,6 +13,7 @@ import asyncio
 from urllib.parse import unquote
 
 import httpx
+import pytest
 from helpers.clips import audio_file, tone
 
 CLIP = "clips/noise.wav"
@@ -90,3 +91,26 @@ def test_an_uploaded_clip_speaks_on_every_ingress_and_is_gone_everywhere_after_d
         gone = httpx.post(f"{clone_url}/api/tts", json={"text": "Hi.", "voice": voice}, timeout=60)
         assert gone.status_code == 400 and gone.json()["error"]["code"] == "unknown_voice"
     assert _uploaded_pcm(voice) is None
+
+
+def test_the_store_actor_refuses_past_a_quota_in_the_error_shape(serve_cluster, tmp_path):
+    """A refusal inside the store actor reaches the ingress as its APIError (plain data across Ray)."""
+    import ray
+
+    from serve_app.errors import APIError
+    from serve_app.service.shared_voices import VoiceStoreClient, get_store_actor
+
+    store = VoiceStoreClient.shared("quota-test", str(tmp_path), 1, 10**9)
+
+    async def add_two():
+        first, created = await store.add("owner", "one", "clone", "yes", tone(3.0))
+        with pytest.raises(APIError) as refused:
+            await store.add("owner", "two", "clone", "yes", tone(3.0, hz=330.0))
+        return first, created, refused.value
+
+    try:
+        first, created, refused = asyncio.run(add_two())
+    finally:
+        ray.kill(get_store_actor("quota-test", str(tmp_path), 1, 10**9))
+    assert created and first.name == "one" and (tmp_path / "voices" / f"{first.id[5:]}.json").exists()
+    assert (refused.status, refused.code) == (403, "voice_quota")
