@@ -19,6 +19,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
+from helpers.demo_apps import one_model_app
+
 # The engine tests run on CPU here; TTS_TEST_DEVICE=cuda runs them on a GPU machine with CUDA
 # graphs on, as in production (the Serve tests always use logical GPUs and CPU).
 TEST_DEVICE = os.environ.get("TTS_TEST_DEVICE", "cpu")
@@ -109,18 +111,11 @@ class ServeCluster:
 
     def app_config(self, name: str, route_prefix: str, args: dict | None = None,
                    worker: dict | None = None, ingress: dict | None = None) -> dict:
-        app = copy.deepcopy(self.base_config["applications"][0])
+        app = one_model_app(self.base_config["applications"][0], str(self.checkpoint), str(self.outputs))
         app.update(name=name, route_prefix=route_prefix)
-        # The demo's second model (the cloning one): a test that wants several models names them.
-        app["args"].pop("models", None)
-        app["deployments"] = [d for d in app["deployments"] if d["name"] in ("TTSWorker", "Ingress")]
-        app["args"].update({"model_path": str(self.checkpoint), "outputs_dir": str(self.outputs),
-                            "max_text_chars": 2000, "max_audio_s": 300}, **(args or {}))
-        app["args"].pop("build_test_checkpoint", None)
+        app["args"].update(args or {})
         for deployment in app["deployments"]:
             if deployment["name"] == "TTSWorker":
-                # One logical GPU per replica (the demo's half GPUs are for its two models).
-                deployment["ray_actor_options"].update(num_gpus=1, num_cpus=0.5)
                 _deep_update(deployment, worker or {})
             else:
                 _deep_update(deployment, ingress or {})
