@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import msgpack
 import numpy as np
 
+from .kyutai import unpack_bounded
+
 # A MessagePack number is at most 9 bytes (float64; Kyutai's clients send float32, 5 bytes): the
 # largest valid Audio message, decided before any decoding.
 _BYTES_PER_SAMPLE = 9
@@ -61,17 +63,8 @@ def message_limit(max_samples: int) -> int:
 
 
 def _unpack(data: bytes, max_samples: int):
-    built = 0
-
-    def count(container):
-        nonlocal built
-        built += 1
-        if built > _MAX_CONTAINERS:
-            raise ValueError("too many arrays or maps")
-        return container
-
-    return msgpack.unpackb(data, max_array_len=max_samples, max_map_len=8, max_str_len=64, max_bin_len=0,
-                           max_ext_len=0, list_hook=count, object_hook=count)
+    return unpack_bounded(data, _MAX_CONTAINERS, max_array_len=max_samples, max_map_len=8, max_str_len=64,
+                          max_bin_len=0, max_ext_len=0)
 
 
 def parse_frame(frame: bytes | str, max_samples: int) -> ClientMessage:

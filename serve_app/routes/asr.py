@@ -23,31 +23,11 @@ from ..protocols import kyutai, kyutai_asr
 from ..security import cross_site
 from ..service.asr_session import AsrSession, failure
 from ..service.served_models import ServedModel
+from .websocket import Connection
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 WARM_STATES = ("ready", "offloaded")
-
-
-class _Connection:
-    """The socket as a session uses it: typed messages in, bytes out; WebSocketDisconnect once
-    the client is gone."""
-
-    def __init__(self, websocket: WebSocket, max_samples: int):
-        self.websocket, self.max_samples = websocket, max_samples
-
-    async def receive(self) -> kyutai_asr.ClientMessage:
-        message = await self.websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        text = message.get("text")
-        return kyutai_asr.parse_frame((message.get("bytes") or b"") if text is None else text, self.max_samples)
-
-    async def send(self, data: bytes) -> None:
-        try:
-            await self.websocket.send_bytes(data)
-        except (RuntimeError, OSError) as exc:  # the socket is closed or closing
-            raise WebSocketDisconnect(1006) from exc
 
 
 async def _end_with_error(websocket: WebSocket, kind: FailureKind, message: str) -> None:
@@ -83,7 +63,8 @@ async def asr_streaming(websocket: WebSocket) -> None:
     if len(open_sessions) >= settings.max_websocket_sessions:
         return await _end_with_error(websocket, FailureKind.OVERLOADED,
                                      f"this server holds {settings.max_websocket_sessions} sessions already; retry shortly")
-    connection = _Connection(websocket, settings.asr_max_samples_per_message)
+    max_samples = settings.asr_max_samples_per_message
+    connection = Connection(websocket, lambda frame: kyutai_asr.parse_frame(frame, max_samples))
     open_sessions.add(connection)
 
     async def warm() -> bool:
