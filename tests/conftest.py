@@ -254,19 +254,31 @@ DUO_WORKER = {"ray_actor_options": {"num_gpus": 0.5},
               "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
 
 
-# An app with two models (the `models` table): the tiny checkpoint under two names, each with a
+# The duo app's speech-to-text model (tests/serve/test_asr_served.py): 2 rows, so that a third
+# stream finds no free channel; no GPU (the two halves of the duo's are taken), never offloaded.
+EARS_WORKER = {"ray_actor_options": {"num_gpus": 0},
+               "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1},
+               "max_ongoing_requests": 2, "user_config": {"offload_after_s": 300, "max_batch_size": 2}}
+EARS_ROWS = 2
+
+
+# An app with three models (the `models` table): the tiny checkpoint under two names, each with a
 # worker deployment of its own (TTSWorker for "first", the default; TTSWorker_second), both on one
-# logical GPU.
+# logical GPU; and the tiny speech-to-text model ("ears", TTSWorker_ears), beside them.
 @pytest.fixture(scope="session")
-def duo_url(serve_cluster, base_url, tiny_checkpoint) -> str:
+def duo_url(serve_cluster, base_url, tiny_checkpoint, tiny_stt_checkpoint) -> str:
     path = str(tiny_checkpoint)
     app = serve_cluster.app_config("duo", "/duo", worker=DUO_WORKER,
-                                   args={"models": {"first": {"model_path": path}, "second": {"model_path": path}},
-                                         "default_model": "first"})
+                                   args={"models": {"first": {"model_path": path}, "second": {"model_path": path},
+                                                    "ears": {"model_path": str(tiny_stt_checkpoint)}},
+                                         "default_model": "first", "asr_idle_timeout_s": 3})
     worker = next(d for d in app["deployments"] if d["name"] == "TTSWorker")
     app["deployments"].append({**copy.deepcopy(worker), "name": "TTSWorker_second"})
+    ears = copy.deepcopy(worker)
+    _deep_update(ears, {**EARS_WORKER, "name": "TTSWorker_ears"})
+    app["deployments"].append(ears)
     url = serve_cluster.deploy_app(app)
-    wait_for_replicas(url, 2)
+    wait_for_replicas(url, 3)
     return url
 
 
