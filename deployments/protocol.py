@@ -188,19 +188,22 @@ class SynthesisFailed:
 
 
 @dataclass
-class TextFeedOpened:
-    """First event of a `stream_text` request: where to send the rest of its words
-    (`inbox.put.remote(session, text, end)`, see deployments/serve/text_inbox.py)."""
+class InputFeedOpened:
+    """First event of a streamed request (`stream_text` words, `stream_audio` audio): where to send
+    the rest of its input (`inbox.put.remote(session, item, end)`, deployments/serve/text_inbox.py)."""
     inbox: object  # a Ray actor handle
     session: str
 
 
-SynthesisEvent = TextFeedOpened | AudioChunk | WordSpoken | SynthesisDone | SynthesisFailed
+TextFeedOpened = InputFeedOpened  # its name before audio streams used it too
+
+
+SynthesisEvent = InputFeedOpened | AudioChunk | WordSpoken | SynthesisDone | SynthesisFailed
 
 
 # ---- audio in / text out (speech to text) ---------------------------------------------------------
-# The contract of the STT engines to come (deployments/engine/models.py lists their models); the
-# fake STT engine speaks it already (deployments/engine/fakes.py).
+# The contract of the STT engines (deployments/engine/stt.py, the fake in deployments/engine/fakes.py)
+# and of the worker's `transcribe_stream`.
 
 @dataclass
 class TranscriptionRequest:
@@ -225,6 +228,29 @@ class PauseHeard:
     that the speaker has paused, one per head (Kyutai's 1B: horizons 0.5, 1, 2 and 3 s)."""
     step: int                # the stream's model steps so far (silence prefix and flush included)
     pause_prs: list[float]
+    buffered_samples: int = 0  # the stream's audio received and not yet heard, after this step
+
+
+@dataclass
+class Listening:
+    """A streamed transcription holds a row: from now on each frame sent is heard at the next step
+    (Kyutai's ASR socket answers `Ready` then)."""
+
+
+@dataclass
+class WordBegun:
+    """A word of the transcript whose text is complete and whose start is known; its end comes
+    with its WordHeard (Kyutai's `Word`, then `EndWord`)."""
+    text: str
+    start_s: float
+
+
+@dataclass
+class StreamMarker:
+    """A client's marker. As input (after audio, through the inbox) it marks a point of the stream;
+    as an event it says that every frame before that point has been heard, the model's delay
+    included (Kyutai's `Marker`)."""
+    marker_id: int
 
 
 @dataclass
@@ -239,4 +265,5 @@ class TranscriptionDone:
 # One failure event for every kind: nothing in it is about synthesis (message, FailureKind, param).
 RequestFailed = SynthesisFailed
 
-TranscriptionEvent = WordHeard | PauseHeard | TranscriptionDone | RequestFailed
+TranscriptionEvent = (InputFeedOpened | Listening | WordBegun | WordHeard | PauseHeard | StreamMarker
+                      | TranscriptionDone | RequestFailed)

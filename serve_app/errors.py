@@ -9,9 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from .protocols.error_shape import STATUS_TYPES
 from .request_ids import current_request_id
+from .routes import flat_routes
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +90,6 @@ def install_error_handlers(app: FastAPI) -> None:
 def allowed_methods(request: Request) -> str:
     """Every method the request's path takes. Starlette's 405 names only the first route of the
     path it met (GET /api/voices, not also its POST)."""
-    from starlette.routing import Route
-
-    from .security.uploads import flat_routes
-
     methods = set()
     for route in flat_routes(request.app.routes):
         if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):

@@ -14,7 +14,8 @@ what no route declares:
   document never states a number the service does not enforce;
 - what depends on the app's models (serve_app/service/served_models.py): the model names a
   `model` field takes, and the cfg coefficients a `cfg_coef` field takes (each model has its own
-  rule; an app of several states each, as alternatives).
+  rule; an app of several states each, as alternatives, and its request schemas tie each rule to
+  its models, so that a schema-valid request is one the service takes).
 
 Built once per application, on the first request for it (the settings do not change meanwhile).
 """
@@ -68,7 +69,10 @@ def complete(document: dict, settings: AppSettings, models: list[ServedModel],
     if settings.api_keys:
         document["components"]["securitySchemes"] = dict(api_keys.SECURITY_SCHEMES)
     fill_settings(schemas, settings)
-    fill_models(document, models)
+    speaking = [m for m in models if m.speaks]
+    for schema in schemas.values():
+        tie_cfg_to_model(schema, speaking, settings.default_model_name)
+    fill_models(document, speaking)
     return document
 
 
@@ -139,6 +143,41 @@ def fill_models(node, models: list[ServedModel]) -> None:
     elif isinstance(node, list):
         for value in node:
             fill_models(value, models)
+
+
+def tie_cfg_to_model(schema: dict, models: list[ServedModel], default_model: str) -> None:
+    """A request schema with a `model` field and a `cfg_coef` field, in an app whose models have
+    different cfg rules, says which rule goes with which model: one alternative per rule (anyOf),
+    the request's model (absent or null: the default one) named with the coefficients it takes.
+    The field alone states the rules' union (fill_models); this is what makes a schema-valid
+    request one the service takes (a 5.0 is the cloning model's, never the default 1.6B's)."""
+    properties = schema.get("properties", {})
+    model_field = next((name for name, field in properties.items() if _marked(field, MODEL_NAMES)), None)
+    cfg_field = next((name for name, field in properties.items() if _marked(field, CFG_RULES)), None)
+    rules = cfg_rules(models)
+    if model_field is None or cfg_field is None or len(rules) < 2:
+        return
+    by_rule: dict = {}
+    for model in models:
+        by_rule.setdefault(model.cfg_rule, []).append(model)
+    alternatives = []
+    for rule, owners in by_rule.items():
+        names = list(dict.fromkeys(name for m in owners for name in (m.name, m.public_id)))
+        model = {"enum": names}
+        cfg = {"anyOf": [rule.json_schema() | {"type": "number"}, {"type": "null"}]} if rule else {"type": "null"}
+        alternative = {"properties": {model_field: model, cfg_field: cfg}}
+        if any(m.name == default_model for m in owners):
+            model.update(anyOf=[{"enum": model.pop("enum")}, {"type": "null"}])
+        else:
+            alternative["required"] = [model_field]
+        alternatives.append(alternative)
+    schema["anyOf"] = alternatives
+
+
+def _marked(node, marker: str) -> bool:
+    if isinstance(node, dict):
+        return bool(node.get(marker)) or any(_marked(value, marker) for value in node.values())
+    return isinstance(node, list) and any(_marked(value, marker) for value in node)
 
 
 def _state_cfg_rules(field: dict, rules: list) -> None:

@@ -65,6 +65,15 @@ class AppSettings(EngineSettings):
     # a session may go without a message that carries something (empty Text does not count).
     max_websocket_sessions: int = Field(256, ge=1)
     websocket_idle_timeout_s: float = Field(60.0, gt=0)
+    # Kyutai's ASR WebSocket (/api/asr-streaming; its sessions count in max_websocket_sessions):
+    # when every row of every warm replica is busy, how long a new stream waits for one before
+    # `Error "no free channels"` (a cold start is waited for: worker_timeout_s); a session ends
+    # after this long without a message, and after max_session_s of audio or of wall time; one
+    # Audio message holds at most this many samples (10 s; Kyutai's clients send 80 ms to 1 s).
+    asr_free_row_wait_s: float = Field(1.0, ge=0)
+    asr_idle_timeout_s: float = Field(20.0, gt=0)
+    asr_max_session_s: float = Field(3600.0, gt=0)
+    asr_max_samples_per_message: int = Field(240_000, ge=1_920)
     # Seconds the ingress waits for a worker (including a cold start from zero replicas).
     worker_timeout_s: float = Field(600.0, gt=0)
     # Several models in one app, each with a worker deployment of its own: short name -> the engine

@@ -19,6 +19,8 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
+from helpers.demo_apps import one_model_app
+
 # The engine tests run on CPU here; TTS_TEST_DEVICE=cuda runs them on a GPU machine with CUDA
 # graphs on, as in production (the Serve tests always use logical GPUs and CPU).
 TEST_DEVICE = os.environ.get("TTS_TEST_DEVICE", "cpu")
@@ -109,18 +111,11 @@ class ServeCluster:
 
     def app_config(self, name: str, route_prefix: str, args: dict | None = None,
                    worker: dict | None = None, ingress: dict | None = None) -> dict:
-        app = copy.deepcopy(self.base_config["applications"][0])
+        app = one_model_app(self.base_config["applications"][0], str(self.checkpoint), str(self.outputs))
         app.update(name=name, route_prefix=route_prefix)
-        # The demo's second model (the cloning one): a test that wants several models names them.
-        app["args"].pop("models", None)
-        app["deployments"] = [d for d in app["deployments"] if d["name"] in ("TTSWorker", "Ingress")]
-        app["args"].update({"model_path": str(self.checkpoint), "outputs_dir": str(self.outputs),
-                            "max_text_chars": 2000, "max_audio_s": 300}, **(args or {}))
-        app["args"].pop("build_test_checkpoint", None)
+        app["args"].update(args or {})
         for deployment in app["deployments"]:
             if deployment["name"] == "TTSWorker":
-                # One logical GPU per replica (the demo's half GPUs are for its two models).
-                deployment["ray_actor_options"].update(num_gpus=1, num_cpus=0.5)
                 _deep_update(deployment, worker or {})
             else:
                 _deep_update(deployment, ingress or {})
@@ -259,19 +254,31 @@ DUO_WORKER = {"ray_actor_options": {"num_gpus": 0.5},
               "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
 
 
-# An app with two models (the `models` table): the tiny checkpoint under two names, each with a
+# The duo app's speech-to-text model (tests/serve/test_asr_served.py): 2 rows, so that a third
+# stream finds no free channel; no GPU (the two halves of the duo's are taken), never offloaded.
+EARS_WORKER = {"ray_actor_options": {"num_gpus": 0},
+               "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1},
+               "max_ongoing_requests": 2, "user_config": {"offload_after_s": 300, "max_batch_size": 2}}
+EARS_ROWS = 2
+
+
+# An app with three models (the `models` table): the tiny checkpoint under two names, each with a
 # worker deployment of its own (TTSWorker for "first", the default; TTSWorker_second), both on one
-# logical GPU.
+# logical GPU; and the tiny speech-to-text model ("ears", TTSWorker_ears), beside them.
 @pytest.fixture(scope="session")
-def duo_url(serve_cluster, base_url, tiny_checkpoint) -> str:
+def duo_url(serve_cluster, base_url, tiny_checkpoint, tiny_stt_checkpoint) -> str:
     path = str(tiny_checkpoint)
     app = serve_cluster.app_config("duo", "/duo", worker=DUO_WORKER,
-                                   args={"models": {"first": {"model_path": path}, "second": {"model_path": path}},
-                                         "default_model": "first"})
+                                   args={"models": {"first": {"model_path": path}, "second": {"model_path": path},
+                                                    "ears": {"model_path": str(tiny_stt_checkpoint)}},
+                                         "default_model": "first", "asr_idle_timeout_s": 3})
     worker = next(d for d in app["deployments"] if d["name"] == "TTSWorker")
     app["deployments"].append({**copy.deepcopy(worker), "name": "TTSWorker_second"})
+    ears = copy.deepcopy(worker)
+    _deep_update(ears, {**EARS_WORKER, "name": "TTSWorker_ears"})
+    app["deployments"].append(ears)
     url = serve_cluster.deploy_app(app)
-    wait_for_replicas(url, 2)
+    wait_for_replicas(url, 3)
     return url
 
 

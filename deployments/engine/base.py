@@ -34,8 +34,8 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
-from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, FailureKind, RequestFailed, SynthesisDone,
-                        SynthesisRequest, TranscriptionDone, Word, WordHeard, WordSpoken)
+from ..protocol import (FRAME_SAMPLES, SAMPLE_RATE, AudioChunk, FailureKind, Listening, RequestFailed, StreamMarker,
+                        SynthesisDone, SynthesisRequest, TranscriptionDone, Word, WordHeard, WordSpoken)
 from ..settings import EngineSettings
 from .pacing import Pacing
 from .text import normalize_breaks
@@ -148,6 +148,10 @@ class Job:
         not paced. Requests that stream say so (`SynthesisRequest.playback_rate`)."""
         return getattr(self.request, "playback_rate", None)
 
+    def admitted(self) -> None:
+        """Called when the job takes its row (`SlotEngine.admit`); a kind that tells its client so
+        says it here."""
+
     def feed(self, items: list, complete: bool = False) -> None:
         with self._lock:
             self._incoming.extend(items)
@@ -218,6 +222,35 @@ class TranscriptionJob(_WordsOut):
     word_event = WordHeard
     frames_in: int = 0          # frames the row has consumed
     _audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # The client's markers not yet reached: (frames of its audio before the marker, its id).
+    _markers: list = field(default_factory=list)
+
+    def admitted(self) -> None:
+        self.sink(Listening())
+
+    @property
+    def buffered_samples(self) -> int:
+        """Audio the row holds and has not heard yet."""
+        return len(self._audio)
+
+    def accept(self, incoming: list) -> None:
+        """What `extend` queued (`listening_input`), in order: audio, and markers after it."""
+        for item in incoming:
+            if isinstance(item, StreamMarker):
+                self.add_marker(item.marker_id)
+            else:
+                self.add_audio(item)
+
+    def add_marker(self, marker_id: int) -> None:
+        """A marker after the audio received so far (a part frame counts as the whole frame it
+        will be padded to)."""
+        self._markers.append((self.frames_in + -(-len(self._audio) // FRAME_SAMPLES), marker_id))
+
+    def send_markers(self, frames_heard: int) -> None:
+        """Sends the markers whose audio the model has heard: `frames_heard` of the stream's frames
+        are out of its delay (every marker, at the end of the stream)."""
+        while self._markers and self._markers[0][0] <= frames_heard:
+            self.sink(StreamMarker(self._markers.pop(0)[1]))
 
     @property
     def seconds_in(self) -> float:
@@ -242,8 +275,21 @@ class TranscriptionJob(_WordsOut):
 
     def finish(self) -> None:
         self._close_pending_word(self.seconds_in)
+        self.send_markers(self.frames_in)  # the whole stream has been heard: every marker is due
         self.sink(TranscriptionDone(request_id=self.request.request_id, duration_s=round(self.seconds_in, 3),
                                     words=list(self.words)))
+
+
+def listening_input(more) -> list:
+    """A streamed transcription's next input as its job queues it: audio (validated,
+    `clean_audio`), a StreamMarker, or None (nothing, e.g. only the end of the input)."""
+    if more is None:
+        return []
+    if isinstance(more, StreamMarker):
+        if isinstance(more.marker_id, bool) or not isinstance(more.marker_id, int):
+            raise InvalidRequest("a marker's id must be an integer", param="marker")
+        return [more]
+    return [clean_audio(more)]
 
 
 def transcription_job(request, sink: Callable[[object], None], is_cancelled: Callable[[], bool],
@@ -365,6 +411,7 @@ class SlotEngine(abc.ABC):
         job.row, job.admitted_tick = row, self.ticks
         self._jobs[row] = job
         self.admissions += 1
+        job.admitted()
         return True
 
     @abc.abstractmethod

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..protocol import FRAME_SAMPLES, SAMPLE_RATE, SynthesisRequest
 from ..settings import EngineSettings
-from .base import (InvalidRequest, SlotEngine, SpeechJob, TranscriptionJob, clean_audio, clean_text,
+from .base import (InvalidRequest, SlotEngine, SpeechJob, TranscriptionJob, clean_text, listening_input,
                    listening_sizing_request, starting_text, transcription_job)
 
 log = logging.getLogger(__name__)
@@ -216,15 +216,14 @@ class FakeSTTEngine(_FakeEngine):
     def sizing_request(self):
         return listening_sizing_request()
 
-    def extend(self, job: TranscriptionJob, audio: np.ndarray | None, complete: bool = False) -> None:
-        job.feed([] if audio is None else [clean_audio(audio)], complete)
+    def extend(self, job: TranscriptionJob, more, complete: bool = False) -> None:
+        job.feed(listening_input(more), complete)
 
     def runnable(self, job: TranscriptionJob) -> bool:
         return job.has_frame() or job.input_complete
 
     def _accept_input(self, job: TranscriptionJob, incoming: list) -> None:
-        for pcm in incoming:
-            job.add_audio(pcm)
+        job.accept(incoming)
 
     def _advance(self, rows: list[int]) -> None:
         self._count_step(rows)
@@ -235,6 +234,7 @@ class FakeSTTEngine(_FakeEngine):
             if 0 <= heard < job.frames_in and heard % self.frames_per_word == 0:
                 word = self.script[heard // self.frames_per_word % len(self.script)]
                 job.word_started(word, heard * FRAME_SAMPLES / SAMPLE_RATE)
+            job.send_markers(heard + 1)
             if job.input_complete and not job.has_frame() and heard >= job.frames_in - 1:
                 self._release(job)
                 job.finish()

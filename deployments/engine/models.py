@@ -1,7 +1,8 @@
 """One row per Kyutai model this service serves or is about to: what kind of engine it needs and
 the facts that engine must respect, so that a new model is a new row and a new engine, not a
-branch in an existing one. Served: `kyutai/tts-1.6b-en_fr` (deployments/engine/tts.py) and
-`kyutai/tts-0.75b-en-public` (deployments/engine/clone.py); the other rows hold what the next
+branch in an existing one. Served: `kyutai/tts-1.6b-en_fr` (deployments/engine/tts.py),
+`kyutai/tts-0.75b-en-public` (deployments/engine/clone.py) and `kyutai/stt-1b-en_fr` (its release
+with voice-activity heads too; deployments/engine/stt.py); the other rows hold what the next
 engines must honour. `model_kind` tells which engine a model's settings need.
 """
 
@@ -72,7 +73,11 @@ MODELS: dict[str, ModelSpec] = {spec.repo: spec for spec in (
         voice_id="an audio file in kyutai/tts-voices (a .wav path, no suffix): its audio is the prompt",
         served=True, attribution="Voices spoken by kyutai/tts-0.75b-en-public, by Kyutai, licensed CC-BY 4.0 "
                                  "(https://creativecommons.org/licenses/by/4.0/)"),
-    ModelSpec("kyutai/stt-1b-en_fr", ModelKind.STT, delay_s=0.5, languages=("en", "fr")),
+    ModelSpec("kyutai/stt-1b-en_fr", ModelKind.STT, delay_s=0.5, languages=("en", "fr"), served=True),
+    # The same model with its 4 semantic voice-activity heads (Kyutai's Rust server loads this
+    # release; moshi's loader takes its config and weights as they are): the production default,
+    # since voice agents read the pause probabilities (Kyutai's `Step` messages).
+    ModelSpec("kyutai/stt-1b-en_fr-candle", ModelKind.STT, delay_s=0.5, languages=("en", "fr"), served=True),
     ModelSpec("kyutai/stt-2.6b-en", ModelKind.STT, delay_s=2.5),
 )}
 

@@ -11,7 +11,10 @@ A row's life, in steps: the model's silence prefix (`audio_silence_prefix_second
 1 s for the 2.6B), the stream's audio frame by frame (the last one padded with silence), then,
 once the input has ended, `ceil(audio_delay_seconds * 12.5)` frames of silence that flush the words
 still inside the model's delay; then `TranscriptionDone`. Words and their times follow the rule of
-Kyutai's Rust server (`WordRule`); models with voice-activity heads also send `PauseHeard` per step.
+Kyutai's Rust server (`WordRule`): `WordBegun` once a word's text is complete, `WordHeard` once its
+end is known; models with voice-activity heads also send `PauseHeard` per step. The job is told
+`Listening` when it takes its row, and a client's marker (`StreamMarker`, sent between its audio)
+comes back once the model has heard every frame before it, delay included.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Callable
 import numpy as np
 
 from . import loading
-from ..protocol import FRAME_RATE, FRAME_SAMPLES, PauseHeard
+from ..protocol import FRAME_RATE, FRAME_SAMPLES, PauseHeard, WordBegun
 from ..settings import EngineSettings
-from .base import SlotEngine, TranscriptionJob, clean_audio, listening_sizing_request, transcription_job
+from .base import SlotEngine, TranscriptionJob, listening_input, listening_sizing_request, transcription_job
 from .placement import move_modules
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class WordRule:
                     job._close_pending_word(self._time(k))
                 job._pending_word = (self.decode(job.pieces), job.last_stop - self.prefix_s)
                 job.pieces, job.unended = [], True
+                job.sink(WordBegun(*job._pending_word))  # its end comes with its WordHeard
         else:
             job.pieces.append(token)
         if token == BOUNDARY_TOKEN:
@@ -134,8 +138,9 @@ class STTEngine(SlotEngine):
     def sizing_request(self):
         return listening_sizing_request()
 
-    def extend(self, job: ListeningJob, audio: np.ndarray | None, complete: bool = False) -> None:
-        job.feed([] if audio is None else [clean_audio(audio)], complete)
+    def extend(self, job: ListeningJob, more, complete: bool = False) -> None:
+        """More audio (float32 PCM), or a StreamMarker after the audio sent so far."""
+        job.feed(listening_input(more), complete)
 
     # ---- the generation thread -----------------------------------------------------------
     def _start_row(self, row: int, job: ListeningJob) -> None:
@@ -147,8 +152,7 @@ class STTEngine(SlotEngine):
         return job.prefix_left > 0 or job.has_frame() or job.input_complete
 
     def _accept_input(self, job: ListeningJob, incoming: list) -> None:
-        for pcm in incoming:
-            job.add_audio(pcm)
+        job.accept(incoming)
 
     def _next_frame(self, job: ListeningJob) -> np.ndarray:
         if job.prefix_left:
@@ -171,7 +175,9 @@ class STTEngine(SlotEngine):
             job = self._jobs[row]
             self.rule.heard(job, token)
             if prs is not None:
-                job.sink(PauseHeard(job.steps, prs[index]))
+                job.sink(PauseHeard(job.steps, prs[index], job.buffered_samples))
+            # A frame is heard once the model's delay has passed it (the silence prefix first).
+            job.send_markers(job.steps - self.prefix_frames - self.flush_frames)
             if job.input_complete and not job.has_frame() and job.flush_left <= 0 and not job.prefix_left:
                 self._release(job)
                 job.finish()

@@ -1,9 +1,11 @@
-"""Words for requests that are already speaking, from the ingress to the replica that runs them.
+"""Input for requests that are already running, from the ingress to the replica that runs them:
+the words of a streamed synthesis (Kyutai's TTS socket), the audio and markers of a streamed
+transcription (Kyutai's ASR socket).
 
-A Serve handle call goes to whichever replica the router picks, so words for a running WebSocket
-session cannot be sent as new calls. Each `TTSWorker` replica owns one `TextInbox` actor (it dies
-with the replica); a request with `stream_text` opens with a `TextFeedOpened` event carrying the
-inbox's handle, the ingress `put`s the session's words there, and the replica `take`s them.
+A Serve handle call goes to whichever replica the router picks, so the rest of a running stream's
+input cannot be sent as new calls. Each worker replica owns one `TextInbox` actor (it dies with the
+replica); a streamed request opens with an `InputFeedOpened` event carrying the inbox's handle,
+the ingress `put`s the session's input there, and the replica `take`s it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import collections
 
 import ray
 
-# Words wait here only until the replica takes them (it always waits on `take`); this bounds what
+# Input waits here only until the replica takes them (it always waits on `take`); this bounds what
 # a session may leave behind if its replica stopped taking.
 MAX_PENDING_PER_SESSION = 10_000
 
@@ -30,13 +32,13 @@ class TextInbox:
             self._arrived[session] = asyncio.Event()
         return self._pending[session], self._arrived[session]
 
-    async def put(self, session: str, text: str | None, end: bool = False) -> None:
-        """Words for `session` (None: no words), `end` when the client sent its last."""
+    async def put(self, session: str, item: object, end: bool = False) -> None:
+        """Input for `session` (words, audio, a marker; None: nothing), `end` when the client sent its last."""
         pending, arrived = self._session(session)
-        pending.append((text, end))
+        pending.append((item, end))
         arrived.set()
 
-    async def take(self, session: str, timeout_s: float = 30.0) -> list[tuple[str | None, bool]]:
+    async def take(self, session: str, timeout_s: float = 30.0) -> list[tuple[object, bool]]:
         """What arrived for `session` since the last take; waits up to `timeout_s` for something."""
         pending, arrived = self._session(session)
         if not pending:

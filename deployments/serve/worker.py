@@ -20,7 +20,9 @@ from ray import serve
 from ..engine import download_progress
 from ..engine.model_manager import ModelManager
 from ..engine.scheduler import SlotScheduler, Submission
-from ..protocol import DEFAULT_MODEL_NAME, DEFAULT_SLOTS, PCM_BYTES, SAMPLE_RATE, WORKER_DEPLOYMENT, AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest, TextFeedOpened
+from ..protocol import (DEFAULT_MODEL_NAME, DEFAULT_SLOTS, PCM_BYTES, SAMPLE_RATE, WORKER_DEPLOYMENT, AudioChunk,
+                        FailureKind, InputFeedOpened, Listening, SynthesisDone, SynthesisFailed, SynthesisRequest,
+                        TranscriptionDone, TranscriptionRequest)
 from ..settings import EngineSettings
 from .gpu_info import gpu_facts
 from .metrics import RequestTimer, WorkerMetrics
@@ -35,6 +37,8 @@ request_log = logging.getLogger("ray.serve")
 # After the first audio, events are sent on at most this often: each yield is a Ray object, and one
 # per 80 ms frame cost ~0.6 s per request on a 2-core machine (benchmarks/serve_overhead.py).
 STREAM_FLUSH_S = 0.1
+# The events that end a request's stream.
+FINAL_EVENTS = (SynthesisDone, TranscriptionDone, SynthesisFailed)
 # How often a request waiting for its first event looks whether the model is being downloaded.
 DOWNLOAD_POLL_S = 1.0
 
@@ -101,7 +105,7 @@ class TTSWorker:
                                        on_underruns=self.metrics.underruns.inc)
         threading.Thread(target=_import_model_code, name="import-model-code", daemon=True).start()
         self.reporter = RegistryReporter(self.app_name, self.replica, self._status, self._run_command)
-        # Words for WebSocket sessions speaking here (started now: the first session must not wait).
+        # Input of streamed requests served here, words or audio (started now: the first must not wait).
         self.inbox = TextInbox.remote()
         log.info("TTSWorker %s on GPU %s (CUDA_VISIBLE_DEVICES=%s)", self.replica, self.gpu_index,
                  os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -121,10 +125,24 @@ class TTSWorker:
     async def synthesize_stream(self, request: SynthesisRequest | dict) -> AsyncIterator[list]:
         """Yields lists of events (AudioChunk, WordSpoken, then SynthesisDone or SynthesisFailed)
         as the model produces them. Closing the stream cancels the request. With `stream_text`,
-        the first event is a TextFeedOpened: the rest of the text comes through this replica's
+        the first event is an InputFeedOpened: the rest of the text comes through this replica's
         inbox while the request speaks."""
         if isinstance(request, dict):  # for one release: during a rolling upgrade, old ingresses send dicts
             request = SynthesisRequest(**request)
+        async for events in self._serve(request, request.stream_text):
+            yield events
+
+    async def transcribe_stream(self, request: TranscriptionRequest) -> AsyncIterator[list]:
+        """Yields lists of events of one transcription: with `stream_audio`, InputFeedOpened first
+        (the rest of the audio, and the client's StreamMarkers, come through this replica's inbox),
+        Listening once the stream holds a row, then WordBegun, WordHeard, PauseHeard, StreamMarker
+        as the model hears it, and TranscriptionDone or RequestFailed. Closing the stream cancels
+        the request: its row is freed at the next step."""
+        async for events in self._serve(request, request.stream_audio):
+            yield events
+
+    async def _serve(self, request, streamed_input: bool) -> AsyncIterator[list]:
+        """One request of either kind, its events out in batches (`_next_events`)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         submission = Submission(request, sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
@@ -132,18 +150,18 @@ class TTSWorker:
         outcome = "cancelled"
         # The inbox's key for this stream: unique, whatever id the client gave its request.
         session = uuid.uuid4().hex
-        words = None
+        feeding = None
         self.scheduler.submit(submission)
         try:
-            if submission.request.stream_text:
-                words = asyncio.create_task(self._take_words(submission, session))
-                yield [TextFeedOpened(inbox=self.inbox, session=session)]
+            if streamed_input:
+                feeding = asyncio.create_task(self._take_input(submission, session))
+                yield [InputFeedOpened(inbox=self.inbox, session=session)]
             events = await self._first_events(queue)
             while True:
-                if any(isinstance(event, AudioChunk) for event in events):
-                    timer.audio()
+                if any(isinstance(event, (AudioChunk, Listening)) for event in events):
+                    timer.audio()  # the first output: audio made, or a stream listened to
                 last = events[-1]
-                if isinstance(last, SynthesisDone):
+                if isinstance(last, (SynthesisDone, TranscriptionDone)):
                     last.served_by = {**self.served_by, "device": self.manager.device}
                     outcome = "ok"
                     timer.finished(outcome, last.duration_s)
@@ -156,19 +174,20 @@ class TTSWorker:
                 events = await self._next_events(queue, first=timer.first_audio_at is None)
         finally:
             submission.cancelled.set()
-            if words is not None:
-                words.cancel()
+            if feeding is not None:
+                feeding.cancel()
                 self.inbox.close.remote(session)
             if outcome == "cancelled":
                 timer.finished(outcome)
             request_log.info("request %s: %s after %.2f s", request.request_id, outcome,
                              time.perf_counter() - timer.started)
 
-    async def _take_words(self, submission: Submission, session: str) -> None:
-        """Moves a streamed request's words from the inbox into its job, until its last."""
+    async def _take_input(self, submission: Submission, session: str) -> None:
+        """Moves a streamed request's input (words, or audio and markers) from the inbox into its
+        job, until its last."""
         while not submission.cancelled.is_set():
-            for text, end in await self.inbox.take.remote(session):
-                await asyncio.to_thread(self.scheduler.extend, submission, text, end)
+            for item, end in await self.inbox.take.remote(session):
+                await asyncio.to_thread(self.scheduler.extend, submission, item, end)
                 if end:
                     return
 
@@ -197,9 +216,9 @@ class TTSWorker:
         """The events to send next: at once until the first audio is out (time to first audio
         matters most), then what accumulated over STREAM_FLUSH_S, up to the final event."""
         events = [await queue.get()]
-        if not first and not isinstance(events[-1], (SynthesisDone, SynthesisFailed)):
+        if not first and not isinstance(events[-1], FINAL_EVENTS):
             await asyncio.sleep(STREAM_FLUSH_S)
-        while not queue.empty() and not isinstance(events[-1], (SynthesisDone, SynthesisFailed)):
+        while not queue.empty() and not isinstance(events[-1], FINAL_EVENTS):
             events.append(queue.get_nowait())
         return events
 

@@ -88,20 +88,26 @@ def message_limit(max_text_chars: int) -> int:
     return max(_VOICE_MESSAGE_BYTES, 4 * max_text_chars + 1024)
 
 
-def _unpack(data: bytes, max_str_len: int):
+def unpack_bounded(data: bytes, max_containers: int, **limits):
+    """MessagePack decoding that stops at the first container beyond `max_containers` (and at
+    msgpack's own `limits`): a frame of many small containers is cheap to send and dear to build."""
     built = 0
 
     def count(container):
         nonlocal built
         built += 1
-        if built > _MAX_CONTAINERS:
+        if built > max_containers:
             raise ValueError("too many arrays or maps")
         return container
 
+    return msgpack.unpackb(data, list_hook=count, object_hook=count, **limits)
+
+
+def _unpack(data: bytes, max_str_len: int):
     # surrogatepass: a lone surrogate in a Text is then refused as such, naming the text (the
     # session's check), rather than as an undecodable frame.
-    return msgpack.unpackb(data, max_str_len=max_str_len, list_hook=count, object_hook=count,
-                           unicode_errors="surrogatepass", **_UNPACK_LIMITS)
+    return unpack_bounded(data, _MAX_CONTAINERS, max_str_len=max_str_len, unicode_errors="surrogatepass",
+                          **_UNPACK_LIMITS)
 
 
 def parse_frame(frame: bytes | str, max_text_chars: int) -> ClientMessage:

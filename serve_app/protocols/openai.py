@@ -79,8 +79,10 @@ def usage(text: str, frames: int) -> dict:
     return {"input_tokens": words, "output_tokens": frames, "total_tokens": words + frames}
 
 
-def model_entry(model_id: str) -> dict:
-    return {"id": model_id, "object": "model", "created": 0, "owned_by": "kyutai"}
+def model_entry(model_id: str, kind: str = "tts-embedding-voices") -> dict:
+    """One model as OpenAI lists it, with its kind (tts-embedding-voices, tts-audio-prompt, stt):
+    a speech-to-text model answers on /api/asr-streaming, not on /v1/audio/speech."""
+    return {"id": model_id, "object": "model", "created": 0, "owned_by": "kyutai", "kind": kind}
 
 
 SPEECH_EXAMPLES = {
@@ -120,6 +122,8 @@ class Model(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
+    kind: str = Field(description="tts-embedding-voices, tts-audio-prompt or stt (speech to text: "
+                                  "Kyutai's /api/asr-streaming socket serves it).")
 
 
 class ModelList(BaseModel):

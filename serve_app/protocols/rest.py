@@ -4,7 +4,7 @@ The request models carry every constraint a client can check before sending (bou
 steps, lengths; the text rule from protocols/text.py), so that a request the OpenAPI document
 allows is one the service takes, except for what depends on the data (an unknown voice: 400) or
 on the model (more than `max_audio_s` of audio: 422). The response models only document (routes
-return plain dicts): tests/serve/test_contract.py checks every answer against them."""
+return plain dicts): tests/unit/test_contract.py checks every answer against them."""
 
 from __future__ import annotations
 

@@ -94,21 +94,22 @@ async def delete_voice(voice_id: str = Path(max_length=100), ctx: IngressContext
     return {"id": record.id, "deleted": True, "object": "audio.voice.deleted"}
 
 
-def _model_ids(ctx: IngressContext) -> list[str]:
-    """Every model's id, then the short names of a model table, then OpenAI's names (which, like
-    any unknown name, get the default model)."""
-    ids = [m.public_id for m in ctx.models.values()]
-    names = [m.name for m in ctx.models.values() if ctx.settings.models and m.name not in ids]
-    return [*ids, *names, *MODEL_ALIASES]
+def _model_ids(ctx: IngressContext) -> list[tuple[str, str]]:
+    """(id, kind) of every model, then of the short names of a model table, then OpenAI's names
+    (which, like any unknown name, get the default model)."""
+    ids = [(m.public_id, m.kind) for m in ctx.models.values()]
+    names = [(m.name, m.kind) for m in ctx.models.values() if ctx.settings.models and m.name not in dict(ids)]
+    return [*ids, *names, *((alias, ctx.default_model.kind) for alias in MODEL_ALIASES)]
 
 
-@router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works)",
+@router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works) and their kinds",
             responses={200: {"model": ModelList}})
 async def list_models(ctx: IngressContext = Depends(get_ctx)) -> dict:
-    return {"object": "list", "data": [model_entry(m) for m in _model_ids(ctx)]}
+    return {"object": "list", "data": [model_entry(m, kind) for m, kind in _model_ids(ctx)]}
 
 
-@router.get("/v1/models/{model_id:path}", summary="One model (every name is served by Kyutai TTS)",
+@router.get("/v1/models/{model_id:path}", summary="One model (an unknown name is the default model)",
             responses={200: {"model": Model}})
-async def get_model(model_id: str) -> dict:
-    return model_entry(model_id)
+async def get_model(model_id: str, ctx: IngressContext = Depends(get_ctx)) -> dict:
+    kinds = dict(_model_ids(ctx))
+    return model_entry(model_id, kinds.get(model_id, ctx.default_model.kind))

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from typing import Callable
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -30,19 +31,19 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-class _Connection:
+class Connection:
     """The socket as a session uses it: typed messages in, bytes out; WebSocketDisconnect once
     the client is gone."""
 
-    def __init__(self, websocket: WebSocket, max_text_chars: int):
-        self.websocket, self.max_text_chars = websocket, max_text_chars
+    def __init__(self, websocket: WebSocket, parse: Callable[[bytes | str], object]):
+        self.websocket, self.parse = websocket, parse  # parse: a frame -> the protocol's message
 
-    async def receive(self) -> kyutai.ClientMessage:
+    async def receive(self):
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         text = message.get("text")
-        return kyutai.parse_frame((message.get("bytes") or b"") if text is None else text, self.max_text_chars)
+        return self.parse((message.get("bytes") or b"") if text is None else text)
 
     async def send(self, data: bytes) -> None:
         try:
@@ -51,7 +52,7 @@ class _Connection:
             raise WebSocketDisconnect(1006) from exc
 
 
-async def _end_with_error(connection: _Connection, output: kyutai.OutputEncoder, kind: FailureKind,
+async def _end_with_error(connection: Connection, output: kyutai.OutputEncoder, kind: FailureKind,
                           message: str) -> None:
     """Tells the client why the session ends (if it is still there), then closes."""
     with contextlib.suppress(Exception):
@@ -78,7 +79,8 @@ async def tts_streaming(websocket: WebSocket) -> None:
     except APIError as exc:
         return await refuse_websocket(websocket, exc)
     await websocket.accept()
-    connection = _Connection(websocket, model.settings.max_text_chars)
+    max_text_chars = model.settings.max_text_chars
+    connection = Connection(websocket, lambda frame: kyutai.parse_frame(frame, max_text_chars))
     output = kyutai.OutputEncoder(options.format)
     open_sessions = websocket.app.state.websocket_sessions
     if len(open_sessions) >= ctx.settings.max_websocket_sessions:

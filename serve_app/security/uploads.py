@@ -15,6 +15,7 @@ from typing import Callable
 from starlette.routing import Match, Mount
 
 from ..protocols.error_shape import Refusal
+from ..routes import flat_routes
 
 ATTRIBUTE = "upload_limit_setting"
 MULTIPART = "multipart/form-data"
@@ -42,17 +43,6 @@ def route_for(scope):
     routes = flat_routes(getattr(getattr(scope.get("app"), "router", None), "routes", ()))
     return next((route for route in routes
                  if not isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL), None)
-
-
-def flat_routes(routes) -> list:
-    """`routes` with the routes of included routers in their place: FastAPI 0.139 keeps an
-    included router as one entry (its `original_router`). The app's routers are included without
-    a prefix, so their routes' paths are the app's."""
-    flat = []
-    for route in routes:
-        included = getattr(route, "original_router", None)
-        flat += flat_routes(included.routes) if included is not None else [route]
-    return flat
 
 
 def upload_limits(routes, settings) -> dict[tuple[str, str], int]:

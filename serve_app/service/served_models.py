@@ -109,5 +109,8 @@ def served_models(settings: AppSettings, handles: dict, app_name: str) -> dict[s
 def _catalog(engine: EngineSettings, hub_timeout_s: float) -> VoiceCatalog:
     """The voices a model's worker can load, as the ingress lists them (any model suffix: the
     ingress does not load the model to learn its own; audio clips for the cloning model)."""
+    kind = model_kind(engine)
+    if kind is ModelKind.STT:  # it listens: no voices
+        return VoiceCatalog([], None, suffix=None, hub_timeout_s=hub_timeout_s)
     return VoiceCatalog(loading.local_voice_dirs(engine), loading.voice_repo(engine), suffix=None,
-                        hub_timeout_s=hub_timeout_s, clips=model_kind(engine) is ModelKind.TTS_AUDIO_PROMPT)
+                        hub_timeout_s=hub_timeout_s, clips=kind is ModelKind.TTS_AUDIO_PROMPT)

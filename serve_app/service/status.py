@@ -34,6 +34,7 @@ async def gpu_status(ctx: IngressContext) -> dict:
     replicas, nodes, states = await asyncio.gather(
         cluster.replicas(), cluster.node_facts.get(), cluster.deployment_states.get())
     models = _models(ctx)
+    kinds = {m.name: m.kind for m in models}
     return {
         "nodes": nodes,
         "total_gpus": sum(len(n["gpus"]) for n in nodes),
@@ -42,11 +43,12 @@ async def gpu_status(ctx: IngressContext) -> dict:
         "node_facts": {"age_s": round(cluster.node_facts.age_s() or 0.0, 2), "reads": cluster.node_facts.loads,
                        "ttl_s": cluster.node_facts.ttl_s},
         "worker_deployment": states[models[0].deployment],  # the default model's, as before several models
-        "worker_deployments": {m.name: {**states[m.deployment], "deployment": m.deployment, "model": m.public_id}
-                               for m in models},
+        "worker_deployments": {m.name: {**states[m.deployment], "deployment": m.deployment, "model": m.public_id,
+                                        "kind": m.kind} for m in models},
         "replicas": [{
             "replica": r.get("replica"), "node": r.get("node"), "node_id": r.get("node_id"), "gpu": r.get("gpu"),
             "model_name": r.get("model_name") or DEFAULT_MODEL_NAME, "deployment": _deployment_of(r),
+            "kind": kinds.get(r.get("model_name") or DEFAULT_MODEL_NAME),
             "state": r["model"]["state"], "error": r["model"].get("error"),
             "device": r["model"].get("device"), "idle_seconds": r["model"].get("idle_seconds"),
             "offload_after_s": r["model"].get("offload_after_s"),

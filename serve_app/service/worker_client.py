@@ -13,8 +13,8 @@ from typing import AsyncIterator, Callable
 import numpy as np
 from ray.serve.exceptions import BackPressureError
 
-from deployments.protocol import (AudioChunk, FailureKind, SynthesisDone, SynthesisFailed, SynthesisRequest,
-                                  TextFeedOpened)
+from deployments.protocol import (AudioChunk, FailureKind, InputFeedOpened, StreamMarker, SynthesisDone,
+                                  SynthesisFailed, SynthesisRequest, TranscriptionDone, TranscriptionRequest)
 
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,9 @@ class WorkerClient:
         self._outcome_at = float("-inf")  # time.monotonic() of the last synthesis outcome
 
     # ---- synthesis -----------------------------------------------------------------------
-    async def stream(self, request: SynthesisRequest, last_input: Callable[[], float] | None = None) -> AsyncIterator:
-        """Events of one synthesis as the worker produces them (see `stream_batches`)."""
+    async def stream(self, request: SynthesisRequest | TranscriptionRequest,
+                     last_input: Callable[[], float] | None = None) -> AsyncIterator:
+        """Events of one synthesis (or transcription) as the worker produces them (see `stream_batches`)."""
         batches = self.stream_batches(request, last_input)
         try:
             async for events in batches:
@@ -54,7 +55,7 @@ class WorkerClient:
         finally:
             await batches.aclose()
 
-    async def stream_batches(self, request: SynthesisRequest,
+    async def stream_batches(self, request: SynthesisRequest | TranscriptionRequest,
                              last_input: Callable[[], float] | None = None) -> AsyncIterator[list]:
         """Events of one synthesis in the batches the worker sends them (every event that
         accumulated over its flush interval: a route that sends one message per batch sends a few
@@ -63,7 +64,8 @@ class WorkerClient:
         the failure, when the workers refuse it (OVERLOADED: every queue is full), fail, die or go
         silent for `timeout_s`; `last_input()` (the loop time of the client's last words, for
         streamed text) restarts that wait: a worker owes nothing until it has words."""
-        responses = self.handle.synthesize_stream.options(stream=True).remote(request)
+        method = "transcribe_stream" if isinstance(request, TranscriptionRequest) else "synthesize_stream"
+        responses = getattr(self.handle, method).options(stream=True).remote(request)
         finished = False
         started = False
         try:
@@ -80,7 +82,7 @@ class WorkerClient:
                         if index:
                             yield events[:index]
                         raise WorkerError(event.message, event.kind, event.param)
-                    if isinstance(event, SynthesisDone):
+                    if isinstance(event, (SynthesisDone, TranscriptionDone)):
                         finished = True
                         self.note_outcome(None)
                         events = events[:index + 1]
@@ -139,6 +141,12 @@ class WorkerClient:
             raise ValueError("open_text_stream needs a stream_text request")
         return TextStream(self, request)
 
+    def open_audio_stream(self, request: TranscriptionRequest) -> "AudioStream":
+        """A `stream_audio` transcription whose audio keeps coming while it is heard (see AudioStream)."""
+        if not request.stream_audio:
+            raise ValueError("open_audio_stream needs a stream_audio request")
+        return AudioStream(self, request)
+
     # ---- what the last outcome says about the model -------------------------------------------
     def model_error(self, replicas: list[dict]) -> str | None:
         """Why a TTS request cannot succeed now, or None: the last load failed and no replica has
@@ -167,25 +175,24 @@ def _cancel(responses) -> None:
         log.debug("cancelling a TTS request: %s: %s", exc.__class__.__name__, exc)
 
 
-class TextStream:
-    """One synthesis fed word by word (the WebSocket): iterate `events()` once for what the worker
-    sends (AudioChunk, WordSpoken, then SynthesisDone; WorkerError on failure; closing it cancels
-    the synthesis), and `send()` / `end()` the rest of the text meanwhile. The words go to the
-    text inbox of the replica that runs it (its TextFeedOpened event says where), so they wait
-    here until that event has come."""
+class InputStream:
+    """One request fed while it runs (the WebSockets): iterate `events()` once for what the worker
+    sends (WorkerError on failure; closing it cancels the request), and `put()` / `end()` the rest
+    of its input meanwhile. The input goes to the inbox of the replica that runs it (its
+    InputFeedOpened event says where), so it waits here until that event has come."""
 
-    def __init__(self, client: WorkerClient, request: SynthesisRequest):
+    def __init__(self, client: WorkerClient, request: SynthesisRequest | TranscriptionRequest):
         # Loop time of the latest words: a worker owes nothing until it has them, so its silence
         # counts from here (see WorkerClient.stream_batches).
         self._last_input = asyncio.get_running_loop().time()
         self._events = client.stream(request, last_input=lambda: self._last_input)
-        self._feed: TextFeedOpened | None = None
+        self._feed: InputFeedOpened | None = None
         self._opened = asyncio.Event()
 
     async def events(self) -> AsyncIterator:
         try:
             async for event in self._events:
-                if isinstance(event, TextFeedOpened):
+                if isinstance(event, InputFeedOpened):
                     self._feed = event
                     self._opened.set()
                 else:
@@ -193,15 +200,37 @@ class TextStream:
         finally:
             await self._events.aclose()
 
+    @property
+    def opened(self) -> bool:
+        """The worker has the request (a replica took it; it may still wait for a row)."""
+        return self._opened.is_set()
+
+    async def end(self) -> None:
+        """The input is complete: the model finishes without waiting for more."""
+        await self._put(None, end=True)
+
+    async def _put(self, item: object, end: bool) -> None:
+        self._last_input = asyncio.get_running_loop().time()
+        await self._opened.wait()
+        await self._feed.inbox.put.remote(self._feed.session, item, end)
+
+
+class TextStream(InputStream):
+    """A synthesis fed word by word (Kyutai's TTS socket): AudioChunk, WordSpoken, then SynthesisDone."""
+
     async def send(self, text: str) -> None:
         """More words, spoken after those sent before."""
         await self._put(text, end=False)
 
-    async def end(self) -> None:
-        """The text is complete: the model speaks its last words without waiting for more."""
-        await self._put(None, end=True)
 
-    async def _put(self, text: str | None, end: bool) -> None:
-        self._last_input = asyncio.get_running_loop().time()
-        await self._opened.wait()
-        await self._feed.inbox.put.remote(self._feed.session, text, end)
+class AudioStream(InputStream):
+    """A transcription fed frame by frame (Kyutai's ASR socket): Listening, then WordBegun,
+    WordHeard, PauseHeard, StreamMarker, and TranscriptionDone."""
+
+    async def send(self, pcm: np.ndarray) -> None:
+        """More audio (float32 PCM at 24 kHz), heard after the audio sent before."""
+        await self._put(pcm, end=False)
+
+    async def mark(self, marker_id: int) -> None:
+        """A marker after the audio sent so far: it comes back as an event once that audio is heard."""
+        await self._put(StreamMarker(marker_id), end=False)

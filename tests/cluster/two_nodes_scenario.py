@@ -25,12 +25,13 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the repository, and the tests' helpers
 
 from deployments.engine.faults import HANG_MARKER  # noqa: E402
 from deployments.serve.registry import NAMESPACE, registry_name  # noqa: E402
 from serve_app.launch import deploy, read_config  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from helpers.demo_apps import one_model_app  # noqa: E402
 
 NODE = {"num_cpus": 2, "num_gpus": 1}
 WAIT_S = 90
@@ -53,24 +54,19 @@ def app_config(checkpoint: str, outputs: str, port: int) -> dict:
     # One proxy: on one host, proxies of both nodes would want the same port.
     config.update(proxy_location="HeadOnly", http_options={**config["http_options"], "host": "127.0.0.1",
                                                            "port": port})
-    app = config["applications"][0]
-    app["args"].pop("build_test_checkpoint", None)
-    # The 1.6B-style model alone (the demo's cloning model is not what this scenario is about), a
-    # whole logical GPU per replica: with the demo's half GPUs the replica lost with the worker node
-    # comes back on the head's GPU, and none would be placed on the returned node.
-    app["args"].pop("models", None)
-    app["deployments"] = [d for d in app["deployments"] if d["name"] in ("TTSWorker", "Ingress")]
+    # The 1.6B-style model alone, a whole logical GPU per replica: with the demo's half GPUs the
+    # replica lost with the worker node comes back on the head's GPU, and none would be placed on
+    # the returned node.
+    app = config["applications"][0] = one_model_app(config["applications"][0], checkpoint, outputs)
     # test_faults: a text with HANG_MARKER keeps its replica busy until the node goes away
     # (generation_stall_s high enough that the health check does not replace it first).
-    app["args"].update(model_path=checkpoint, outputs_dir=outputs, max_text_chars=2000, max_audio_s=300,
-                       test_faults=True, generation_stall_s=600, websocket_idle_timeout_s=300)
+    app["args"].update(test_faults=True, generation_stall_s=600, websocket_idle_timeout_s=300)
     for deployment in app["deployments"]:
         if deployment["name"] == "TTSWorker":
             # One slot per replica: a request that holds one replica sends the next to the other.
             deployment.update(max_ongoing_requests=1, user_config={"offload_after_s": 300, "max_batch_size": 1},
                               autoscaling_config={**deployment["autoscaling_config"], "min_replicas": 2,
                                                   "initial_replicas": 2, "max_replicas": 2})
-            deployment["ray_actor_options"].update(num_gpus=1, num_cpus=0.5)
     return config
 
 

@@ -113,8 +113,8 @@ class EngineHandle:
 class EmptyCluster(ClusterView):
     """A cluster where no replica has reported yet and Serve calls the deployment HEALTHY."""
 
-    def __init__(self):
-        super().__init__("in-process")
+    def __init__(self, worker_deployments: list[str] | None = None):
+        super().__init__("in-process", worker_deployments)
         self.node_facts = TTLCache(self._no_nodes, 5.0)
 
     @staticmethod
@@ -158,5 +158,5 @@ def build_app(tmp_path: Path, **settings):
         model.workers.timeout_s = 5.0
         # Known before the first request (the index's thread reads the same catalog).
         model.voices.index.ids = frozenset(v.id for v in model.voices.catalog.list_voices())
-    ctx.cluster = EmptyCluster()
+    ctx.cluster = EmptyCluster([m.deployment for m in ctx.models.values()])
     return create_app(ctx)

@@ -11,7 +11,10 @@ import httpx
 import pytest
 from helpers.leaks import INTERNALS, assert_client_safe
 from test_mcp import audio_of, error_text, mcp_session, run
-from test_outputs_served import CPU_WORKER
+
+# A worker that needs no logical GPU (the shared cluster's are held by other apps' replicas).
+CPU_WORKER = {"ray_actor_options": {"num_gpus": 0},
+              "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
 
 
 def test_info_names_the_model_without_its_path(client, tiny_checkpoint):

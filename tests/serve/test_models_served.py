@@ -11,24 +11,28 @@ import httpx
 
 def test_each_model_has_its_own_worker_deployment_and_status_lists_both(duo_url):
     status = httpx.get(f"{duo_url}/api/gpu/status", timeout=30).json()
-    assert {(r["model_name"], r["deployment"]) for r in status["replicas"]} == {
-        ("first", "TTSWorker"), ("second", "TTSWorker_second")}
+    assert {(r["model_name"], r["deployment"], r["kind"]) for r in status["replicas"]} == {
+        ("first", "TTSWorker", "tts-embedding-voices"), ("second", "TTSWorker_second", "tts-embedding-voices"),
+        ("ears", "TTSWorker_ears", "stt")}
     deployments = status["worker_deployments"]
-    assert {name: (d["deployment"], d["status"]) for name, d in deployments.items()} == {
-        "first": ("TTSWorker", "HEALTHY"), "second": ("TTSWorker_second", "HEALTHY")}
+    assert {name: (d["deployment"], d["status"], d["kind"]) for name, d in deployments.items()} == {
+        "first": ("TTSWorker", "HEALTHY", "tts-embedding-voices"),
+        "second": ("TTSWorker_second", "HEALTHY", "tts-embedding-voices"), "ears": ("TTSWorker_ears", "HEALTHY", "stt")}
     assert status["worker_deployment"]["status"] == "HEALTHY"  # the default model's, as before
 
 
 def test_ready_and_info_answer_for_every_model(duo_url, tiny_checkpoint):
     ready = httpx.get(f"{duo_url}/ready", timeout=30)
     body = ready.json()
-    assert ready.status_code == 200 and set(body["models"]) == {"first", "second"}
+    assert ready.status_code == 200 and set(body["models"]) == {"first", "second", "ears"}
     assert all(m["ready"] and m["replicas"] == 1 for m in body["models"].values())
     info = httpx.get(f"{duo_url}/api/info", timeout=30).json()
-    assert [(m["name"], m["default"], m["test_model"]) for m in info["models"]] == [
-        ("first", True, True), ("second", False, True)]
-    ids = [m["id"] for m in httpx.get(f"{duo_url}/v1/models", timeout=30).json()["data"]]
-    assert ids[:2] == [f"local/{tiny_checkpoint.name}"] * 2 and {"first", "second"} <= set(ids)
+    assert [(m["name"], m["default"], m["test_model"], m["kind"]) for m in info["models"]] == [
+        ("first", True, True, "tts-embedding-voices"), ("second", False, True, "tts-embedding-voices"),
+        ("ears", False, True, "stt")]
+    listed = {m["id"]: m["kind"] for m in httpx.get(f"{duo_url}/v1/models", timeout=30).json()["data"]}
+    assert listed[f"local/{tiny_checkpoint.name}"] == "tts-embedding-voices" and listed["ears"] == "stt"
+    assert {"first", "second", "ears"} <= set(listed)
 
 
 def test_both_models_replicas_share_one_gpu_and_each_serves_its_own_model(duo_url):

@@ -358,7 +358,7 @@ def test_ready_is_503_with_the_progress_while_a_first_start_downloads_the_model(
     /api/gpu/status carries the download; the request that started it is refused after
     first_download_wait_s with a 503 that says how far the download is, the download goes on, and
     the next request succeeds."""
-    with HubServer(kyutai_repos(tiny_checkpoint), rate_bps=150_000) as hub:  # ~11 s for the model
+    with HubServer(kyutai_repos(tiny_checkpoint), rate_bps=300_000) as hub:  # ~5.5 s for the model
         hub_env = {"runtime_env": {"env_vars": {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf-home"),
                                                 "HF_HUB_DISABLE_XET": "1"}}}
         url = temporary_apps(

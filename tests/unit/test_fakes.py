@@ -124,13 +124,14 @@ def test_api_info_says_a_fake_engine_runs():
 
 def test_model_rows_hold_the_facts_the_next_engines_need():
     served = spec_for(DEFAULT_MODEL_REPO)
-    assert [spec.repo for spec in MODELS.values() if spec.served] == [DEFAULT_MODEL_REPO, "kyutai/tts-0.75b-en-public"]
+    assert [spec.repo for spec in MODELS.values() if spec.served] == [
+        DEFAULT_MODEL_REPO, "kyutai/tts-0.75b-en-public", "kyutai/stt-1b-en_fr", "kyutai/stt-1b-en_fr-candle"]
     assert served.cfg_coefs == CFG_COEFS and not served.real_cfg and 24 in served.n_q_allowed
     prompt = spec_for("kyutai/tts-0.75b-en-public")
     assert prompt.kind is ModelKind.TTS_AUDIO_PROMPT and prompt.real_cfg and prompt.cfg_coefs is None
     assert prompt.n_q_default == 16 and prompt.n_q_allowed == (16,)
     stt = {repo: spec.delay_s for repo, spec in MODELS.items() if spec.kind is ModelKind.STT}
-    assert stt == {"kyutai/stt-1b-en_fr": 0.5, "kyutai/stt-2.6b-en": 2.5}
+    assert stt == {"kyutai/stt-1b-en_fr": 0.5, "kyutai/stt-1b-en_fr-candle": 0.5, "kyutai/stt-2.6b-en": 2.5}
     assert all(MODELS[repo].voice_id is None and MODELS[repo].n_q_default is None for repo in stt)
     assert spec_for("local/tiny") is None
 

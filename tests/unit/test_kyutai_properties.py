@@ -99,4 +99,4 @@ def test_any_text_ends_a_session_with_its_audio_or_an_error_and_1008(client, tex
     else:
         assert close_code == 1008 and len(errors) == 1 and messages[-1] == errors[0], (close_code, messages[-3:])
     if any(unicode_problem(t) for t in texts if t.strip()):
-        assert close_code == 1008  # refused (by name when nothing else was wrong first: test_contract.py)
+        assert close_code == 1008  # refused (by name when nothing else was wrong first: tests/serve/test_unspeakable_text.py)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
+
 import msgpack
 import pytest
 from fastapi.testclient import TestClient
@@ -71,6 +73,21 @@ def test_the_document_states_each_models_cfg_rule_and_info_says_whose(client):
     assert not {"minimum", "maximum", "multipleOf"} & set(number) and "x-cfg-rules" not in json.dumps(tts_request)
     models = {m["name"]: m["cfg_coef"] for m in client.get("/api/info").json()["models"]}
     assert models == {"first": DISTILLED_CFG.json_schema(), "clone": REAL_CFG.json_schema()}
+
+
+def test_the_document_ties_each_cfg_rule_to_its_models_so_a_valid_request_is_taken(client):
+    """The request schema's alternatives (one per rule) decide exactly what the route takes: 5.0 is
+    the cloning model's only, so a request naming no model (the default 1.6B) may not ask for it."""
+    tts_request = client.get("/openapi.json").json()["components"]["schemas"]["TTSRequest"]
+    validator = jsonschema.Draft202012Validator(tts_request)
+    cases = [({}, True), ({"cfg_coef": 2.5}, True), ({"model": None, "cfg_coef": 5.0}, False),
+             ({"cfg_coef": 5.0}, False), ({"model": "first", "cfg_coef": 3.3}, False),
+             ({"model": "clone", "cfg_coef": 5.0}, True), ({"model": "clone", "cfg_coef": 3.3}, True),
+             ({"model": "kyutai/tts-0.75b-en-public", "cfg_coef": 4.5}, True), ({"model": "clone"}, True)]
+    for extra, valid in cases:
+        body = {"text": "Hello there.", **extra}
+        assert validator.is_valid(body) == valid, body
+        assert (tts(client, **extra).status_code == 200) == valid, body
 
 
 def test_a_voice_of_one_model_is_a_400_naming_the_model_on_rest_and_openai(client):

@@ -89,11 +89,22 @@ def test_a_request_names_its_model_by_name_or_id_and_a_wrong_one_is_a_400(tmp_pa
     assert too_long.value.code == "text_too_long" and "limit is 10" in too_long.value.message
 
 
-def test_a_model_without_an_engine_is_refused_when_the_app_is_built(tmp_path):
+def test_speech_to_text_and_text_to_speech_models_share_an_app(tmp_path):
     from serve_app.app import build_app
 
-    with pytest.raises(ValueError, match="model 'ears': kyutai/stt-1b-en_fr is a stt model"):
-        build_app({"models": {"ears": {"model_repo": "kyutai/stt-1b-en_fr"}}, "outputs_dir": str(tmp_path)})
+    app = build_app({"models": {"voice": {"model_repo": "kyutai/tts-1.6b-en_fr"},
+                                "ears": {"model_repo": "kyutai/stt-1b-en_fr-candle"}}, "outputs_dir": str(tmp_path)})
+    workers = app._bound_deployment.init_args[0]
+    assert {model: w._bound_deployment.name for model, w in workers.items()} == {
+        "voice": WORKER_DEPLOYMENT, "ears": f"{WORKER_DEPLOYMENT}_ears"}
+    settings = AppSettings(voice_repo=None, outputs_dir=str(tmp_path), models={
+        "voice": {"model_repo": "kyutai/tts-1.6b-en_fr"}, "ears": {"model_repo": "kyutai/stt-1b-en_fr-candle"}})
+    from serve_app.context import IngressContext
+
+    ctx = IngressContext.create(settings, {name: None for name in settings.model_names()}, "unit")
+    assert {m.name: (m.kind, m.speaks) for m in ctx.models.values()} == {
+        "voice": ("tts-embedding-voices", True), "ears": ("stt", False)}
+    assert ctx.models["ears"].voices.catalog.voice_repo is None  # it listens: no voices
 
 
 def test_the_cloning_model_is_served_and_its_voices_are_its_clips(tmp_path):

@@ -2,7 +2,7 @@
 operation may answer, in the one error shape; constraint values from their one home (deployments'
 cfg values, the tempo bounds, the max_text_chars setting); the guards' refusals as the settings
 install them; examples that are what they claim; OpenAI's published shapes where we claim them.
-tests/serve/test_contract.py runs Schemathesis against the running app with this document."""
+tests/unit/test_contract.py runs Schemathesis against the app with this document."""
 
 from __future__ import annotations
 

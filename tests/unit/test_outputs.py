@@ -1,4 +1,6 @@
-"""Saved outputs: served back by the names the store gave out only, and pruned when old."""
+"""Saved outputs: served back by the names the store gave out only, pruned when old, and the
+outputs_max_bytes cap held under real saves through the REST API (the ingress in process over the
+fake engine, tests/helpers/inprocess_app.py)."""
 
 import errno
 import os
@@ -8,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from helpers.inprocess_app import build_app
 from serve_app.errors import APIError, install_error_handlers
 from serve_app.service.outputs import OutputStore
 
@@ -134,3 +137,37 @@ def test_other_write_errors_are_not_called_a_full_disk(tmp_path, monkeypatch):
 
 
 
+
+
+# ---- the cap through the REST API ---------------------------------------------------------------
+# The fake engine speaks 2 frames (2 x 80 ms) a word: pcm is 7,680 bytes a word, so three short
+# clips overflow this cap and a 60-word text's clip (460 kB) can never fit.
+QUOTA_BYTES = 30_000
+
+
+def test_saved_outputs_stay_under_the_cap_and_the_newest_survive(tmp_path):
+    folder = tmp_path / "quota-outputs"
+    app = build_app(tmp_path, outputs_dir=str(folder), outputs_max_bytes=QUOTA_BYTES)
+    names = []
+    with TestClient(app) as http:
+        for text in ["Hi.", "Hello there.", "Hi.", "Hello there.", "Hi there.", "Hello."]:
+            response = http.post("/api/tts", json={"text": text, "format": "pcm", "save": True})
+            assert response.status_code == 200, response.text
+            assert str(folder) not in response.text  # a URL, never the server's path
+            names.append(response.json()["url"].rsplit("/", 1)[1])
+            on_disk = {p.name: p.stat().st_size for p in folder.iterdir()}
+            assert sum(on_disk.values()) <= QUOTA_BYTES, on_disk
+            assert names[-1] in on_disk and set(on_disk) <= set(names)  # nothing else, no .part
+        kept = [n for n in names if (folder / n).exists()]
+        assert len(kept) >= 2 and kept == names[-len(kept):]  # the newest, in order
+        assert http.get(f"/api/outputs/{names[0]}").status_code == 404
+        assert http.get(f"/api/outputs/{names[-1]}").status_code == 200
+
+        before = sorted(p.name for p in folder.iterdir())
+        refused = http.post("/api/tts", json={"text": " ".join(["word"] * 60), "format": "pcm", "save": True})
+        assert refused.status_code == 507, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "output_too_large" and "outputs_max_bytes" in error["message"]
+        assert sorted(p.name for p in folder.iterdir()) == before  # nothing deleted for it
+        # The same text without saving is served as usual.
+        assert http.post("/api/tts", json={"text": " ".join(["word"] * 60), "format": "pcm"}).status_code == 200

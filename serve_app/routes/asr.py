@@ -1,0 +1,88 @@
+"""`/api/asr-streaming`: Kyutai's moshi-server ASR WebSocket (the protocol: serve_app/protocols/kyutai_asr.py).
+
+This route owns the socket: the handshake's checks (origin, model; API keys are checked before it,
+serve_app/security/api_keys.py), the cap on open sessions per ingress replica (shared with the TTS
+socket: `max_websocket_sessions`), and how a session ends. What happens within one
+(service/asr_session.py) never sees the socket. WebSocket pings are the proxy's (uvicorn sends
+one every 20 s on every socket, idle or not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from deployments.protocol import FailureKind, TranscriptionRequest
+
+from ..context import IngressContext
+from ..errors import APIError, refuse_websocket
+from ..protocols import kyutai, kyutai_asr
+from ..security import cross_site
+from ..service.asr_session import AsrSession, failure
+from ..service.served_models import ServedModel
+from .websocket import Connection
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+WARM_STATES = ("ready", "offloaded")
+
+
+async def _end_with_error(websocket: WebSocket, kind: FailureKind, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_bytes(kyutai_asr.error(message))
+        await websocket.close(code=kyutai.close_code(kind), reason=kyutai.close_reason(message))
+
+
+def _listening_model(ctx: IngressContext, name: str | None) -> ServedModel:
+    """The speech-to-text model the query names (none: the app's first)."""
+    if name is None:
+        found = next((m for m in ctx.models.values() if not m.speaks), None)
+        if found is None:
+            raise APIError(400, "this service has no speech-to-text model (GET /v1/models lists its models)",
+                           param="model", code="wrong_model_kind")
+        return found
+    return ctx.model_for(name, speaks=False)
+
+
+@router.websocket("/api/asr-streaming")
+async def asr_streaming(websocket: WebSocket) -> None:
+    ctx: IngressContext = websocket.app.state.ctx
+    reason = cross_site.refusal(websocket.headers, ctx.settings.allowed_origins)
+    if reason is not None:
+        return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
+    try:
+        model = _listening_model(ctx, websocket.query_params.get("model") or None)
+    except APIError as exc:
+        return await refuse_websocket(websocket, exc)
+    await websocket.accept()
+    settings = ctx.settings
+    open_sessions = websocket.app.state.websocket_sessions
+    if len(open_sessions) >= settings.max_websocket_sessions:
+        return await _end_with_error(websocket, FailureKind.OVERLOADED,
+                                     f"this server holds {settings.max_websocket_sessions} sessions already; retry shortly")
+    max_samples = settings.asr_max_samples_per_message
+    connection = Connection(websocket, lambda frame: kyutai_asr.parse_frame(frame, max_samples))
+    open_sessions.add(connection)
+
+    async def warm() -> bool:
+        """Every replica of the model is up with the model loaded: a wait for a row is a full house."""
+        reports = [r for r in await ctx.cluster.replicas() if r.get("deployment") == model.deployment]
+        return bool(reports) and all(r.get("model", {}).get("state") in WARM_STATES for r in reports)
+
+    try:
+        stream = model.workers.open_audio_stream(TranscriptionRequest(stream_audio=True, model=model.name))
+        session = AsrSession(connection, stream, warm, free_row_wait_s=settings.asr_free_row_wait_s,
+                             idle_timeout_s=settings.asr_idle_timeout_s, max_session_s=settings.asr_max_session_s)
+        await session.run()
+    except WebSocketDisconnect:
+        log.info("asr-streaming: client went away; its stream was cancelled")
+        return
+    except Exception as exc:  # noqa: BLE001 - every failure is reported to the client
+        return await _end_with_error(websocket, *failure(exc))
+    finally:
+        open_sessions.discard(connection)
+    if websocket.application_state == WebSocketState.CONNECTED:
+        await websocket.close(code=1000)
