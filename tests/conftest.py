@@ -215,6 +215,26 @@ def keyed_url(serve_cluster, base_url) -> str:
         "check_host_everywhere": True})
 
 
+# An app over the scripted fake engine (far faster than real time) for what is the service's, not the
+# model's: stream pacing with a 1 s lead (tests/serve/test_stream_pacing.py) and admission at the slot
+# count `auto` chose (tests/serve/test_admission.py): no tick of any engine fits a real-time margin of
+# a millionth (80 ns), so auto takes the smallest candidate, 6, below max_ongoing_requests (8).
+FAKE_WORKER = {"ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 8,
+               "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1},
+               "user_config": {"offload_after_s": 300, "max_batch_size": "auto"}}
+FAKE_LEAD_S = 1.0
+FAKE_CHOSEN_SLOTS = 6
+
+
+@pytest.fixture(scope="session")
+def fake_url(serve_cluster) -> str:
+    url = serve_cluster.deploy("fake", "/fake", worker=FAKE_WORKER, args={
+        "test_engine": "fake-tts", "stream_lead_s": FAKE_LEAD_S, "stream_grace_s": 1.0,
+        "slot_candidates": [FAKE_CHOSEN_SLOTS, 8], "realtime_margin": 1e-6, "slot_sizing_cache_dir": None})
+    wait_for_replicas(url, 1)
+    return url
+
+
 def wait_for_replicas(url: str, count: int, timeout_s: float = 120) -> list[dict]:
     """Polls /api/gpu/status until `count` replicas report (without waking anything)."""
     deadline = time.monotonic() + timeout_s
