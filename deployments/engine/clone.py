@@ -217,7 +217,8 @@ class CloneEngine(TTSEngine):
         machine starts, and rows filling the same voice get the state at once."""
         prompt = filling.prompt
         self.slots.snapshot_prompt(row, prompt)
-        self.prompts.put(prompt)
+        if prompt.key in self.prompts:  # re-put with its state (its bytes counted), unless the voice
+            self.prompts.put(prompt)    # was forgotten (deleted) or evicted while it filled
         for other, pending in list(self._filling.items()):
             if pending.prompt is prompt:
                 del self._filling[other]

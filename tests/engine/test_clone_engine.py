@@ -220,6 +220,19 @@ def test_the_prompt_cache_is_bounded_in_bytes_dropped_on_offload_and_forgets_a_v
     assert len(engine.prompts) == 0
 
 
+def test_a_voice_forgotten_while_its_prompt_fills_is_not_cached_when_it_is_done(engine):
+    """A voice deleted while a row still hears its prompt: the row speaks on, but the finished
+    prompt state is not put back in the cache (the next request would have to hear it again)."""
+    engine.prompts.clear()
+    job, _ = start(engine, SynthesisRequest("Hello.", voice=A))
+    engine.tick()
+    assert job.state is None and len(engine.prompts) == 1  # filling: its codes are cached
+    assert engine.forget_voice(A) and len(engine.prompts) == 0
+    tick_until(engine, lambda: job.state is not None)
+    assert len(engine.prompts) == 0
+    run_free(engine)
+
+
 def test_n_q_comes_from_the_model_with_a_log_line(clone_settings, caplog):
     with caplog.at_level(logging.INFO, logger="deployments.engine.loading"):
         engine = CloneEngine(clone_settings.model_copy(update={"n_q": 4}), clone_settings.device)
