@@ -205,6 +205,13 @@ def render(rows: list[dict], benches: list[EngineBench]) -> str:
     return "\n".join(lines)
 
 
+def budgets(benches: list[EngineBench], total_s: float) -> list[float]:
+    """The suite's second by which each kind must be done: its `share` of `total_s` after those of
+    the kinds before it (so what one leaves unspent passes on to the next)."""
+    shares = [bench.share for bench in benches]
+    return [total_s * sum(shares[:number]) / sum(shares) for number in range(1, len(shares) + 1)]
+
+
 def run_suite(args) -> int:
     started = time.monotonic()
     env = environment(args.device)
@@ -220,9 +227,7 @@ def run_suite(args) -> int:
         results.add(row)
         print(f"[{row['t_s']:6.1f}s] {bench.name} {summary(row)}", flush=True)
 
-    for number, bench in enumerate(benches, start=1):
-        # Each kind its share, unspent shares passed on to the next.
-        budget_s = args.time_budget_s * sum(b.share for b in benches[:number]) / sum(b.share for b in benches)
+    for bench, budget_s in zip(benches, budgets(benches, args.time_budget_s)):
         label = "setup"
         try:
             since = time.monotonic()
