@@ -325,6 +325,20 @@ class SlotBench(EngineBench):
         return self.args.slots
 
     def slot_row(self, count: int) -> dict:
+        """The row of `count` slots: skipped when it would not fit, else built, warmed up and
+        measured (`measure_rows`); out of memory ends the counts."""
+        row, skip = self.start_row(count)
+        if skip:
+            return row
+        try:
+            self.build_rows(row, count)
+            self.measure_rows(row, count)
+        except Exception as exc:
+            return self.out_of_memory(row, exc)
+        return row
+
+    def measure_rows(self, row: dict, count: int) -> None:
+        """Measures `count` rows, built and warmed up, into `row` (each kind its figures)."""
         raise NotImplementedError
 
     def measurements(self) -> Iterator[Measurement]:
@@ -374,6 +388,14 @@ class SlotBench(EngineBench):
             self.memory_full = True
             row["skipped"] = skip
         return row, skip
+
+    def build_rows(self, row: dict, count: int) -> None:
+        """Builds and warms up `count` rows as the worker does (moshi's CUDA graphs are captured
+        there on CUDA), into `row`'s "warmup_s"."""
+        started = time.perf_counter()
+        self.engine.ensure_slots(count)
+        sync(self.engine)
+        row["warmup_s"] = time.perf_counter() - started
 
     def out_of_memory(self, row: dict, exc: Exception) -> dict:
         """`row` after `exc` in its measurement: out of memory ends the slot counts (CUDA only: never
@@ -454,32 +476,22 @@ class TTSBench(SlotBench):
                 "candidates": [dataclasses.asdict(c) for c in chosen.candidates]}
 
     # ---- one slot count
-    def slot_row(self, count: int) -> dict:
+    def measure_rows(self, row: dict, count: int) -> None:
         args, engine = self.args, self.engine
-        row, skip = self.start_row(count)
-        if skip:
-            return row
-        try:
-            started = time.perf_counter()
-            engine.ensure_slots(count)  # the streaming state, built and warmed up as the worker does
-            sync(engine)
-            row["warmup_s"] = time.perf_counter() - started
-            # 1 busy row (a long request, well past its audio delay), in a batch of `count` rows.
-            speaking = speak(engine, 1)
-            one = timed_ticks(engine, args.ticks)
-            parts_one = tick_parts(engine, args.breakdown_ticks)
-            # Every other row speaks: newcomers, one after the other, take the last row.
-            speaking += speak(engine, count - 2)
-            firsts = newcomer_first_audio(engine, args.newcomers)
-            # Every row speaks.
-            speaking += speak(engine, 1)
-            full = timed_ticks(engine, args.ticks)
-            parts_full = tick_parts(engine, args.breakdown_ticks)
-            ended = count - engine.busy_rows  # long requests that ended mid-measurement (none expected)
-            memory = gpu_memory(args.device, peak=True)
-            cancel(engine, speaking)
-        except Exception as exc:
-            return self.out_of_memory(row, exc)
+        # 1 busy row (a long request, well past its audio delay), in a batch of `count` rows.
+        speaking = speak(engine, 1)
+        one = timed_ticks(engine, args.ticks)
+        parts_one = tick_parts(engine, args.breakdown_ticks)
+        # Every other row speaks: newcomers, one after the other, take the last row.
+        speaking += speak(engine, count - 2)
+        firsts = newcomer_first_audio(engine, args.newcomers)
+        # Every row speaks.
+        speaking += speak(engine, 1)
+        full = timed_ticks(engine, args.ticks)
+        parts_full = tick_parts(engine, args.breakdown_ticks)
+        ended = count - engine.busy_rows  # long requests that ended mid-measurement (none expected)
+        memory = gpu_memory(args.device, peak=True)
+        cancel(engine, speaking)
         tick_s = percentile(full, 50)
         ticks = [t for t, _ in firsts]
         row.update({
@@ -496,7 +508,6 @@ class TTSBench(SlotBench):
             "first_audio_samples": firsts,
             "breakdown_1": parts_one, "breakdown_all": parts_full,
         })
-        return row
 
     # ---- reading the rows
     def verdicts(self, rows: list[dict]) -> list[dict]:
@@ -643,29 +654,19 @@ class STTBench(SlotBench):
     def slot_counts(self) -> list[int]:
         return self.args.stt_rows or self.args.slots
 
-    def slot_row(self, count: int) -> dict:
+    def measure_rows(self, row: dict, count: int) -> None:
         from stt_measure import end, listen, newcomers, timed_steps
 
         args, engine = self.args, self.engine
-        row, skip = self.start_row(count)
-        if skip:
-            return row
-        try:
-            started = time.perf_counter()
-            engine.ensure_slots(count)  # rows built and warmed up (CUDA graphs captured) as the worker does
-            sync(engine)
-            row["warmup_s"] = time.perf_counter() - started
-            streams = listen(engine, 1, self.audio)
-            one = timed_steps(engine, streams, args.ticks)
-            streams += listen(engine, count - 1, self.audio)
-            full = timed_steps(engine, streams, args.ticks)
-            words = sum(stream.words for stream in streams)
-            firsts = newcomers(engine, streams, self.stt_newcomers(), self.audio)
-            ended = count - engine.busy_rows  # streams that ended mid-measurement (none expected)
-            memory = gpu_memory(args.device, peak=True)
-            end(engine, streams)
-        except Exception as exc:
-            return self.out_of_memory(row, exc)
+        streams = listen(engine, 1, self.audio)
+        one = timed_steps(engine, streams, args.ticks)
+        streams += listen(engine, count - 1, self.audio)
+        full = timed_steps(engine, streams, args.ticks)
+        words = sum(stream.words for stream in streams)
+        firsts = newcomers(engine, streams, self.stt_newcomers(), self.audio)
+        ended = count - engine.busy_rows  # streams that ended mid-measurement (none expected)
+        memory = gpu_memory(args.device, peak=True)
+        end(engine, streams)
         heard = [first for first in firsts if first["first_word_steps"] is not None]
         row.update({
             "tick_1_p50_ms": 1000 * percentile(one, 50), "tick_1_p95_ms": 1000 * percentile(one, 95),
@@ -682,7 +683,6 @@ class STTBench(SlotBench):
             "ticks_timed": len(full), "newcomers": len(firsts), "newcomers_with_a_word": len(heard),
             "words_heard": words, "rows_ended_early": ended, "newcomer_samples": firsts,
         })
-        return row
 
     def stt_newcomers(self) -> int:
         """A third of --newcomers: each one listens until its first word (~9 steps), not one step."""
