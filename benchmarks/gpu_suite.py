@@ -29,8 +29,8 @@ Each engine kind is a class with its own list of measurements (`ENGINE_KINDS`): 
 and the 0.75B voice-cloning engine (the same figures on its own checkpoint, n_q 16, real CFG at its
 default 2.0; its newcomers speak with a clip voice, cached after the first), and the 1B
 speech-to-text engine (`full-stt`: per row count, the step with 1 and with all rows busy, each row
-a real-time client, newcomers' first step and first word at full load, memory, real-time streams
-per GPU; offload and reload). Each kind gets its `share` of `--time-budget-s` (TTS 0.4, cloning
+a real-time client, and where it goes, newcomers' first step and first word at full load, memory,
+real-time streams per GPU; offload and reload). Each kind gets its `share` of `--time-budget-s` (TTS 0.4, cloning
 0.3, STT 0.3 when all three run: by 108, 189 and 270 s of the default), what a kind leaves unspent
 passed on to the next.
 """
@@ -575,14 +575,7 @@ class TTSBench(SlotBench):
                   "| slots | busy | LM main | depformer | codec decode | host syncs (per tick) | per-row host work "
                   "| rest | instrumented tick | plain tick p50 |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for row in slot_rows:
-            for busy, key, plain in ((1, "breakdown_1", "tick_1_p50_ms"), (row["slots"], "breakdown_all", "tick_all_p50_ms")):
-                parts = row.get(key)
-                if parts:
-                    lines.append(
-                        f"| {row['slots']} | {busy} | {parts['lm_main_ms']:.2f} | {parts['depformer_ms']:.2f} "
-                        f"| {parts['codec_ms']:.2f} | {parts['host_sync_ms']:.2f} ({parts['host_syncs_per_tick']:.0f}) "
-                        f"| {parts['row_host_ms']:.2f} | {parts['other_ms']:.2f} | {parts['tick_ms']:.2f} | {row[plain]:.2f} |")
+        lines += breakdown_lines(slot_rows, ("lm_main_ms", "depformer_ms", "codec_ms"))
         for row in rows:
             if row["kind"] == "residency":
                 lines += residency_lines(row)
@@ -598,6 +591,22 @@ class TTSBench(SlotBench):
             elif row["kind"] == "verdict":
                 lines += ["", f"### Verdict: {row['goal']}", "", f"**{row['text']}**"]
         return lines + [""]
+
+
+def breakdown_lines(slot_rows: list[dict], model_parts: tuple[str, ...]) -> list[str]:
+    """The rows of a "where a tick goes" table: per slot count, 1 busy and all busy, the kind's
+    `model_parts` then the host syncs (and their count), per-row host work, the rest, the
+    instrumented tick and the plain tick's p50."""
+    lines = []
+    for row in slot_rows:
+        for busy, key, plain in ((1, "breakdown_1", "tick_1_p50_ms"), (row["slots"], "breakdown_all", "tick_all_p50_ms")):
+            parts = row.get(key)
+            if parts:
+                model = " | ".join(f"{parts[name]:.2f}" for name in model_parts)
+                lines.append(
+                    f"| {row['slots']} | {busy} | {model} | {parts['host_sync_ms']:.2f} ({parts['host_syncs_per_tick']:.0f}) "
+                    f"| {parts['row_host_ms']:.2f} | {parts['other_ms']:.2f} | {parts['tick_ms']:.2f} | {row[plain]:.2f} |")
+    return lines
 
 
 def residency_lines(row: dict) -> list[str]:
@@ -636,9 +645,10 @@ class STTBench(SlotBench):
     checkpoint: stt-1b-en_fr-candle's architecture, 32 codebooks heard, the 4 voice-activity heads
     of the production default. Every busy row is a real-time client: 80 ms of a speech-like signal
     before each step (benchmarks/stt_measure.py), so every row steps at every tick. Per row count:
-    the step with 1 busy row and with all rows busy, newcomers at full load (a busy stream leaves,
-    a new one takes its row: its first step, and its first word in steps of its audio), memory;
-    offload and reload once. No `auto` row (it would time every count again)."""
+    the step with 1 busy row and with all rows busy and where it goes (Mimi encoder, LM, host
+    syncs, per-row host work), newcomers at full load (a busy stream leaves, a new one takes its
+    row: its first step, and its first word in steps of its audio), memory; offload and reload
+    once. No `auto` row (it would time every count again)."""
     name = "stt-1b"
     share = 0.3  # 81 s of the default 270 s: build ~20 s, load, 6 counts of ~140 steps, offload and reload
     SIZES = {"tiny": "tiny-stt", "full": "full-stt"}
@@ -655,13 +665,15 @@ class STTBench(SlotBench):
         return self.args.stt_rows or self.args.slots
 
     def measure_rows(self, row: dict, count: int) -> None:
-        from stt_measure import end, listen, newcomers, timed_steps
+        from stt_measure import end, listen, newcomers, step_parts, timed_steps
 
         args, engine = self.args, self.engine
         streams = listen(engine, 1, self.audio)
         one = timed_steps(engine, streams, args.ticks)
+        parts_one = step_parts(engine, streams, args.breakdown_ticks)
         streams += listen(engine, count - 1, self.audio)
         full = timed_steps(engine, streams, args.ticks)
+        parts_full = step_parts(engine, streams, args.breakdown_ticks)
         words = sum(stream.words for stream in streams)
         firsts = newcomers(engine, streams, self.stt_newcomers(), self.audio)
         ended = count - engine.busy_rows  # streams that ended mid-measurement (none expected)
@@ -682,6 +694,7 @@ class STTBench(SlotBench):
             "device_used_gib": memory["device_used_gib"], "nvml_used_gib": memory["nvml_used_gib"],
             "ticks_timed": len(full), "newcomers": len(firsts), "newcomers_with_a_word": len(heard),
             "words_heard": words, "rows_ended_early": ended, "newcomer_samples": firsts,
+            "breakdown_1": parts_one, "breakdown_all": parts_full,
         })
 
     def stt_newcomers(self) -> int:
@@ -736,6 +749,12 @@ class STTBench(SlotBench):
                   "the row a busy stream left, between two steps: its first step is the next one (its row's reset "
                   "included); its first word comes that many steps of its audio later (x 80 ms at real time, the "
                   "model's delay included; random weights: the words are not words)."]
+        lines += ["", "### Where a step goes (ms per step, each part synced on both sides)", "",
+                  "| rows | busy | Mimi encode | LM main | LM rest (heads, sampling) | host syncs (per step) "
+                  "| per-row host work | rest | instrumented step | plain step p50 |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += breakdown_lines([row for row in rows if row["kind"] == "slots"],
+                                 ("mimi_encode_ms", "lm_main_ms", "lm_rest_ms"))
         for row in rows:
             if row["kind"] == "residency":
                 lines += residency_lines(row)

@@ -16,6 +16,7 @@ checkpoint's speech-like test signal, looped, each row at its own offset.
 
 from __future__ import annotations
 
+import collections
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine_measure import default_checkpoint, sync  # noqa: E402
+from engine_measure import default_checkpoint, sync, timing_parts  # noqa: E402
 
 REAL_TIME_MS = 80.0   # one step hears 80 ms of audio for every busy row
 SETTLE_STEPS = 8      # steps before timing: every row past the model's delay (6 steps for the 1B)
@@ -177,3 +178,45 @@ def newcomers(engine, streams: list[Stream], repeats: int, audio: np.ndarray) ->
         results.append({"first_step_ticks": first_step[0], "first_step_s": first_step[1],
                         "first_word_steps": newcomer.first_word_step, "first_word_s": word_s})
     return results
+
+
+def step_parts(engine, streams: list[Stream], steps: int) -> dict[str, float]:
+    """Milliseconds per step of each part of `steps` steps of `streams` (each fed a frame before
+    each, untimed): Mimi's encoder, the LM's main transformer (a CUDA graph on CUDA) and the rest of
+    its step (text head, voice-activity heads, cache writes), host syncs (the frames into the
+    pinned buffer and to the device, tokens back in the step's one sync), per-row host work (taking
+    the client's audio, cutting frames, the word rule) and the rest (masks, Python). Syncing around
+    each part costs a little on its own: `tick_ms` (the instrumented step) runs above a plain one."""
+    slots = engine.slots
+    lm_step = "step_with_extra_heads" if slots.vad_heads else "step"
+    functions = [(slots, "step", "batch_step"),                # everything of the model's step ...
+                 (slots.mimi, "encode", "mimi_encode"),        # ... Mimi's encoder
+                 (slots.lm_gen, lm_step, "lm_step"),           # ... the LM's step, of which
+                 (slots.lm_gen._streaming_state, "graphed_main", "lm_main"),  # its main transformer
+                 (engine, "_accept_input", "accept_input"),    # per row: the client's audio taken in,
+                 (engine, "_next_frame", "next_frame"),        # its frame cut,
+                 (engine.rule, "heard", "words")]              # its token read by the word rule
+    spent: collections.Counter = collections.Counter()
+    calls: collections.Counter = collections.Counter()
+    total = 0.0
+    with timing_parts(engine, functions, spent, calls):
+        for _ in range(steps):
+            for stream in streams:
+                stream.feed()
+            sync(engine)
+            started = time.perf_counter()
+            engine.tick()
+            sync(engine)
+            total += time.perf_counter() - started
+    ms = {part: 1000 * seconds / steps for part, seconds in spent.items()}
+    parts = {
+        "mimi_encode_ms": ms.get("mimi_encode", 0.0),
+        "lm_main_ms": ms.get("lm_main", 0.0),
+        "lm_rest_ms": ms.get("lm_step", 0.0) - ms.get("lm_main", 0.0),
+        "host_sync_ms": ms.get("batch_step", 0.0) - ms.get("mimi_encode", 0.0) - ms.get("lm_step", 0.0),
+        "row_host_ms": ms.get("accept_input", 0.0) + ms.get("next_frame", 0.0) + ms.get("words", 0.0),
+    }
+    parts["other_ms"] = 1000 * total / steps - sum(parts.values())
+    parts["tick_ms"] = 1000 * total / steps
+    parts["host_syncs_per_tick"] = calls["batch_step"] / steps
+    return parts

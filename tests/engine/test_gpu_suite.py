@@ -185,6 +185,7 @@ def test_the_cloning_engine_has_its_rows_beside_the_1_6b(suite, tiny_checkpoint,
 
 STT_FIELDS = ("warmup_s", "tick_1_p50_ms", "tick_1_p95_ms", "tick_all_p50_ms", "tick_all_p95_ms",
               "first_step_s_p50", "first_step_s_p95", "first_word_steps_p50", "first_word_steps_p95")
+STT_PARTS = ("mimi_encode_ms", "lm_main_ms", "lm_rest_ms", "host_sync_ms", "row_host_ms", "other_ms", "tick_ms")
 
 
 def test_the_stt_rows_report_steps_newcomers_and_streams(suite, tiny_checkpoint, tiny_stt_checkpoint, tmp_path):
@@ -215,6 +216,11 @@ def test_the_stt_rows_report_steps_newcomers_and_streams(suite, tiny_checkpoint,
         assert row["first_word_steps_p50"] > 6 and row["first_word_steps_p95"] >= row["first_word_steps_p50"]
         assert row["words_heard"] > 0 and row["rows_ended_early"] == 0
         assert all(row[field] is None for field in MEMORY_FIELDS)  # no GPU here
+        for key in ("breakdown_1", "breakdown_all"):
+            parts = row[key]
+            assert all(isinstance(parts[part], float) for part in STT_PARTS)
+            assert all(parts[part] > 0 for part in ("mimi_encode_ms", "lm_main_ms", "row_host_ms", "tick_ms"))
+            assert parts["host_syncs_per_tick"] == 1  # the step's one sync
     residency = rows[3]
     assert residency["slots"] == 2 and all(positive(residency[field]) for field in ("offload_s", "reload_s", "rebuild_s"))
 
@@ -226,6 +232,7 @@ def test_the_stt_rows_report_steps_newcomers_and_streams(suite, tiny_checkpoint,
     figures = table(md, "Steps, newcomers and memory")
     assert [cells[0] for cells in figures] == ["2", "3"] and all(len(cells) == 14 for cells in figures)
     assert [cells[5] for cells in figures] == ["yes" if row["realtime"] else "no" for row in slots]
+    assert [cells[:2] for cells in table(md, "Where a step goes")] == [["2", "1"], ["2", "2"], ["3", "1"], ["3", "3"]]
     assert "## stt-1b: tiny-stt model" in md and len(table(md, "Offload")) == 1
 
 
