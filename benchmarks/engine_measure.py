@@ -186,24 +186,27 @@ def patched(owner, name: str, wrap):
 @contextlib.contextmanager
 def timing_parts(engine, functions, spent: collections.Counter, calls: collections.Counter):
     """Inside the block, each of `functions` ((owner, attribute, part) triples) adds its seconds to
-    `spent[part]` and its calls to `calls[part]`, with a device sync on both sides."""
-    def timer(part):
+    `spent[part]` and its calls to `calls[part]`, with a device sync on both sides; a fourth item
+    False times a host-only function without them (a sync per row per tick would be counted in)."""
+    def timer(part, synced):
         def wrap(function):
             def timed(*args, **kwargs):
-                sync(engine)
+                if synced:
+                    sync(engine)
                 started = time.perf_counter()
                 try:
                     return function(*args, **kwargs)
                 finally:
-                    sync(engine)
+                    if synced:
+                        sync(engine)
                     spent[part] += time.perf_counter() - started
                     calls[part] += 1
             return timed
         return wrap
 
     with contextlib.ExitStack() as stack:
-        for owner, name, part in functions:
-            stack.enter_context(patched(owner, name, timer(part)))
+        for owner, name, part, *synced in functions:
+            stack.enter_context(patched(owner, name, timer(part, synced != [False])))
         yield
 
 

@@ -193,9 +193,11 @@ def step_parts(engine, streams: list[Stream], steps: int) -> dict[str, float]:
                  (slots.mimi, "encode", "mimi_encode"),        # ... Mimi's encoder
                  (slots.lm_gen, lm_step, "lm_step"),           # ... the LM's step, of which
                  (slots.lm_gen._streaming_state, "graphed_main", "lm_main"),  # its main transformer
-                 (engine, "_accept_input", "accept_input"),    # per row: the client's audio taken in,
-                 (engine, "_next_frame", "next_frame"),        # its frame cut,
-                 (engine.rule, "heard", "words")]              # its token read by the word rule
+                 # per row, on the host only (no device sync around them): the client's audio
+                 # taken in, its frame cut, its token read by the word rule
+                 (engine, "_accept_input", "accept_input", False),
+                 (engine, "_next_frame", "next_frame", False),
+                 (engine.rule, "heard", "words", False)]
     spent: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
     total = 0.0

@@ -26,6 +26,7 @@ The random model's words are not words: compare steps and ratios, not the transc
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--all", action="store_true", help="measure every count, past real time too")
     args = parser.parse_args()
     counts = sorted({int(part) for part in args.rows.split(",") if part.strip()} | {1})
+    if args.device.startswith("cuda") and os.environ.pop("NO_CUDA_GRAPH", None) is not None:
+        print("NO_CUDA_GRAPH was set: unset, CUDA graphs stay on as in production")
     engine, facts = load_stt_engine(args.size, args.device, args.checkpoint, args.threads)
     audio = speech_like()
     print(f"model {args.size} (n_q {facts['n_q']}, {facts['vad_heads']} voice-activity heads, delay "
