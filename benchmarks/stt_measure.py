@@ -29,7 +29,7 @@ from engine_measure import default_checkpoint, sync, timing_parts  # noqa: E402
 
 REAL_TIME_MS = 80.0   # one step hears 80 ms of audio for every busy row
 SETTLE_STEPS = 8      # steps before timing: every row past the model's delay (6 steps for the 1B)
-WORD_LIMIT = 150      # a newcomer's steps to its first word before it counts as none (12 s of audio)
+WORD_LIMIT = 40       # a newcomer's steps to its first word before it counts as none (3.2 s of audio)
 
 
 def load_stt_engine(size: str, device: str, checkpoint: Path | None = None, threads: int | None = 1):
