@@ -665,7 +665,7 @@ class STTBench(SlotBench):
         return self.args.stt_rows or self.args.slots
 
     def measure_rows(self, row: dict, count: int) -> None:
-        from stt_measure import end, listen, newcomers, step_parts, timed_steps
+        from stt_measure import WORD_LIMIT, end, listen, newcomers, step_parts, timed_steps
 
         args, engine = self.args, self.engine
         streams = listen(engine, 1, self.audio)
@@ -675,7 +675,9 @@ class STTBench(SlotBench):
         full = timed_steps(engine, streams, args.ticks)
         parts_full = step_parts(engine, streams, args.breakdown_ticks)
         words = sum(stream.words for stream in streams)
-        firsts = newcomers(engine, streams, self.stt_newcomers(), self.audio)
+        # A random model may say no word at all (full-stt's random weights did not, on CPU): then
+        # newcomers are timed to their first step only, not held for a word that will not come.
+        firsts = newcomers(engine, streams, self.stt_newcomers(), self.audio, WORD_LIMIT if words else 0)
         ended = count - engine.busy_rows  # streams that ended mid-measurement (none expected)
         memory = gpu_memory(args.device, peak=True)
         end(engine, streams)
@@ -748,7 +750,8 @@ class STTBench(SlotBench):
         lines += ["", "Every busy row gets 80 ms of audio before each step (a real-time client). A newcomer takes "
                   "the row a busy stream left, between two steps: its first step is the next one (its row's reset "
                   "included); its first word comes that many steps of its audio later (x 80 ms at real time, the "
-                  "model's delay included; random weights: the words are not words)."]
+                  "model's delay included; random weights: the words are not words). '-': the rows heard no word "
+                  "(full-stt's random weights heard none on CPU), so newcomers were timed to their first step only."]
         lines += ["", "### Where a step goes (ms per step, each part synced on both sides)", "",
                   "| rows | busy | Mimi encode | LM main | LM rest (heads, sampling) | host syncs (per step) "
                   "| per-row host work | rest | instrumented step | plain step p50 |",

@@ -147,11 +147,12 @@ def end(engine, streams: list[Stream]) -> None:
     raise RuntimeError(f"{engine.busy_rows} rows still busy after their streams were cancelled")
 
 
-def newcomers(engine, streams: list[Stream], repeats: int, audio: np.ndarray) -> list[dict]:
+def newcomers(engine, streams: list[Stream], repeats: int, audio: np.ndarray,
+              word_limit: int = WORD_LIMIT) -> list[dict]:
     """At full load: `repeats` times, one busy stream leaves and a new one takes its row while the
     others go on. For each newcomer: the ticks and wall seconds from its admission (between two
     ticks) to the end of its first step (its row's reset included), and its steps and wall seconds
-    to its first word (None: none within WORD_LIMIT steps). Its audio comes as fast as the steps
+    to its first word (None: none within `word_limit` steps; 0: not waited for). Its audio comes as fast as the steps
     go: at real time, its first word comes `first_word_steps` x 80 ms after its first audio.
     `streams` keeps the newcomers in place of the leavers."""
     results = []
@@ -165,15 +166,15 @@ def newcomers(engine, streams: list[Stream], repeats: int, audio: np.ndarray) ->
         assert engine.admit(newcomer.job), "no free row"
         streams.append(newcomer)
         first_step = None
-        for ticks in range(1, WORD_LIMIT + 1):
+        for ticks in range(1, max(word_limit, SETTLE_STEPS) + 1):
             step(engine, streams)
             sync(engine)
             if first_step is None and newcomer.job.steps:
                 first_step = (ticks, time.perf_counter() - started)
-            if newcomer.first_word_step is not None:
+            if first_step is not None and (newcomer.first_word_step is not None or ticks >= word_limit):
                 break
         if first_step is None:
-            raise RuntimeError(f"a newcomer did not step in {WORD_LIMIT} ticks")
+            raise RuntimeError(f"a newcomer did not step in {ticks} ticks")
         word_s = newcomer.first_word_at - started if newcomer.first_word_at is not None else None
         results.append({"first_step_ticks": first_step[0], "first_step_s": first_step[1],
                         "first_word_steps": newcomer.first_word_step, "first_word_s": word_s})
