@@ -64,13 +64,14 @@ class ModelVoices:
 
 async def voice_listing(ctx: IngressContext, query: str | None = None, model: str | None = None) -> dict:
     """{default, voices: [{id, group, language, source}], model, models, uploaded, attribution,
-    warning?} of a model (None: the default one), filtered by `query`; `models`: every model's
-    name, the default one first; `uploaded`: the caller's own voices of that model; `attribution`:
+    warning?} of a model (None: the default one), filtered by `query`; `models`: the name of
+    every model that speaks (has voices), the default one first; `uploaded`: the caller's own voices of that model; `attribution`:
     what the model's licence asks to be said where its voices are listed."""
     served = ctx.model_for(model)
     voices = served.voices
     listed = [v.to_dict() for v in await voices.listing.get()]
-    names = sorted(ctx.models, key=lambda name: name != ctx.settings.default_model_name)
+    names = sorted((name for name, m in ctx.models.items() if m.speaks),
+                   key=lambda name: name != ctx.settings.default_model_name)
     body = {"default": voices.default_voice, "voices": filter_voices(listed, query), "model": served.name,
             "models": names, "uploaded": await voice_uploads.listed(ctx, served.name),
             "attribution": served.spec.attribution}  # None where the licence asks for none
