@@ -81,7 +81,8 @@ def usage(text: str, frames: int) -> dict:
 
 def model_entry(model_id: str, kind: str = "tts-embedding-voices") -> dict:
     """One model as OpenAI lists it, with its kind (tts-embedding-voices, tts-audio-prompt, stt):
-    a speech-to-text model answers on /api/asr-streaming, not on /v1/audio/speech."""
+    a speech-to-text model answers on /v1/audio/transcriptions and /api/asr-streaming, not on
+    /v1/audio/speech."""
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "kyutai", "kind": kind}
 
 
@@ -123,7 +124,8 @@ class Model(BaseModel):
     created: int
     owned_by: str
     kind: str = Field(description="tts-embedding-voices, tts-audio-prompt or stt (speech to text: "
-                                  "Kyutai's /api/asr-streaming socket serves it).")
+                                  "POST /v1/audio/transcriptions and Kyutai's /api/asr-streaming socket "
+                                  "serve it).")
 
 
 class ModelList(BaseModel):
