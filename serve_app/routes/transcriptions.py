@@ -92,17 +92,17 @@ async def _events(stream):
 @upload("max_transcription_bytes")
 async def create_transcription(
         file: UploadFile = File(description="The audio: any format FFmpeg reads."),
-        model: str | None = Form(None, max_length=200, description="whisper-1, or a model from GET /v1/models."),
-        language: str | None = Form(None, max_length=20, description="ISO-639-1 code of a language the model hears."),
-        prompt: str | None = Form(None, max_length=MAX_FIELD_CHARS, description="Accepted and ignored."),
+        model: str = Form("", max_length=200, description="whisper-1, or a model from GET /v1/models."),
+        language: str = Form("", max_length=20, description="ISO-639-1 code of a language the model hears."),
+        prompt: str = Form("", max_length=MAX_FIELD_CHARS, description="Accepted and ignored."),
         response_format: wire.ResponseFormat = Form("json"),
-        temperature: float | None = Form(None, ge=0, le=1, description="Accepted and ignored (greedy decoding)."),
-        timestamp_granularities: list[wire.Granularity] | None = Form(
-            None, alias="timestamp_granularities[]", description="word and/or segment (verbose_json)."),
+        temperature: float = Form(0.0, ge=0, le=1, description="Accepted and ignored (greedy decoding)."),
+        timestamp_granularities: list[wire.Granularity] = Form(
+            ["segment"], alias="timestamp_granularities[]", description="word and/or segment (verbose_json)."),
         stream: bool = Form(False, description="true: Server-Sent Events, a delta per word."),
         ctx: IngressContext = Depends(get_ctx)):
-    served = transcription.listening_model(ctx, model, any_name=True)
-    language = transcription.check_language(served, language)
+    served = transcription.listening_model(ctx, model or None, any_name=True)
+    language = transcription.check_language(served, language or None)
     pcm = await transcription.decode_upload(ctx, await file.read())
     headers = {"X-STT-Prompt": "ignored"} if prompt else {}
     if stream:
@@ -110,7 +110,7 @@ async def create_transcription(
         return ClosingStreamingResponse(_events(opened), media_type=SSE_MEDIA_TYPE,
                                         headers={**STREAM_HEADERS, **headers})
     done = await transcription.transcribe(served, pcm)
-    body = _body(done, response_format, language, list(timestamp_granularities or ["segment"]))
+    body = _body(done, response_format, language, list(timestamp_granularities))
     if isinstance(body, dict):
         return JSONResponse(body, headers=headers)
     body.headers.update(headers)
