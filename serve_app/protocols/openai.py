@@ -124,8 +124,7 @@ class Model(BaseModel):
     created: int
     owned_by: str
     kind: str = Field(description="tts-embedding-voices, tts-audio-prompt or stt (speech to text: "
-                                  "POST /v1/audio/transcriptions and Kyutai's /api/asr-streaming socket "
-                                  "serve it).")
+                                  "Kyutai's /api/asr-streaming socket serves it).")
 
 
 class ModelList(BaseModel):

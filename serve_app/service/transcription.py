@@ -20,7 +20,7 @@ from ..audio.clips import NOT_AUDIO, REFUSALS, ClipRefused, decode_audio
 from ..errors import APIError
 from ..protocols.error_shape import Refusal
 from .speech import api_error_for, speech_refusals
-from .streaming import SpeechStream
+from .streaming import SpeechStream, first_events
 from .worker_client import WorkerError
 
 if TYPE_CHECKING:
@@ -93,16 +93,7 @@ async def open_transcript(model: ServedModel, pcm: np.ndarray, param: str = "fil
     """The transcription of `pcm` running on a worker, its first events arrived; APIError for every
     refusal."""
     batches = model.workers.stream_batches(TranscriptionRequest(audio=pcm, model=model.name))
-    try:
-        first = await batches.__anext__()
-    except WorkerError as exc:
-        raise worker_error(exc, param) from None
-    except StopAsyncIteration:
-        raise APIError(500, "the worker ended the stream without a result", code="generation_failed") from None
-    except BaseException:
-        await batches.aclose()
-        raise
-    return SpeechStream(batches, first)
+    return await first_events(batches, lambda exc: worker_error(exc, param))
 
 
 async def heard(stream: SpeechStream) -> AsyncIterator[WordBegun | TranscriptionDone]:

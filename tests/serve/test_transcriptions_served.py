@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 
-import httpx
 import openai
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
+
+from tests.helpers.mcp_client import mcp_session
 
 CLIP = "clips/mid.wav"  # 2.8 s; the tiny model hears at least 3 words in it (deployments/checkpoint_stt.py)
 
@@ -29,15 +27,6 @@ def verbose(oai, tiny_stt_checkpoint):
     """The clip through the SDK with word times (both tests compare with it)."""
     return oai.audio.transcriptions.create(model="whisper-1", file=("mid.wav", (tiny_stt_checkpoint / CLIP).read_bytes()),
                                            response_format="verbose_json", timestamp_granularities=["word"])
-
-
-@contextlib.asynccontextmanager
-async def mcp_session(url: str):
-    async with httpx.AsyncClient(timeout=httpx.Timeout(180)) as http:
-        async with streamable_http_client(url, http_client=http) as (read, write, _):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                yield session
 
 
 def test_the_openai_sdk_transcribes_a_file_with_word_times_and_streams_it(oai, tiny_stt_checkpoint, verbose):

@@ -12,9 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deployments.protocol import FRAME_SAMPLES, SAMPLE_RATE
-from helpers.clips import audio_file, silence_bomb, tone
+from helpers.clips import audio_file, count_decoding, silence_bomb, tone
 from helpers.inprocess_app import build_app
-from serve_app.audio import clips
 from serve_app.audio.clips import ClipRefused, decode_audio
 from serve_app.errors import APIError
 from serve_app.routes.mcp import _output_name
@@ -114,16 +113,7 @@ def test_a_decompression_bomb_stops_decoding_at_the_limit(client, monkeypatch):
     bomb = silence_bomb()  # an hour of FLAC in 656 KB: fits the byte limit
     response = transcribe(client, bomb)
     assert response.status_code == 422 and response.json()["error"]["code"] == "clip_too_long"
-    decoded = []
-
-    class Counting(clips._Decoder):
-        def decode(self, data):
-            try:
-                return super().decode(data)
-            finally:
-                decoded.append(self.decoded_s)
-
-    monkeypatch.setattr(clips, "_Decoder", Counting)
+    decoded = count_decoding(monkeypatch)
     with pytest.raises(ClipRefused):
         decode_audio(bomb, MAX_S, 30.0, max_setting="transcription_max_s")
     assert decoded[0] <= MAX_S + 1.0  # of the 3600 s it holds
