@@ -24,6 +24,8 @@ Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
 
 from __future__ import annotations
 
+import contextlib
+
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -70,16 +72,18 @@ def _body(done: TranscriptionDone, fmt: str, language: str, granularities: list[
 
 
 async def _events(stream):
-    """The SSE body: a delta per word as it is heard, then done (an error event if it fails)."""
+    """The SSE body: a delta per word as it is heard, then done (an error event if it fails).
+    Closing it (a client gone) closes the worker stream at once, which stops the transcription."""
     words: list[str] = []
     try:
-        async for event in transcription.heard(stream):
-            if isinstance(event, WordBegun):
-                words.append(event.text)
-                yield sse({"type": "transcript.text.delta", "delta": event.text if len(words) == 1 else " " + event.text})
-            else:
-                yield sse({"type": "transcript.text.done", "text": wire.joined(words),
-                           "usage": wire.usage(event.duration_s)})
+        async with contextlib.aclosing(transcription.heard(stream)) as heard:
+            async for event in heard:
+                if isinstance(event, WordBegun):
+                    words.append(event.text)
+                    yield sse({"type": "transcript.text.delta", "delta": (" " if len(words) > 1 else "") + event.text})
+                else:
+                    yield sse({"type": "transcript.text.done", "text": wire.joined(words),
+                               "usage": wire.usage(event.duration_s)})
     except Exception as exc:  # noqa: BLE001 - a started stream ends with an error event, never cut
         yield sse_error(exc)
 

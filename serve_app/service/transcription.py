@@ -10,6 +10,7 @@ serve_app/service/streaming.py does for speech, so a refusal still gets its HTTP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING, AsyncIterator
 
 import numpy as np
@@ -111,9 +112,10 @@ async def transcribe(model: ServedModel, pcm: np.ndarray, param: str = "file") -
     """The whole transcript of `pcm` (words with times); APIError for every failure."""
     stream = await open_transcript(model, pcm, param)
     try:
-        async for event in heard(stream):
-            if isinstance(event, TranscriptionDone):
-                return event
+        async with contextlib.aclosing(heard(stream)) as events:  # closed at once: the worker stops
+            async for event in events:
+                if isinstance(event, TranscriptionDone):
+                    return event
     except WorkerError as exc:
         raise worker_error(exc, param) from None
     raise APIError(500, "the worker ended the stream without a result", code="generation_failed")

@@ -40,9 +40,9 @@ def test_the_openai_sdk_transcribes_a_file_with_word_times_and_streams_it(oai, t
     events = list(oai.audio.transcriptions.create(model="whisper-1", file=("mid.wav", data), stream=True))
     assert [e.type for e in events] == ["transcript.text.delta"] * (len(events) - 1) + ["transcript.text.done"]
     assert "".join(e.delta for e in events[:-1]) == events[-1].text == verbose.text
-    with pytest.raises(openai.UnsupportedMediaTypeError) as refused:  # not audio: a 415 in OpenAI's shape
+    with pytest.raises(openai.APIStatusError) as refused:  # not audio: a 415 in OpenAI's shape
         oai.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"not audio at all"))
-    assert refused.value.body["code"] == "clip_not_audio"
+    assert refused.value.status_code == 415 and refused.value.body["code"] == "clip_not_audio"
 
 
 def test_mcp_speech_to_text_hears_base64_and_a_saved_output(duo_url, tiny_stt_checkpoint, verbose):
