@@ -22,6 +22,7 @@ from .routes import gpu, health, tts, ui, voices
 from .routes import mcp as mcp_routes
 from .routes import openai as openai_routes
 from .routes import asr as asr_routes
+from .routes import transcriptions as transcription_routes
 from .routes import websocket as websocket_routes
 from .request_ids import RequestIds
 from .security import install_guards
@@ -59,7 +60,8 @@ def create_app(ctx: IngressContext) -> FastAPI:
     app.state.lifespan_hooks = []
     app.state.websocket_sessions = set()  # open Kyutai WebSocket sessions (capped per replica)
     install_error_handlers(app)
-    for module in (health, tts, voices, gpu, ui, openai_routes, websocket_routes, asr_routes):
+    for module in (health, tts, voices, gpu, ui, openai_routes, transcription_routes, websocket_routes,
+                   asr_routes):
         app.include_router(module.router)
     ui.mount_static(app)  # the web page's scripts and styles at /static
     # MCP over streamable HTTP at /mcp; its session manager runs in the lifespan (ARCHITECTURE.md,

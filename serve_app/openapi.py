@@ -30,6 +30,7 @@ from . import request_ids
 from .protocols.error_shape import INTERNAL, VALIDATION, ErrorDetail, ErrorResponse, Refusal, refusal_response
 from .protocols.openai import SpeechEvent
 from .protocols.rest import TTSEvent
+from .protocols.transcription import Transcription, TranscriptionEvent, TranscriptionVerbose
 from .protocols.text import CFG_RULES, MAX_LENGTH_SETTING, MODEL_NAMES
 from .security import api_keys, guard_refusals, uploads
 from .service.served_models import ServedModel, cfg_rules
@@ -37,7 +38,7 @@ from .settings import AppSettings
 
 # Models the routes refer to by name where FastAPI does not look (error bodies everywhere, the
 # events of SSE answers: serve_app/protocols/sse.py's event_stream).
-DOCUMENTED_MODELS = (ErrorResponse, TTSEvent, SpeechEvent)
+DOCUMENTED_MODELS = (ErrorResponse, TTSEvent, SpeechEvent, Transcription, TranscriptionVerbose, TranscriptionEvent)
 # FastAPI's own 422 body, which this service never sends (serve_app/errors.py answers 422).
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 

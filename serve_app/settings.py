@@ -74,6 +74,13 @@ class AppSettings(EngineSettings):
     asr_idle_timeout_s: float = Field(20.0, gt=0)
     asr_max_session_s: float = Field(3600.0, gt=0)
     asr_max_samples_per_message: int = Field(240_000, ge=1_920)
+    # Files to transcribe (POST /v1/audio/transcriptions, MCP speech_to_text): the upload's body
+    # limit (OpenAI's own: 25 MiB), the most audio decoded from one (decoding stops there: a small
+    # file that decodes to hours is refused after this much work; 30 min is 173 MB of 24 kHz
+    # float32 held by the ingress and sent to a worker per request) and a cap on decoding time.
+    max_transcription_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    transcription_max_s: float = Field(1800.0, gt=0)
+    transcription_decode_timeout_s: float = Field(30.0, gt=0)
     # Seconds the ingress waits for a worker (including a cold start from zero replicas).
     worker_timeout_s: float = Field(600.0, gt=0)
     # Several models in one app, each with a worker deployment of its own: short name -> the engine

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..protocol import FRAME_SAMPLES, SAMPLE_RATE, SynthesisRequest
+from ..protocol import FRAME_SAMPLES, SAMPLE_RATE, SynthesisRequest, WordBegun
 from ..settings import EngineSettings
 from .base import (InvalidRequest, SlotEngine, SpeechJob, TranscriptionJob, clean_text, listening_input,
                    listening_sizing_request, starting_text, transcription_job)
@@ -233,7 +233,9 @@ class FakeSTTEngine(_FakeEngine):
             heard = job.steps - 1 - self.delay_frames  # the frame whose text comes out now
             if 0 <= heard < job.frames_in and heard % self.frames_per_word == 0:
                 word = self.script[heard // self.frames_per_word % len(self.script)]
-                job.word_started(word, heard * FRAME_SAMPLES / SAMPLE_RATE)
+                start_s = heard * FRAME_SAMPLES / SAMPLE_RATE
+                job.word_started(word, start_s)
+                job.sink(WordBegun(word, start_s))  # as the real engine: its text now, its end later
             job.send_markers(heard + 1)
             if job.input_complete and not job.has_frame() and heard >= job.frames_in - 1:
                 self._release(job)

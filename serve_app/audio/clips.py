@@ -56,7 +56,7 @@ REFUSALS: dict[int, list[Refusal]] = {415: [NOT_AUDIO], 422: [TOO_SHORT, TOO_LON
 
 class ClipRefused(APIError):
     def __init__(self, refusal: Refusal, message: str):
-        status = next(status for status, refusals in REFUSALS.items() if refusal in refusals)
+        status = next(status for status, refusals in REFUSALS.items() if refusal.code in {r.code for r in refusals})
         super().__init__(status, message, param=refusal.param, code=refusal.code)
 
 
@@ -86,10 +86,11 @@ class Clip:
 
 
 class _Decoder:
-    """One clip's decode, its work counted (`decoded_s`: audio decoded, at the input's rate)."""
+    """One upload's decode, its work counted (`decoded_s`: audio decoded, at the input's rate).
+    `max_setting` names the setting of `limits.max_s` in the refusal's message."""
 
-    def __init__(self, limits: ClipLimits, clock=time.monotonic):
-        self.limits, self.clock = limits, clock
+    def __init__(self, limits: ClipLimits, clock=time.monotonic, max_setting: str = "voice_clip_max_s"):
+        self.limits, self.clock, self.max_setting = limits, clock, max_setting
         self.decoded_s = 0.0
         # Resampled with the input's channels kept (planar), then averaged: FFmpeg's own downmix
         # adds the channels at -3 dB each, which lifts a centred voice by 3 dB and can clip it.
@@ -132,7 +133,7 @@ class _Decoder:
                                             f"{MAX_CHANNELS} channels, {SAMPLE_RATES[0]} to {SAMPLE_RATES[-1]} Hz)")
         self.decoded_s += frame.samples / frame.sample_rate
         if self.decoded_s > self.limits.max_s:
-            raise ClipRefused(TOO_LONG, f"the clip is longer than {self.limits.max_s:g} s (voice_clip_max_s)")
+            raise ClipRefused(TOO_LONG, f"the audio is longer than {self.limits.max_s:g} s ({self.max_setting})")
         frame.pts = None  # the resampler keeps its own time; a lying or broken timestamp cannot confuse it
         return self._mono(self.resampler.resample(frame))
 
@@ -155,11 +156,20 @@ def sound_span(pcm: np.ndarray, silence_dbfs: float) -> tuple[int, int] | None:
     return int(loud[0]) * window, (int(loud[-1]) + 1) * window
 
 
+def decode_audio(data: bytes, max_s: float, decode_timeout_s: float, *, max_setting: str,
+                 clock=time.monotonic) -> tuple[np.ndarray, str]:
+    """Any uploaded audio by steps 1-3 of the module docstring (decoding stops past `max_s`, whose
+    setting `max_setting` a refusal names): (24 kHz mono float32 in [-1, 1], "container/codec"),
+    or ClipRefused. Speech to transcribe takes it as it is (silence included)."""
+    limits = ClipLimits(min_s=0.0, max_s=max_s, decode_timeout_s=decode_timeout_s)
+    pcm, source = _Decoder(limits, clock, max_setting).decode(data)
+    return np.clip(np.nan_to_num(pcm, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0), source
+
+
 def decode_clip(data: bytes, limits: ClipLimits = ClipLimits(), clock=time.monotonic) -> Clip:
     """The prompt of an uploaded clip (module docstring), or ClipRefused (a 4xx APIError)."""
-    decoder = _Decoder(limits, clock)
-    pcm, source = decoder.decode(data)
-    pcm = np.clip(np.nan_to_num(pcm, nan=0.0, posinf=0.0, neginf=0.0), -1.0, 1.0)
+    pcm, source = decode_audio(data, limits.max_s, limits.decode_timeout_s, max_setting="voice_clip_max_s",
+                               clock=clock)
     span = sound_span(pcm, limits.silence_dbfs)
     if span is None:
         raise ClipRefused(SILENT, f"the clip is silent (nothing above {limits.silence_dbfs:g} dBFS)")

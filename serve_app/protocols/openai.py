@@ -81,7 +81,8 @@ def usage(text: str, frames: int) -> dict:
 
 def model_entry(model_id: str, kind: str = "tts-embedding-voices") -> dict:
     """One model as OpenAI lists it, with its kind (tts-embedding-voices, tts-audio-prompt, stt):
-    a speech-to-text model answers on /api/asr-streaming, not on /v1/audio/speech."""
+    a speech-to-text model answers on /v1/audio/transcriptions and /api/asr-streaming, not on
+    /v1/audio/speech."""
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "kyutai", "kind": kind}
 
 

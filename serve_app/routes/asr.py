@@ -22,7 +22,7 @@ from ..errors import APIError, refuse_websocket
 from ..protocols import kyutai, kyutai_asr
 from ..security import cross_site
 from ..service.asr_session import AsrSession, failure
-from ..service.served_models import ServedModel
+from ..service.transcription import listening_model
 from .websocket import Connection
 
 log = logging.getLogger(__name__)
@@ -36,17 +36,6 @@ async def _end_with_error(websocket: WebSocket, kind: FailureKind, message: str)
         await websocket.close(code=kyutai.close_code(kind), reason=kyutai.close_reason(message))
 
 
-def _listening_model(ctx: IngressContext, name: str | None) -> ServedModel:
-    """The speech-to-text model the query names (none: the app's first)."""
-    if name is None:
-        found = next((m for m in ctx.models.values() if not m.speaks), None)
-        if found is None:
-            raise APIError(400, "this service has no speech-to-text model (GET /v1/models lists its models)",
-                           param="model", code="wrong_model_kind")
-        return found
-    return ctx.model_for(name, speaks=False)
-
-
 @router.websocket("/api/asr-streaming")
 async def asr_streaming(websocket: WebSocket) -> None:
     ctx: IngressContext = websocket.app.state.ctx
@@ -54,7 +43,7 @@ async def asr_streaming(websocket: WebSocket) -> None:
     if reason is not None:
         return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
     try:
-        model = _listening_model(ctx, websocket.query_params.get("model") or None)
+        model = listening_model(ctx, websocket.query_params.get("model") or None)
     except APIError as exc:
         return await refuse_websocket(websocket, exc)
     await websocket.accept()

@@ -19,6 +19,7 @@ import contextlib
 import inspect
 import json
 import logging
+import urllib.parse
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -33,10 +34,11 @@ from deployments.protocol import SAMPLE_RATE
 
 from .. import audio
 from ..security.api_keys import use_key_of
-from ..service import speech, voice_uploads
+from ..service import speech, transcription, voice_uploads
 from ..context import IngressContext
 from ..errors import APIError, error_response
 from ..protocols.mcp import SpeechResult, VoiceList
+from ..protocols.transcription import SpeechToTextResult, joined
 from ..service.served_models import cfg_rules
 from ..service.status import gpu_status
 from ..service.voices import voice_listing
@@ -49,7 +51,8 @@ MCP_PATHS = ("/mcp", "/mcp/")
 
 INSTRUCTIONS = """Text to speech with Kyutai TTS on a GPU cluster. Call list_voices to pick a voice,
 then text_to_speech: it returns the audio itself (base64, with its MIME type), its duration, the word
-timestamps and, unless called with save=false, a URL to download the same file. get_gpu_status and
+timestamps and, unless called with save=false, a URL to download the same file. speech_to_text
+transcribes audio (base64, or such a URL) into text with timed words. get_gpu_status and
 offload_gpu inspect and free the GPUs (the model reloads by itself on the next request)."""
 
 
@@ -209,6 +212,32 @@ def build_server(ctx: IngressContext) -> FastMCP:
         record, _ = await voice_uploads.create_voice(ctx, data, name, consent, model)
         return record.public()
 
+    @tool(server, title="Speech to text", readOnlyHint=True)
+    async def speech_to_text(
+        mcp_context: Context,
+        audio_base64: Annotated[str | None, Field(max_length=settings.mcp_max_body_bytes, description=(
+            f"The audio, base64: any format FFmpeg reads, at most {settings.max_transcription_bytes} bytes and "
+            f"{settings.transcription_max_s:g} s. Give this or `url`."))] = None,
+        url: Annotated[str | None, Field(max_length=2000, description=(
+            "Instead of audio_base64: a file this service saved (the `url` text_to_speech returned). "
+            "Other hosts are never fetched."))] = None,
+        model: Annotated[str | None, Field(max_length=200, description=(
+            "A speech-to-text model's name (default: the first one)."))] = None,
+        language: Annotated[str | None, Field(max_length=20, description=(
+            "ISO-639-1 code of a language the model hears (optional: it hears each of its own)."))] = None,
+    ) -> SpeechToTextResult:
+        """Transcribe speech: returns the text and each word with its start and end (seconds), the
+        audio's duration and the model that heard it. The audio comes inline (base64) or as the URL
+        of a file this service saved (so an agent can check what text_to_speech said)."""
+        served = transcription.listening_model(ctx, model)
+        transcription.check_language(served, language)
+        request = mcp_context.request_context.request
+        param = "url" if url is not None else "audio_base64"
+        pcm = await transcription.decode_upload(ctx, _audio_argument(ctx, request, audio_base64, url), param)
+        done = await transcription.transcribe(served, pcm, param)
+        return SpeechToTextResult(text=joined([w.word for w in done.words]), duration_s=round(done.duration_s, 3),
+                                  model=served.name, words=[w.to_dict() for w in done.words])
+
     @tool(server, title="GPU status", readOnlyHint=True)
     async def get_gpu_status() -> dict[str, Any]:
         """Every GPU of the cluster (nodes, NVML memory where available) and every TTSWorker replica:
@@ -227,6 +256,41 @@ def build_server(ctx: IngressContext) -> FastMCP:
         return await ctx.cluster.offload(gpu=gpu)
 
     return server
+
+
+def _audio_argument(ctx: IngressContext, request, audio_base64: str | None, url: str | None) -> bytes:
+    """speech_to_text's audio: the base64 given, or the saved output a URL of this service names
+    (read from the outputs folder: nothing is fetched, so no other host is ever reached)."""
+    limit = ctx.settings.max_transcription_bytes
+    if (audio_base64 is None) == (url is None):
+        raise APIError(422, "give either audio_base64 or url", param="audio_base64", code="invalid_arguments")
+    if audio_base64 is not None:
+        try:
+            data = base64.b64decode(audio_base64, validate=True)
+        except ValueError:
+            raise APIError(422, "audio_base64 is not base64", param="audio_base64", code="invalid_base64") from None
+    else:
+        path = ctx.outputs.path(_output_name(request, url))
+        if path is None:
+            raise APIError(404, "no such saved file (saved files are kept for outputs_max_age_s)", param="url",
+                           code="output_not_found")
+        data = path.read_bytes()[:limit + 1]
+    if len(data) > limit:
+        raise APIError(413, f"the audio is larger than {limit} bytes (max_transcription_bytes)",
+                       param="audio_base64" if url is None else "url", code="payload_too_large")
+    return data
+
+
+def _output_name(request, url: str) -> str:
+    """The saved file's name in a URL of this service's downloads (its host, or none)."""
+    parsed = urllib.parse.urlsplit(url)
+    example = urllib.parse.urlsplit(str(request.url_for("get_output", name="NAME")))
+    prefix = example.path[:-len("NAME")]
+    if (parsed.netloc and parsed.netloc != example.netloc) or not parsed.path.startswith(prefix) \
+            or parsed.scheme not in ("", "http", "https"):
+        raise APIError(422, f"url must be a file this service saved ({example.scheme}://{example.netloc}{prefix}"
+                            "<name>); other hosts are never fetched", param="url", code="url_not_served_here")
+    return parsed.path[len(prefix):]
 
 
 # ---- wiring into the FastAPI app --------------------------------------------------------------

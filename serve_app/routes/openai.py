@@ -38,6 +38,7 @@ from .voices import CREATE_REFUSALS, DELETE_REFUSALS
 from ..service.speech import speech_refusals, synthesis_request, voice_header
 from ..context import IngressContext, get_ctx
 from ..protocols.sse import SSE_MEDIA_TYPE, event_stream
+from ..protocols.transcription import STT_MODEL_ALIASES
 from ..service.streaming import STREAM_HEADERS, ClosingStreamingResponse, encoded_audio, open_speech, sse_speech
 
 router = APIRouter(tags=["openai"])
@@ -96,13 +97,16 @@ async def delete_voice(voice_id: str = Path(max_length=100), ctx: IngressContext
 
 def _model_ids(ctx: IngressContext) -> list[tuple[str, str]]:
     """(id, kind) of every model, then of the short names of a model table, then OpenAI's names
-    (which, like any unknown name, get the default model)."""
+    (which, like any unknown name, get the default model; a transcription's, the first speech-to-text
+    model)."""
     ids = [(m.public_id, m.kind) for m in ctx.models.values()]
     names = [(m.name, m.kind) for m in ctx.models.values() if ctx.settings.models and m.name not in dict(ids)]
-    return [*ids, *names, *((alias, ctx.default_model.kind) for alias in MODEL_ALIASES)]
+    listening = next((m.kind for m in ctx.models.values() if not m.speaks), None)
+    stt_aliases = [(alias, listening) for alias in STT_MODEL_ALIASES] if listening else []
+    return [*ids, *names, *((alias, ctx.default_model.kind) for alias in MODEL_ALIASES), *stt_aliases]
 
 
-@router.get("/v1/models", summary="Model names accepted by /v1/audio/speech (any name works) and their kinds",
+@router.get("/v1/models", summary="Model names accepted by /v1/audio/speech and /v1/audio/transcriptions, and their kinds",
             responses={200: {"model": ModelList}})
 async def list_models(ctx: IngressContext = Depends(get_ctx)) -> dict:
     return {"object": "list", "data": [model_entry(m, kind) for m, kind in _model_ids(ctx)]}

@@ -65,11 +65,17 @@ async def open_speech(ctx: IngressContext, request: SynthesisRequest, text_param
     field `text_param`). The stream is paced to its client's playback at `speed` (the worker
     makes it at most `stream_lead_s` ahead: deployments/engine/pacing.py)."""
     request = dataclasses.replace(request, playback_rate=speed)
-    batches = ctx.workers_for(request).stream_batches(request)
+    return await first_events(ctx.workers_for(request).stream_batches(request),
+                              lambda exc: api_error_for(exc, text_param))
+
+
+async def first_events(batches: AsyncIterator[list], refusal: Callable[[WorkerError], APIError]) -> SpeechStream:
+    """A worker request's stream once its first batch has come (of speech or of a transcription);
+    a failure before it is raised as `refusal(exc)`, an HTTP error with its status."""
     try:
         first = await batches.__anext__()
     except WorkerError as exc:
-        raise api_error_for(exc, text_param) from None
+        raise refusal(exc) from None
     except StopAsyncIteration:
         raise APIError(500, "the worker ended the stream without a result", code="generation_failed") from None
     except BaseException:

@@ -39,3 +39,21 @@ def audio_file(channels: np.ndarray, rate: int = 24000, container: str = "wav", 
 def silence_bomb(seconds: float = 3600.0) -> bytes:
     """An hour of silence as FLAC: a small file that decodes to far more audio than any clip."""
     return audio_file(np.zeros((1, int(seconds * 8000)), np.float32), rate=8000, container="flac", codec="flac")
+
+
+def count_decoding(monkeypatch) -> list[float]:
+    """Makes serve_app/audio/clips.py's decoder note, after each decode, the seconds of audio it
+    decoded (the work a file cost): the list returned fills as files are decoded."""
+    from serve_app.audio import clips
+
+    decoded: list[float] = []
+
+    class Counting(clips._Decoder):
+        def decode(self, data):
+            try:
+                return super().decode(data)
+            finally:
+                decoded.append(self.decoded_s)
+
+    monkeypatch.setattr(clips, "_Decoder", Counting)
+    return decoded

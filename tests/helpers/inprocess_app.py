@@ -1,8 +1,8 @@
 """The ingress's FastAPI app in process, without Ray: the real routes, guards, error handlers and
 OpenAPI document (serve_app/ingress.py's create_app) over stand-ins for what lives in the cluster.
 
-- The worker handle is `EngineHandle`: the scripted fake engine (deployments/engine/fakes.py) run
-  to the end per request, its refusals reported as the worker reports them (the scheduler's
+- The worker handle is `EngineHandle`: the scripted fake engine (deployments/engine/fakes.py) of
+  the model's kind (speech to text for a speech-to-text repo) run to the end per request, its refusals reported as the worker reports them (the scheduler's
   `failure_for`), so the engine's own text checks (`clean_text`) answer as they do in the cluster.
 - The cluster is `EmptyCluster`: no replica has reported, Serve calls the deployment HEALTHY, no
   node is known (nothing asks Ray).
@@ -20,7 +20,8 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from deployments.engine.fakes import FakeTTSEngine
+from deployments.engine.fakes import FakeSTTEngine, FakeTTSEngine
+from deployments.engine.models import ModelKind, spec_for
 from deployments.engine.scheduler import failure_for
 from deployments.protocol import SynthesisFailed, SynthesisRequest, TextFeedOpened
 from deployments.settings import EngineSettings
@@ -69,11 +70,14 @@ class EngineHandle:
     as the worker sends them (one batch here)."""
 
     def __init__(self, settings: EngineSettings):
-        self.engine = FakeTTSEngine(settings, "cpu")
+        spec = spec_for(settings.model_repo) if settings.model_repo else None
+        listens = spec is not None and spec.kind is ModelKind.STT
+        self.engine = (FakeSTTEngine if listens else FakeTTSEngine)(settings, "cpu")
         self.engine.ensure_slots(4)
         self.inbox = _Inbox()
-        self.requests: list[SynthesisRequest] = []  # every request it was sent, in order
-        self.synthesize_stream = self  # handle.synthesize_stream.options(stream=True).remote(request)
+        self.requests: list = []  # every request it was sent, in order
+        # handle.synthesize_stream (or transcribe_stream).options(stream=True).remote(request)
+        self.synthesize_stream = self.transcribe_stream = self
 
     def options(self, **_):
         return self
@@ -84,7 +88,7 @@ class EngineHandle:
 
     async def _batches(self, request: SynthesisRequest):
         texts = []
-        if request.stream_text:
+        if getattr(request, "stream_text", False):
             session = uuid.uuid4().hex
             self.inbox.sessions[session] = asyncio.Queue()
             yield [TextFeedOpened(inbox=self.inbox, session=session)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import io
 import json
 import wave
@@ -18,22 +17,15 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import AudioContent, CallToolResult, TextContent
 
+from tests.helpers.mcp_client import mcp_session
+
 REPO = Path(__file__).resolve().parents[2]
-TOOLS = {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu", "clone_voice"}
+TOOLS = {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu", "clone_voice", "speech_to_text"}
 DEFAULT_VOICE = "unmute-prod-website/default_voice.wav"
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
               "params": {"protocolVersion": "2025-06-18", "capabilities": {},
                          "clientInfo": {"name": "raw-http", "version": "0"}}}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-@contextlib.asynccontextmanager
-async def mcp_session(url: str):
-    async with httpx.AsyncClient(timeout=httpx.Timeout(180)) as http:
-        async with streamable_http_client(url, http_client=http) as (read, write, _):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                yield session
 
 
 def run(coro_fn, *args):

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers.clips import audio_file, silence_bomb, tone
-from serve_app.audio import clips
+from helpers.clips import audio_file, count_decoding, silence_bomb, tone
 from serve_app.audio.clips import Clip, ClipLimits, ClipRefused, decode_clip
 
 LIMITS = ClipLimits(min_s=3.0, max_s=30.0, prompt_s=10.0)
@@ -64,16 +63,7 @@ def test_bad_clips_are_refused_with_their_code(data, code):
 
 
 def test_a_decompression_bomb_is_refused_after_bounded_work(monkeypatch):
-    decoded = []
-
-    class Counting(clips._Decoder):
-        def decode(self, data):
-            try:
-                return super().decode(data)
-            finally:
-                decoded.append(self.decoded_s)
-
-    monkeypatch.setattr(clips, "_Decoder", Counting)
+    decoded = count_decoding(monkeypatch)
     bomb = silence_bomb()  # an hour
     with pytest.raises(ClipRefused) as refused:
         decode_clip(bomb, LIMITS)

@@ -1,7 +1,7 @@
 """The API contract, machine-checked: the ingress app in process (the real routes, guards, error
 handlers and OpenAPI document over the scripted fake engine, tests/helpers/inprocess_app.py), with
-two models as the demo has them (a 1.6B-style default and a voice-cloning one, so the document's
-per-model rules are exercised).
+the models the demo has (a 1.6B-style default, a voice-cloning one, so the document's per-model
+rules are exercised, and a speech-to-text one for the transcriptions route).
 
 Schemathesis reads the app's /openapi.json and sends every operation its examples, the coverage
 phase's boundary values, missing and wrong fields and undeclared methods, then fuzzed requests
@@ -22,7 +22,8 @@ What this test decides, and why:
 - Voice names are data, not shape (GET /api/voices lists each model's): a case meant to be valid
   speaks with a voice its model has (an unknown one is a 400 the document declares).
 - Uploads are form data the fuzzer cannot make into audio: their refusals are what it checks
-  (tests/unit/test_uploads.py and tests/serve take real clips).
+  (tests/unit/test_uploads.py and tests/serve take real clips), except a transcription meant to be
+  valid, which uploads half a second of WAV (its model and language are data too: a listed one).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
+from helpers.clips import audio_file, tone
 from helpers.inprocess_app import build_app, clip_folder
 
 SEED = 26
 MAX_EXAMPLES = 25  # per operation and phase
 CLIPS = ("clips/reader.wav",)
 CLONE_REPO = "kyutai/tts-0.75b-en-public"
+STT_REPO = "kyutai/stt-1b-en_fr"  # the fake speech-to-text engine hears for it (transcriptions)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,8 @@ def app(tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
     models = {"default": {},
               "clone": {"model_repo": CLONE_REPO, "n_q": 16,
-                        "voice_dirs": [str(clip_folder(root / "clips", CLIPS))]}}
+                        "voice_dirs": [str(clip_folder(root / "clips", CLIPS))]},
+              "ears": {"model_repo": STT_REPO}}
     return build_app(root, models=models)
 
 
@@ -88,6 +92,22 @@ def speak_with_a_known_voice(case, voices_by_model: dict) -> None:
         body["voice"] = known[len(voice) % len(known)]
 
 
+SPEECH = audio_file(tone(0.5))  # half a second of WAV: what a valid transcription request uploads
+
+
+def transcribe_real_audio(case) -> None:
+    """A transcription case meant to be valid uploads audio, in a language its model hears, to a
+    speech-to-text model (any other name is OpenAI's, meaning the first one)."""
+    if case.operation.path != "/v1/audio/transcriptions" or not meant_to_be_valid(case):
+        return
+    body = case.body
+    body["file"] = SPEECH
+    if body.get("language") not in (None, "", "en", "fr"):
+        body["language"] = "en"
+    if body.get("model") in ("default", "clone", CLONE_REPO):
+        body["model"] = "ears"
+
+
 def no_server_error_but_a_retry_after_503(ctx, response, case):
     """5xx is a bug, except a 503 carrying Retry-After: the documented "busy or unavailable, ask
     again then" (a full queue, a model that cannot load yet)."""
@@ -111,5 +131,6 @@ schema = schemathesis.pytest.from_fixture("contract")
 @schema.parametrize()
 def test_every_operation_keeps_its_contract(case, voices_by_model):
     speak_with_a_known_voice(case, voices_by_model)
+    transcribe_real_audio(case)
     case.call_and_validate(excluded_checks=[not_a_server_error],
                            additional_checks=[no_server_error_but_a_retry_after_503])
