@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
-import msgpack
 import numpy as np
 import pytest
 
 from deployments.protocol import FRAME_SAMPLES, Listening, PauseHeard
 from serve_app.protocols.kyutai_asr import Audio, ProtocolError
 from serve_app.service.asr_session import AsrSession
+from helpers.fake_connection import FakeConnection
 
 GUARD_S = 20  # against a hang only
-
-
-class BurstClient:
-    """Sends its audio at once, then waits (connected, silent)."""
-
-    def __init__(self, frames: int):
-        self.incoming: asyncio.Queue = asyncio.Queue()
-        self.incoming.put_nowait(Audio(np.zeros(frames * FRAME_SAMPLES, np.float32)))
-        self.sent: list[dict] = []
-
-    async def receive(self):
-        return await self.incoming.get()
-
-    async def send(self, data: bytes) -> None:
-        self.sent.append(msgpack.unpackb(data))
 
 
 class SlowRow:
@@ -57,7 +42,7 @@ async def _warm() -> bool:
 
 def test_a_client_whose_burst_is_still_being_heard_is_not_idle():
     # 20 frames heard over ~1 s against a 0.4 s idle bound: the session used to end after ~8 Steps.
-    client, row = BurstClient(frames=20), SlowRow(step_s=0.05)
+    client, row = FakeConnection(Audio(np.zeros(20 * FRAME_SAMPLES, np.float32))), SlowRow(step_s=0.05)
     session = AsrSession(client, row, _warm, free_row_wait_s=1.0, idle_timeout_s=0.4, max_session_s=60)
     with pytest.raises(ProtocolError, match="no message for 0.4 s"):
         asyncio.run(asyncio.wait_for(session.run(), GUARD_S))
