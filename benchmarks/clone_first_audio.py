@@ -8,11 +8,13 @@ architecture for `full`) from random-weight checkpoints, keeps `--busy` rows of 
 long text, and admits a short request beside them, `--repeats` times per case:
 - a preset 1.6B voice (a speaker embedding, its cross-attention K/V cached after the first use);
 - a cached cloned voice (its prompt state copied into the row at admission);
-- a first-use cloned voice (its prompt cache emptied first: the clip is encoded, and its P prompt
-  steps run on a one-row side stream at admission);
+- a first-use cloned voice (its prompt cache emptied first: the clip is encoded, and its row hears
+  its P prompt steps, `prompt_steps_per_tick` per tick, beside the busy rows);
 at cfg 1 and at each model's default (2.0: a conditioning input of the CFG-distilled 1.6B, real
 guidance for the 0.75B). Printed: ticks and model steps from admission to the first audio frame,
-and seconds from prepare to that frame (prepare included: that is where a new clip is encoded).
+seconds from prepare to that frame (prepare included: that is where a new clip is encoded), the
+longest tick the busy rows lived through meanwhile (what a new voice costs them), and the
+prompt's row-steps.
 Then the aggregate real-time factor with 8 different cloned voices in one batch, and what real CFG
 costs: a tick with every row speaking at cfg 1, with the 2B rows of guidance (what the engine runs,
 whatever the rows' cfg) and without (an engine built for cfg 1 only).
@@ -32,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine_measure import LONG, SENTENCE, cancel, drain, load_engine, sync  # noqa: E402
 
 
-def first_audio(engine, voice: str | None, cfg: float, forget: bool) -> tuple[int, int, float]:
-    """(ticks, steps, seconds) from a request's prepare to its first audio frame."""
+def first_audio(engine, voice: str | None, cfg: float, forget: bool) -> tuple[int, int, float, float]:
+    """(ticks, steps, seconds) from a request's prepare to its first audio frame, and the longest
+    tick in between (seconds)."""
     from deployments.protocol import SynthesisRequest
 
     if forget:
@@ -41,15 +44,17 @@ def first_audio(engine, voice: str | None, cfg: float, forget: bool) -> tuple[in
     started = time.perf_counter()
     job = engine.prepare(SynthesisRequest(SENTENCE, voice=voice, cfg_coef=cfg), lambda event: None)
     assert engine.admit(job), "no free row"
-    steps = engine.steps
+    steps, longest = engine.steps, 0.0
     while job.first_audio_tick is None:
+        tick_started = time.perf_counter()
         engine.tick()
-    sync(engine)
+        sync(engine)
+        longest = max(longest, time.perf_counter() - tick_started)
     seconds = time.perf_counter() - started
     ticks = job.first_audio_tick - job.admitted_tick
     job.is_cancelled = lambda: True  # its row is freed at the next tick; the busy rows go on
     engine.tick()
-    return ticks, engine.steps - steps, seconds
+    return ticks, engine.steps - steps, seconds, longest
 
 
 def busy(engine, rows: int, voice: str | None) -> list:
@@ -122,7 +127,8 @@ def main() -> None:
           f"cloning: n_q {clone.tts.n_q}, {clone_facts['weights_gib']:.2f} GiB")
     for engine in (preset, clone):
         engine.ensure_slots(args.slots)
-    print(f"{'case':<24} {'cfg':>4} {'ticks':>6} {'steps':>6} {'first audio s':>14} {'side steps':>11}")
+    print(f"{'case':<24} {'cfg':>4} {'ticks':>6} {'steps':>6} {'first audio s':>14} {'longest tick ms':>16} "
+          f"{'prompt steps':>13}")
     for cfg in (1.0, 2.0):
         for engine in (preset, clone):
             engine.synthesize([SynthesisRequest("Warm up.", cfg_coef=cfg)])  # caches the default voice at this cfg
@@ -134,8 +140,8 @@ def main() -> None:
             runs = [first_audio(engine, voice, cfg, forget) for _ in range(args.repeats)]
             side = (getattr(engine, "prompt_steps_run", 0) - side) / args.repeats
             cancel(engine, others)
-            ticks, steps, seconds = (statistics.median(r[i] for r in runs) for i in range(3))
-            print(f"{name:<24} {cfg:>4g} {ticks:>6g} {steps:>6g} {seconds:>14.3f} {side:>11g}")
+            ticks, steps, seconds, longest = (statistics.median(r[i] for r in runs) for i in range(4))
+            print(f"{name:<24} {cfg:>4g} {ticks:>6g} {steps:>6g} {seconds:>14.3f} {longest * 1e3:>16.1f} {side:>13g}")
     voices = [name for name, _, _ in CLIP_NAMES]
     drain(clone)
     print(f"aggregate real-time factor, {len(voices)} different cloned voices in one batch (cfg 2): "

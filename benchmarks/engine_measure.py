@@ -183,6 +183,33 @@ def patched(owner, name: str, wrap):
             delattr(owner, name)
 
 
+@contextlib.contextmanager
+def timing_parts(engine, functions, spent: collections.Counter, calls: collections.Counter):
+    """Inside the block, each of `functions` ((owner, attribute, part) triples) adds its seconds to
+    `spent[part]` and its calls to `calls[part]`, with a device sync on both sides; a fourth item
+    False times a host-only function without them (a sync per row per tick would be counted in)."""
+    def timer(part, synced):
+        def wrap(function):
+            def timed(*args, **kwargs):
+                if synced:
+                    sync(engine)
+                started = time.perf_counter()
+                try:
+                    return function(*args, **kwargs)
+                finally:
+                    if synced:
+                        sync(engine)
+                    spent[part] += time.perf_counter() - started
+                    calls[part] += 1
+            return timed
+        return wrap
+
+    with contextlib.ExitStack() as stack:
+        for owner, name, part, *synced in functions:
+            stack.enter_context(patched(owner, name, timer(part, synced != [False])))
+        yield
+
+
 # Where a tick goes: the functions timed (owner, attribute, part), each with a device sync on both
 # sides. Nested ones are subtracted from their callers below.
 def _timed_functions(engine):
@@ -205,24 +232,7 @@ def tick_parts(engine, ticks: int) -> dict[str, float]:
     `tick_ms` (the instrumented tick) runs above a plain one."""
     spent: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
-
-    def timer(part):
-        def wrap(function):
-            def timed(*args, **kwargs):
-                sync(engine)
-                started = time.perf_counter()
-                try:
-                    return function(*args, **kwargs)
-                finally:
-                    sync(engine)
-                    spent[part] += time.perf_counter() - started
-                    calls[part] += 1
-            return timed
-        return wrap
-
-    with contextlib.ExitStack() as stack:
-        for owner, name, part in _timed_functions(engine):
-            stack.enter_context(patched(owner, name, timer(part)))
+    with timing_parts(engine, _timed_functions(engine), spent, calls):
         sync(engine)
         started = time.perf_counter()
         for _ in range(ticks):

@@ -7,9 +7,11 @@
 Runs `pip download` where PyPI can be reached: moshi with `--no-deps` (pure Python; its own
 requirements would bring torch, aiohttp, bitsandbytes and sounddevice, which the suite never
 imports), then what the suite imports, with their dependencies: sentencepiece, safetensors,
-numpy, einops, tqdm, sphn (moshi.models.tts), huggingface-hub (moshi.models.loaders imports it at
-the top, even for a local checkpoint), pydantic (deployments.settings) and nvidia-ml-py (NVML's
-memory figure; optional). Never torch: the box brings its own, possibly newer than our pin.
+numpy, einops, tqdm, sphn (moshi.models.tts; the STT checkpoint's clips), huggingface-hub
+(moshi.models.loaders imports it at the top, even for a local checkpoint), pydantic
+(deployments.settings) and nvidia-ml-py (NVML's memory figure; optional). The STT rows
+(deployments/engine/stt.py, checkpoint_stt.py) need nothing more. Never torch: the box brings its
+own, possibly newer than our pin.
 Versions are those of the running interpreter's environment (the project's tested set) unless
 `--unpinned`. Wheels only, for `--python-version` and `--platform` (defaults: this interpreter's
 version, manylinux x86_64 with glibc 2.28 or older).

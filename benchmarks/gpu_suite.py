@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_suite.py                      # a GPU box: full model, CUDA, 32 .. 512 slots
     python benchmarks/gpu_suite.py --size tiny --device cpu --slots 2,4 --quick   # CPU, seconds
+    python benchmarks/gpu_suite.py --engines stt-1b --stt-rows 64,128,256,512,768   # STT only
 
 No Ray, no hub, nothing beyond torch and the wheels of benchmarks/gather_wheels.py. It builds the
 full-size random-weight checkpoint (or reuses the one already there), loads it through the engine
@@ -26,8 +27,12 @@ each engine kind always runs), so a run cut short still leaves its figures.
 
 Each engine kind is a class with its own list of measurements (`ENGINE_KINDS`): the 1.6B TTS engine
 and the 0.75B voice-cloning engine (the same figures on its own checkpoint, n_q 16, real CFG at its
-default 2.0; its newcomers speak with a clip voice, cached after the first); speech-to-text adds
-its own. Each kind gets an equal share of `--time-budget-s`.
+default 2.0; its newcomers speak with a clip voice, cached after the first), and the 1B
+speech-to-text engine (`full-stt`: per row count, the step with 1 and with all rows busy, each row
+a real-time client, and where it goes, newcomers' first step and first word at full load, memory,
+real-time streams per GPU; offload and reload). Each kind gets its `share` of `--time-budget-s` (TTS 0.4, cloning
+0.3, STT 0.3 when all three run: by 108, 189 and 270 s of the default), what a kind leaves unspent
+passed on to the next.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from engine_measure import (cancel, load_engine, newcomer_first_audio, residency
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REAL_TIME_MS = 80.0          # one tick makes 80 ms of audio for every speaking row
+AUTO_MARGIN = 0.6           # settings.realtime_margin's default: the share of it `max_batch_size: auto` allows
 GOAL_STREAMS = 256
 GOAL_FIRST_AUDIO_S = 0.300
 DEFAULT_SLOTS = "32,64,128,256,384,512"
@@ -74,8 +80,10 @@ class EngineBench:
     """An engine kind's part of the suite. `setup()` loads the engine and returns its "load" row;
     `measurements()` yields Measurements lazily (each runs before the next is asked for, so a
     later one may depend on what came before); `markdown(rows)` renders this kind's rows;
-    `verdicts(rows)` returns rows that judge them; `close()` frees the device for the next kind."""
+    `verdicts(rows)` returns rows that judge them; `close()` frees the device for the next kind.
+    `share`: its weight in `--time-budget-s` against the other kinds of the run."""
     name = "engine"
+    share = 1.0
 
     def __init__(self, args):
         self.args = args
@@ -197,6 +205,13 @@ def render(rows: list[dict], benches: list[EngineBench]) -> str:
     return "\n".join(lines)
 
 
+def budgets(benches: list[EngineBench], total_s: float) -> list[float]:
+    """The suite's second by which each kind must be done: its `share` of `total_s` after those of
+    the kinds before it (so what one leaves unspent passes on to the next)."""
+    shares = [bench.share for bench in benches]
+    return [total_s * sum(shares[:number]) / sum(shares) for number in range(1, len(shares) + 1)]
+
+
 def run_suite(args) -> int:
     started = time.monotonic()
     env = environment(args.device)
@@ -212,8 +227,7 @@ def run_suite(args) -> int:
         results.add(row)
         print(f"[{row['t_s']:6.1f}s] {bench.name} {summary(row)}", flush=True)
 
-    for number, bench in enumerate(benches, start=1):
-        budget_s = args.time_budget_s * number / len(benches)  # each kind its share, unspent shares passed on
+    for bench, budget_s in zip(benches, budgets(benches, args.time_budget_s)):
         label = "setup"
         try:
             since = time.monotonic()
@@ -247,7 +261,7 @@ def summary(row: dict) -> str:
     """One line of a row for the console."""
     if row["kind"] == "verdict":
         return f"VERDICT: {row['text']}"
-    skip = {"kind", "engine", "t_s", "breakdown_1", "breakdown_all", "first_audio_samples"}
+    skip = {"kind", "engine", "t_s", "breakdown_1", "breakdown_all", "first_audio_samples", "newcomer_samples"}
     return row["kind"] + ": " + ", ".join(
         f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
         for key, value in row.items() if key not in skip and value is not None)
@@ -286,37 +300,49 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-class TTSBench(EngineBench):
-    """Kyutai's 1.6B TTS (deployments/engine/tts.py) on the random-weight checkpoint."""
-    name = "tts-1.6b"
+class SlotBench(EngineBench):
+    """What every slot engine's part shares: a row per slot count (ascending; `slot_row`, each
+    kind its own), counts skipped once memory is full, offload and reload once after the first."""
     MEMORY_MARGIN = 0.92  # a slot count whose predicted reserved memory passes this share is skipped
-    SIZES = {"tiny": "tiny", "full": "full"}  # --size -> this kind's checkpoint size
+    SIZES: dict[str, str] = {}  # --size -> this kind's checkpoint size
 
     @property
     def size(self) -> str:
         return self.SIZES[self.args.size]
 
-    def checkpoint_and_n_q(self) -> tuple[Path | None, int | None]:
-        return self.args.checkpoint, self.args.n_q
-
-    def setup(self) -> dict:
-        args = self.args
-        checkpoint, n_q = self.checkpoint_and_n_q()
-        self.engine, facts = load_engine(self.size, args.device, checkpoint, n_q, args.threads,
-                                         torch_compile=False, max_audio_s=36_000)
+    def loaded(self, engine) -> None:
+        """Keeps the engine just loaded and starts the bookkeeping of its slot counts."""
+        self.engine = engine
         self.slot_rows: list[dict] = []
         self.memory_full = False
         self.total_gib = None
-        if args.device.startswith("cuda"):  # CUDA only
+        if self.args.device.startswith("cuda"):  # CUDA only
             import torch
 
-            self.total_gib = torch.cuda.get_device_properties(torch.device(args.device)).total_memory / GiB
-        return {"kind": "load", "size": self.size, "torch_compile": False, **facts,
-                **gpu_memory(args.device, peak=False)}
+            self.total_gib = torch.cuda.get_device_properties(torch.device(self.args.device)).total_memory / GiB
+
+    def slot_counts(self) -> list[int]:
+        return self.args.slots
+
+    def slot_row(self, count: int) -> dict:
+        """The row of `count` slots: skipped when it would not fit, else built, warmed up and
+        measured (`measure_rows`); out of memory ends the counts."""
+        row, skip = self.start_row(count)
+        if skip:
+            return row
+        try:
+            self.build_rows(row, count)
+            self.measure_rows(row, count)
+        except Exception as exc:
+            return self.out_of_memory(row, exc)
+        return row
+
+    def measure_rows(self, row: dict, count: int) -> None:
+        """Measures `count` rows, built and warmed up, into `row` (each kind its figures)."""
+        raise NotImplementedError
 
     def measurements(self) -> Iterator[Measurement]:
-        counts = self.args.slots
-        for index, count in enumerate(counts):
+        for index, count in enumerate(self.slot_counts()):
             if self.memory_full:
                 break
             previous = self.slot_rows[-1] if self.slot_rows else None
@@ -326,30 +352,7 @@ class TTSBench(EngineBench):
             yield Measurement(f"slots={count}", lambda count=count: self.slot_row(count), estimate)
             if index == 0 and not self.memory_full:
                 yield Measurement("offload and reload", lambda count=count: self.residency_row(count))
-        warmups = sum(row.get("warmup_s", 0.0) for row in self.slot_rows)
-        yield Measurement("max_batch_size auto", self.auto_row, warmups or None)
 
-    # ---- what `max_batch_size: auto` picks here (deployments/engine/sizing.py), as a worker runs it
-    def auto_row(self) -> dict:
-        from deployments.engine import sizing
-
-        engine = self.engine
-        self._free_slots()
-        production = engine.settings
-        # The suite's slot counts as the candidates, its ticks, no cache: always measured here.
-        engine.settings = production.model_copy(update={
-            "slot_candidates": self.args.slots, "sizing_ticks": self.args.ticks, "slot_sizing_cache_dir": None})
-        try:
-            started = time.perf_counter()
-            chosen = sizing.choose_slots(engine)
-            took = time.perf_counter() - started
-        finally:
-            engine.settings = production
-            self._free_slots()
-        return {"kind": "auto", "sizing_s": took, **chosen.report(),
-                "candidates": [dataclasses.asdict(c) for c in chosen.candidates]}
-
-    # ---- one slot count
     def _free_slots(self) -> None:
         self.engine.close_slots()
         gc.collect()
@@ -375,8 +378,8 @@ class TTSBench(EngineBench):
             return f"would not fit: ~{predicted:.0f} GiB predicted of {self.total_gib:.0f} GiB"
         return None
 
-    def slot_row(self, count: int) -> dict:
-        args, engine = self.args, self.engine
+    def start_row(self, count: int) -> tuple[dict, str | None]:
+        """The row of `count` slots, its predecessors' slots freed, and why it is skipped (None: measure it)."""
         row = {"kind": "slots", "slots": count}
         self.slot_rows.append(row)
         self._free_slots()
@@ -384,51 +387,25 @@ class TTSBench(EngineBench):
         if skip:
             self.memory_full = True
             row["skipped"] = skip
-            return row
-        try:
-            started = time.perf_counter()
-            engine.ensure_slots(count)  # the streaming state, built and warmed up as the worker does
-            sync(engine)
-            row["warmup_s"] = time.perf_counter() - started
-            # 1 busy row (a long request, well past its audio delay), in a batch of `count` rows.
-            speaking = speak(engine, 1)
-            one = timed_ticks(engine, args.ticks)
-            parts_one = tick_parts(engine, args.breakdown_ticks)
-            # Every other row speaks: newcomers, one after the other, take the last row.
-            speaking += speak(engine, count - 2)
-            firsts = newcomer_first_audio(engine, args.newcomers)
-            # Every row speaks.
-            speaking += speak(engine, 1)
-            full = timed_ticks(engine, args.ticks)
-            parts_full = tick_parts(engine, args.breakdown_ticks)
-            ended = count - engine.busy_rows  # long requests that ended mid-measurement (none expected)
-            memory = gpu_memory(args.device, peak=True)
-            cancel(engine, speaking)
-        except Exception as exc:
-            if not _is_out_of_memory(exc):
-                raise
-            # CUDA only: never run here. Rows are failed and the slots dropped, larger counts skipped.
-            engine.fail_all("out of memory")
-            self._free_slots()
-            self.memory_full = True
-            row["error"] = f"out of memory: {exc}".splitlines()[0][:300]
-            return row
-        tick_s = percentile(full, 50)
-        ticks = [t for t, _ in firsts]
-        row.update({
-            "tick_1_p50_ms": 1000 * percentile(one, 50), "tick_1_p95_ms": 1000 * percentile(one, 95),
-            "tick_all_p50_ms": 1000 * tick_s, "tick_all_p95_ms": 1000 * percentile(full, 95),
-            "realtime": 1000 * percentile(full, 95) < REAL_TIME_MS,
-            "first_audio_ticks_p50": percentile(ticks, 50), "first_audio_ticks_p95": percentile(ticks, 95),
-            "first_audio_s_p50": percentile(ticks, 50) * tick_s, "first_audio_s_p95": percentile(ticks, 95) * tick_s,
-            "first_audio_wall_s_p50": percentile([s for _, s in firsts], 50),
-            "first_audio_wall_s_p95": percentile([s for _, s in firsts], 95),
-            "max_allocated_gib": memory["allocated_gib"], "max_reserved_gib": memory["reserved_gib"],
-            "device_used_gib": memory["device_used_gib"], "nvml_used_gib": memory["nvml_used_gib"],
-            "ticks_timed": len(full), "newcomers": len(firsts), "rows_ended_early": ended,
-            "first_audio_samples": firsts,
-            "breakdown_1": parts_one, "breakdown_all": parts_full,
-        })
+        return row, skip
+
+    def build_rows(self, row: dict, count: int) -> None:
+        """Builds and warms up `count` rows as the worker does (moshi's CUDA graphs are captured
+        there on CUDA), into `row`'s "warmup_s"."""
+        started = time.perf_counter()
+        self.engine.ensure_slots(count)
+        sync(self.engine)
+        row["warmup_s"] = time.perf_counter() - started
+
+    def out_of_memory(self, row: dict, exc: Exception) -> dict:
+        """`row` after `exc` in its measurement: out of memory ends the slot counts (CUDA only: never
+        run here; the rows are failed and the slots dropped); anything else is raised again."""
+        if not _is_out_of_memory(exc):
+            raise exc
+        self.engine.fail_all("out of memory")
+        self._free_slots()
+        self.memory_full = True
+        row["error"] = f"out of memory: {exc}".splitlines()[0][:300]
         return row
 
     # ---- offload and reload, once
@@ -453,6 +430,84 @@ class TTSBench(EngineBench):
                 import torch
 
                 torch.cuda.empty_cache()
+
+
+class TTSBench(SlotBench):
+    """Kyutai's 1.6B TTS (deployments/engine/tts.py) on the random-weight checkpoint."""
+    name = "tts-1.6b"
+    share = 0.4
+    SIZES = {"tiny": "tiny", "full": "full"}
+
+    def checkpoint_and_n_q(self) -> tuple[Path | None, int | None]:
+        return self.args.checkpoint, self.args.n_q
+
+    def setup(self) -> dict:
+        args = self.args
+        checkpoint, n_q = self.checkpoint_and_n_q()
+        engine, facts = load_engine(self.size, args.device, checkpoint, n_q, args.threads,
+                                    torch_compile=False, max_audio_s=36_000)
+        self.loaded(engine)
+        return {"kind": "load", "size": self.size, "torch_compile": False, **facts,
+                **gpu_memory(args.device, peak=False)}
+
+    def measurements(self) -> Iterator[Measurement]:
+        yield from super().measurements()
+        warmups = sum(row.get("warmup_s", 0.0) for row in self.slot_rows)
+        yield Measurement("max_batch_size auto", self.auto_row, warmups or None)
+
+    # ---- what `max_batch_size: auto` picks here (deployments/engine/sizing.py), as a worker runs it
+    def auto_row(self) -> dict:
+        from deployments.engine import sizing
+
+        engine = self.engine
+        self._free_slots()
+        production = engine.settings
+        # The suite's slot counts as the candidates, its ticks, no cache: always measured here.
+        engine.settings = production.model_copy(update={
+            "slot_candidates": self.args.slots, "sizing_ticks": self.args.ticks, "slot_sizing_cache_dir": None})
+        try:
+            started = time.perf_counter()
+            chosen = sizing.choose_slots(engine)
+            took = time.perf_counter() - started
+        finally:
+            engine.settings = production
+            self._free_slots()
+        return {"kind": "auto", "sizing_s": took, **chosen.report(),
+                "candidates": [dataclasses.asdict(c) for c in chosen.candidates]}
+
+    # ---- one slot count
+    def measure_rows(self, row: dict, count: int) -> None:
+        args, engine = self.args, self.engine
+        # 1 busy row (a long request, well past its audio delay), in a batch of `count` rows.
+        speaking = speak(engine, 1)
+        one = timed_ticks(engine, args.ticks)
+        parts_one = tick_parts(engine, args.breakdown_ticks)
+        # Every other row speaks: newcomers, one after the other, take the last row.
+        speaking += speak(engine, count - 2)
+        firsts = newcomer_first_audio(engine, args.newcomers)
+        # Every row speaks.
+        speaking += speak(engine, 1)
+        full = timed_ticks(engine, args.ticks)
+        parts_full = tick_parts(engine, args.breakdown_ticks)
+        ended = count - engine.busy_rows  # long requests that ended mid-measurement (none expected)
+        memory = gpu_memory(args.device, peak=True)
+        cancel(engine, speaking)
+        tick_s = percentile(full, 50)
+        ticks = [t for t, _ in firsts]
+        row.update({
+            "tick_1_p50_ms": 1000 * percentile(one, 50), "tick_1_p95_ms": 1000 * percentile(one, 95),
+            "tick_all_p50_ms": 1000 * tick_s, "tick_all_p95_ms": 1000 * percentile(full, 95),
+            "realtime": 1000 * percentile(full, 95) < REAL_TIME_MS,
+            "first_audio_ticks_p50": percentile(ticks, 50), "first_audio_ticks_p95": percentile(ticks, 95),
+            "first_audio_s_p50": percentile(ticks, 50) * tick_s, "first_audio_s_p95": percentile(ticks, 95) * tick_s,
+            "first_audio_wall_s_p50": percentile([s for _, s in firsts], 50),
+            "first_audio_wall_s_p95": percentile([s for _, s in firsts], 95),
+            "max_allocated_gib": memory["allocated_gib"], "max_reserved_gib": memory["reserved_gib"],
+            "device_used_gib": memory["device_used_gib"], "nvml_used_gib": memory["nvml_used_gib"],
+            "ticks_timed": len(full), "newcomers": len(firsts), "rows_ended_early": ended,
+            "first_audio_samples": firsts,
+            "breakdown_1": parts_one, "breakdown_all": parts_full,
+        })
 
     # ---- reading the rows
     def verdicts(self, rows: list[dict]) -> list[dict]:
@@ -520,24 +575,10 @@ class TTSBench(EngineBench):
                   "| slots | busy | LM main | depformer | codec decode | host syncs (per tick) | per-row host work "
                   "| rest | instrumented tick | plain tick p50 |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for row in slot_rows:
-            for busy, key, plain in ((1, "breakdown_1", "tick_1_p50_ms"), (row["slots"], "breakdown_all", "tick_all_p50_ms")):
-                parts = row.get(key)
-                if parts:
-                    lines.append(
-                        f"| {row['slots']} | {busy} | {parts['lm_main_ms']:.2f} | {parts['depformer_ms']:.2f} "
-                        f"| {parts['codec_ms']:.2f} | {parts['host_sync_ms']:.2f} ({parts['host_syncs_per_tick']:.0f}) "
-                        f"| {parts['row_host_ms']:.2f} | {parts['other_ms']:.2f} | {parts['tick_ms']:.2f} | {row[plain]:.2f} |")
+        lines += breakdown_lines(slot_rows, ("lm_main_ms", "depformer_ms", "codec_ms"))
         for row in rows:
             if row["kind"] == "residency":
-                lines += ["", f"### Offload to pinned host memory and reload ({row['slots']} slots rebuilt after)", "",
-                          "| offload s (first: pins) | reload s (first) | offload s | reload s | slots rebuilt s "
-                          "| GPU after offload: allocated / reserved / used / NVML GiB |",
-                          "|---:|---:|---:|---:|---:|---:|",
-                          f"| {row['offload_first_s']:.3f} | {row['reload_first_s']:.3f} | {row['offload_s']:.3f} "
-                          f"| {row['reload_s']:.3f} | {row['rebuild_s']:.2f} | {_num(row['offloaded_allocated_gib'])} / "
-                          f"{_num(row['offloaded_reserved_gib'])} / {_num(row['offloaded_device_used_gib'])} / "
-                          f"{_num(row['offloaded_nvml_used_gib'])} |"]
+                lines += residency_lines(row)
             elif row["kind"] == "auto":
                 measured = ", ".join(f"{c['slots']}: {c['tick_p95_s'] * 1000:.1f} ms" if c["tick_p95_s"] is not None
                                      else f"{c['slots']}: {c['why_not']}" for c in row["candidates"])
@@ -552,6 +593,34 @@ class TTSBench(EngineBench):
         return lines + [""]
 
 
+def breakdown_lines(slot_rows: list[dict], model_parts: tuple[str, ...]) -> list[str]:
+    """The rows of a "where a tick goes" table: per slot count, 1 busy and all busy, the kind's
+    `model_parts` then the host syncs (and their count), per-row host work, the rest, the
+    instrumented tick and the plain tick's p50."""
+    lines = []
+    for row in slot_rows:
+        for busy, key, plain in ((1, "breakdown_1", "tick_1_p50_ms"), (row["slots"], "breakdown_all", "tick_all_p50_ms")):
+            parts = row.get(key)
+            if parts:
+                model = " | ".join(f"{parts[name]:.2f}" for name in model_parts)
+                lines.append(
+                    f"| {row['slots']} | {busy} | {model} | {parts['host_sync_ms']:.2f} ({parts['host_syncs_per_tick']:.0f}) "
+                    f"| {parts['row_host_ms']:.2f} | {parts['other_ms']:.2f} | {parts['tick_ms']:.2f} | {row[plain]:.2f} |")
+    return lines
+
+
+def residency_lines(row: dict) -> list[str]:
+    """The markdown of a "residency" row (offload and reload), for every engine kind."""
+    return ["", f"### Offload to pinned host memory and reload ({row['slots']} slots rebuilt after)", "",
+            "| offload s (first: pins) | reload s (first) | offload s | reload s | slots rebuilt s "
+            "| GPU after offload: allocated / reserved / used / NVML GiB |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {row['offload_first_s']:.3f} | {row['reload_first_s']:.3f} | {row['offload_s']:.3f} "
+            f"| {row['reload_s']:.3f} | {row['rebuild_s']:.2f} | {_num(row['offloaded_allocated_gib'])} / "
+            f"{_num(row['offloaded_reserved_gib'])} / {_num(row['offloaded_device_used_gib'])} / "
+            f"{_num(row['offloaded_nvml_used_gib'])} |"]
+
+
 def _num(value, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -564,13 +633,141 @@ class CloneBench(TTSBench):
     """Kyutai's 0.75B voice-cloning TTS (deployments/engine/clone.py) on its random-weight checkpoint:
     the same figures. Its n_q is the model's (16); every row runs real CFG (a null twin per row)."""
     name = "tts-0.75b-clone"
+    share = 0.3
     SIZES = {"tiny": "tiny-clone", "full": "full-clone"}
 
     def checkpoint_and_n_q(self) -> tuple[Path | None, int | None]:
         return self.args.clone_checkpoint, None
 
 
-ENGINE_KINDS: dict[str, type[EngineBench]] = {TTSBench.name: TTSBench, CloneBench.name: CloneBench}
+class STTBench(SlotBench):
+    """Kyutai's 1B speech-to-text (deployments/engine/stt.py) on the random-weight `full-stt`
+    checkpoint: stt-1b-en_fr-candle's architecture, 32 codebooks heard, the 4 voice-activity heads
+    of the production default. Every busy row is a real-time client: 80 ms of a speech-like signal
+    before each step (benchmarks/stt_measure.py), so every row steps at every tick. Per row count:
+    the step with 1 busy row and with all rows busy and where it goes (Mimi encoder, LM, host
+    syncs, per-row host work), newcomers at full load (a busy stream leaves, a new one takes its
+    row: its first step, and its first word in steps of its audio), memory; offload and reload
+    once. No `auto` row (it would time every count again)."""
+    name = "stt-1b"
+    share = 0.3  # 81 s of the default 270 s: build ~20 s, load, 6 counts of ~140 steps, offload and reload
+    SIZES = {"tiny": "tiny-stt", "full": "full-stt"}
+
+    def setup(self) -> dict:
+        from stt_measure import load_stt_engine, speech_like
+
+        engine, facts = load_stt_engine(self.size, self.args.device, self.args.stt_checkpoint, self.args.threads)
+        self.loaded(engine)
+        self.audio = speech_like()
+        return {"kind": "load", "size": self.size, **facts, **gpu_memory(self.args.device, peak=False)}
+
+    def slot_counts(self) -> list[int]:
+        return self.args.stt_rows or self.args.slots
+
+    def measure_rows(self, row: dict, count: int) -> None:
+        from stt_measure import WORD_LIMIT, end, listen, newcomers, step_parts, timed_steps
+
+        args, engine = self.args, self.engine
+        streams = listen(engine, 1, self.audio)
+        one = timed_steps(engine, streams, args.ticks)
+        parts_one = step_parts(engine, streams, args.breakdown_ticks)
+        streams += listen(engine, count - 1, self.audio)
+        full = timed_steps(engine, streams, args.ticks)
+        parts_full = step_parts(engine, streams, args.breakdown_ticks)
+        words = sum(stream.words for stream in streams)
+        # A random model may say no word at all (full-stt's random weights did not, on CPU): then
+        # newcomers are timed to their first step only, not held for a word that will not come.
+        firsts = newcomers(engine, streams, self.stt_newcomers(), self.audio, WORD_LIMIT if words else 0)
+        ended = count - engine.busy_rows  # streams that ended mid-measurement (none expected)
+        memory = gpu_memory(args.device, peak=True)
+        end(engine, streams)
+        heard = [first for first in firsts if first["first_word_steps"] is not None]
+        row.update({
+            "tick_1_p50_ms": 1000 * percentile(one, 50), "tick_1_p95_ms": 1000 * percentile(one, 95),
+            "tick_all_p50_ms": 1000 * percentile(full, 50), "tick_all_p95_ms": 1000 * percentile(full, 95),
+            "realtime": 1000 * percentile(full, 95) < REAL_TIME_MS,
+            "within_auto_margin": 1000 * percentile(full, 95) <= AUTO_MARGIN * REAL_TIME_MS,
+            "first_step_ticks_max": max(first["first_step_ticks"] for first in firsts),
+            "first_step_s_p50": percentile([first["first_step_s"] for first in firsts], 50),
+            "first_step_s_p95": percentile([first["first_step_s"] for first in firsts], 95),
+            "first_word_steps_p50": percentile([f["first_word_steps"] for f in heard], 50) if heard else None,
+            "first_word_steps_p95": percentile([f["first_word_steps"] for f in heard], 95) if heard else None,
+            "max_allocated_gib": memory["allocated_gib"], "max_reserved_gib": memory["reserved_gib"],
+            "device_used_gib": memory["device_used_gib"], "nvml_used_gib": memory["nvml_used_gib"],
+            "ticks_timed": len(full), "newcomers": len(firsts), "newcomers_with_a_word": len(heard),
+            "words_heard": words, "rows_ended_early": ended, "newcomer_samples": firsts,
+            "breakdown_1": parts_one, "breakdown_all": parts_full,
+        })
+
+    def stt_newcomers(self) -> int:
+        """A third of --newcomers: each one listens until its first word (~9 steps), not one step."""
+        return max(1, self.args.newcomers // 3)
+
+    def verdicts(self, rows: list[dict]) -> list[dict]:
+        measured = [row for row in rows if row["kind"] == "slots" and "tick_all_p95_ms" in row]
+        streams = max((row["slots"] for row in measured if row["realtime"]), default=0)
+        margin = max((row["slots"] for row in measured if row["within_auto_margin"]), default=0)
+        cut = next((row for row in rows if row["kind"] == "slots" and ("error" in row or "skipped" in row)), None)
+        largest = max((row["slots"] for row in measured), default=0)
+        text = (f"{streams} real-time STT streams per GPU (all-busy step p95 < {REAL_TIME_MS:.0f} ms), {margin} within "
+                f"max_batch_size auto's margin ({AUTO_MARGIN:g} x {REAL_TIME_MS:.0f} ms); largest count measured {largest}")
+        if streams == largest and largest:
+            text += ", still real time: the GPU may hold more" + (
+                f" (next count, {cut['slots']}: {cut.get('error') or cut.get('skipped')})" if cut else "")
+        if not self.args.device.startswith("cuda") or self.args.size != "full":
+            text += f" ({self.size} model on {self.args.device}: not a GPU figure)"
+        return [{"kind": "verdict", "goal": "real-time speech-to-text streams per GPU", "result": "measured",
+                 "realtime_streams": streams, "auto_margin_streams": margin, "text": text}]
+
+    def markdown(self, rows: list[dict]) -> list[str]:
+        load = next((row for row in rows if row["kind"] == "load"), None)
+        if load is None:
+            return []
+        lines = [f"## {self.name}: {load['size']} model, {load['n_q']} codebooks heard, "
+                 f"{load['vad_heads']} voice-activity heads, delay {load['delay_s']:g} s", "",
+                 f"Checkpoint `{load['checkpoint']}` built or checked in {load['build_s']:.1f} s, model loaded in "
+                 f"{load['load_s']:.1f} s, weights {load['weights_gib']:.3g} GiB"
+                 + (f", {load['device_used_gib']:.1f} GiB used on the GPU once loaded" if load["device_used_gib"] else "")
+                 + ".", "",
+                 f"### Steps, newcomers and memory per row count (real time: a step under {REAL_TIME_MS:.0f} ms; "
+                 f"auto: {AUTO_MARGIN:g} of it)", "",
+                 "| rows | warm-up s | step 1 busy p50 / p95 ms | step all busy p50 / p95 ms | all / 1 | real time "
+                 "| auto | newcomer first step s p50 / p95 | first word, steps of audio p50 / p95 | words heard "
+                 "| max allocated GiB | max reserved GiB | GPU used GiB | NVML used GiB |",
+                 "|---:|---:|---:|---:|---:|:---:|:---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in (row for row in rows if row["kind"] == "slots"):
+            if "tick_all_p95_ms" not in row:
+                lines.append(f"| {row['slots']} | {row.get('error') or row.get('skipped')} |" + " |" * 12)
+                continue
+            words = ("-" if row["first_word_steps_p50"] is None
+                     else f"{row['first_word_steps_p50']:.0f} / {row['first_word_steps_p95']:.0f}")
+            lines.append(
+                f"| {row['slots']} | {row['warmup_s']:.2f} | {_pair(row, 'tick_1', '.1f')} | {_pair(row, 'tick_all', '.1f')} "
+                f"| {row['tick_all_p50_ms'] / row['tick_1_p50_ms']:.2f} | {'yes' if row['realtime'] else 'no'} "
+                f"| {'yes' if row['within_auto_margin'] else 'no'} | {_pair(row, 'first_step_s', '.3f', '')} | {words} "
+                f"| {row['words_heard']} | {_num(row['max_allocated_gib'])} | {_num(row['max_reserved_gib'])} "
+                f"| {_num(row['device_used_gib'])} | {_num(row['nvml_used_gib'])} |")
+        lines += ["", "Every busy row gets 80 ms of audio before each step (a real-time client). A newcomer takes "
+                  "the row a busy stream left, between two steps: its first step is the next one (its row's reset "
+                  "included); its first word comes that many steps of its audio later (x 80 ms at real time, the "
+                  "model's delay included; random weights: the words are not words). '-': the rows heard no word "
+                  "(full-stt's random weights heard none on CPU), so newcomers were timed to their first step only."]
+        lines += ["", "### Where a step goes (ms per step, each part synced on both sides)", "",
+                  "| rows | busy | Mimi encode | LM main | LM rest (heads, sampling) | host syncs (per step) "
+                  "| per-row host work | rest | instrumented step | plain step p50 |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += breakdown_lines([row for row in rows if row["kind"] == "slots"],
+                                 ("mimi_encode_ms", "lm_main_ms", "lm_rest_ms"))
+        for row in rows:
+            if row["kind"] == "residency":
+                lines += residency_lines(row)
+            elif row["kind"] == "verdict":
+                lines += ["", f"### Verdict: {row['goal']}", "", f"**{row['text']}**"]
+        return lines + [""]
+
+
+ENGINE_KINDS: dict[str, type[EngineBench]] = {TTSBench.name: TTSBench, CloneBench.name: CloneBench,
+                                              STTBench.name: STTBench}
 
 
 # ---- command line ---------------------------------------------------------------------------------
@@ -579,8 +776,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--size", default="full", choices=["tiny", "full"], help="random-weight checkpoint (full: the real 1.6B architecture)")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (built there when missing; default: the temp dir)")
     parser.add_argument("--clone-checkpoint", type=Path, help="the cloning model's checkpoint folder (as --checkpoint)")
+    parser.add_argument("--stt-checkpoint", type=Path, help="the speech-to-text model's checkpoint folder (as --checkpoint)")
     parser.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (auto: cuda when torch sees one)")
     parser.add_argument("--slots", default=DEFAULT_SLOTS, help=f"slot counts, ascending (default {DEFAULT_SLOTS})")
+    parser.add_argument("--stt-rows", help="the speech-to-text model's row counts, ascending (default: --slots)")
     parser.add_argument("--n-q", type=int, help="codebooks (default: 24 for full, as production; 8 for tiny)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU only)")
     parser.add_argument("--ticks", type=int, help="ticks timed per figure (default 40; --quick 3)")
@@ -597,9 +796,12 @@ def parse_args(argv: list[str] | None):
     args.ticks = args.ticks or (3 if quick else 40)
     args.newcomers = args.newcomers or (2 if quick else 12)
     args.breakdown_ticks = args.breakdown_ticks or (2 if quick else 20)
-    args.slots = [int(part) for part in args.slots.split(",") if part.strip()]
-    if not args.slots or min(args.slots) < 2 or args.slots != sorted(set(args.slots)):
-        parser.error("--slots: ascending counts of 2 or more")
+    for name in ("slots", "stt_rows"):
+        text = getattr(args, name)
+        counts = [int(part) for part in text.split(",") if part.strip()] if text is not None else None
+        if counts is not None and (not counts or min(counts) < 2 or counts != sorted(set(counts))):
+            parser.error(f"--{name.replace('_', '-')}: ascending counts of 2 or more")
+        setattr(args, name, counts)
     args.engines = [name.strip() for name in args.engines.split(",") if name.strip()]
     unknown = [name for name in args.engines if name not in ENGINE_KINDS]
     if unknown:

@@ -43,6 +43,12 @@ class EngineSettings(BaseModel):
     # hearing the clip, for the voice and for its null CFG twin: ~25 MB per 10 s of clip for the
     # real model in bf16), least recently used out first. Dropped when the model is offloaded.
     prompt_cache_mb: float = Field(512.0, gt=0)
+    # The cloning model: a NEW voice's prompt (P steps, 123 for a 10 s clip) runs in its row at
+    # this many steps per tick, beside the rows that speak (each still gets its one step per
+    # tick); the newcomer starts speaking once its prompt is done, ceil(P / this) ticks later.
+    # These steps skip the depformer, so with 4 a tick in which a voice fills costs about what a
+    # tick in which a newcomer catches up costs (1 full step + 2 or 3 text-only ones).
+    prompt_steps_per_tick: int = Field(4, ge=1, le=1000)
     # Forced pause (in steps) between words: 1 makes the model articulate better.
     padding_between: int = Field(1, ge=0, le=10)
 

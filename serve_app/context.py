@@ -13,7 +13,8 @@ from deployments.engine.voices import VoiceError, validate_voice_name
 from .errors import APIError
 from .service.outputs import OutputStore
 from .service.voice_store import PREFIX as CLIP_PREFIX
-from .service.voice_store import StoredVoice, VoiceStore, is_clip_id, owner_of
+from .service.shared_voices import VoiceStoreClient
+from .service.voice_store import StoredVoice, is_clip_id, owner_of
 from .service.voices import ModelVoices
 from .security.api_keys import current_key
 from .settings import AppSettings
@@ -31,17 +32,20 @@ class IngressContext:
     cluster: ClusterView       # status and offload, never through the handle
     # Every model of the app by name (the default one included): serve_app/service/served_models.py.
     models: dict[str, ServedModel]
-    # Uploaded voices of the cloning models (serve_app/service/voice_store.py).
-    voice_store: VoiceStore | None = None
+    # Uploaded voices of the cloning models: the application's one store (serve_app/service/shared_voices.py).
+    voice_store: VoiceStoreClient | None = None
 
     @classmethod
-    def create(cls, settings: AppSettings, worker_handles: dict, app_name: str) -> "IngressContext":
+    def create(cls, settings: AppSettings, worker_handles: dict, app_name: str,
+               shared_store: bool = False) -> "IngressContext":
+        """`shared_store`: the voice store is the application's actor (every ingress replica under
+        Serve); else a store in this process (tests without Ray)."""
         models = served_models(settings, worker_handles, app_name)
         if settings.allow_anonymous_uploads and not settings.api_keys:
             log.warning("!!! allow_anonymous_uploads is on and no API key is set: ANYONE who reaches this "
                         "service can upload voice clips, and every client sees and deletes the same voices !!!")
-        store = VoiceStore(settings.voice_store_dir, settings.voice_store_max_voices_per_key,
-                           settings.voice_store_max_bytes)
+        quotas = (settings.voice_store_dir, settings.voice_store_max_voices_per_key, settings.voice_store_max_bytes)
+        store = VoiceStoreClient.shared(app_name, *quotas) if shared_store else VoiceStoreClient.local(*quotas)
         return cls(settings, OutputStore(settings.outputs_dir, settings.outputs_max_age_s, settings.outputs_max_bytes),
                    ClusterView(app_name, [m.deployment for m in models.values()]), models, store)
 
@@ -50,9 +54,16 @@ class IngressContext:
         """Who the request being served is, as the voice store knows owners (its key's hash)."""
         return owner_of(current_key())
 
+    async def fetch_voice(self, voice: str | None) -> None:
+        """Asks the voice store for `voice` when it is an uploaded one (the caller's), before the
+        request's sync checks (`uploaded_voice`, speech.synthesis_request) read the answer."""
+        if self.voice_store is not None and voice is not None:
+            await self.voice_store.fetch(self.owner, voice)
+
     def uploaded_voice(self, voice_id: str, param: str = "voice") -> StoredVoice:
-        """The caller's uploaded voice `voice_id`; 400 unknown_voice when the caller has none of
-        that id (another key's voice is unknown too: ids leak nothing)."""
+        """The caller's uploaded voice `voice_id` as the store answered the request's
+        `voice_store.fetch`; 400 unknown_voice when the caller has none of that id (another key's
+        voice is unknown too: ids leak nothing)."""
         record = self.voice_store.get(self.owner, voice_id) if self.voice_store else None
         if record is None:
             raise APIError(400, f"unknown voice '{voice_id[:100]}': you have no uploaded voice of that id "

@@ -94,4 +94,5 @@ class Ingress:
         from serve_app import ingress as this_module
 
         app_name = serve.get_replica_context().app_name
-        this_module._context_for_builder = IngressContext.create(AppSettings(**settings), worker_handles, app_name)
+        this_module._context_for_builder = IngressContext.create(AppSettings(**settings), worker_handles, app_name,
+                                                                       shared_store=True)

@@ -215,6 +215,26 @@ def keyed_url(serve_cluster, base_url) -> str:
         "check_host_everywhere": True})
 
 
+# An app over the scripted fake engine (far faster than real time) for what is the service's, not the
+# model's: stream pacing with a 1 s lead (tests/serve/test_stream_pacing.py) and admission at the slot
+# count `auto` chose (tests/serve/test_admission.py): no tick of any engine fits a real-time margin of
+# a millionth (80 ns), so auto takes the smallest candidate, 6, below max_ongoing_requests (8).
+FAKE_WORKER = {"ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 8,
+               "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1},
+               "user_config": {"offload_after_s": 300, "max_batch_size": "auto"}}
+FAKE_LEAD_S = 1.0
+FAKE_CHOSEN_SLOTS = 6
+
+
+@pytest.fixture(scope="session")
+def fake_url(serve_cluster) -> str:
+    url = serve_cluster.deploy("fake", "/fake", worker=FAKE_WORKER, args={
+        "test_engine": "fake-tts", "stream_lead_s": FAKE_LEAD_S, "stream_grace_s": 1.0,
+        "slot_candidates": [FAKE_CHOSEN_SLOTS, 8], "realtime_margin": 1e-6, "slot_sizing_cache_dir": None})
+    wait_for_replicas(url, 1)
+    return url
+
+
 def wait_for_replicas(url: str, count: int, timeout_s: float = 120) -> list[dict]:
     """Polls /api/gpu/status until `count` replicas report (without waking anything)."""
     deadline = time.monotonic() + timeout_s
@@ -277,6 +297,28 @@ def duo_url(serve_cluster, base_url, tiny_checkpoint, tiny_stt_checkpoint) -> st
     ears = copy.deepcopy(worker)
     _deep_update(ears, {**EARS_WORKER, "name": "TTSWorker_ears"})
     app["deployments"].append(ears)
+    url = serve_cluster.deploy_app(app)
+    wait_for_replicas(url, 3)
+    return url
+
+
+# The voice-cloning model served beside the 1.6B-style one, as configs/demo.yaml does
+# (tests/serve/test_clone_served.py, tests/browser/test_voice_panel.py): workers on CPU (the logical
+# GPUs stay with the other apps), two replicas of the cloning model (a deleted voice's prompt is
+# dropped on each), two ingress replicas (one voice store for both) and anonymous uploads.
+CLONE_TWO = {"autoscaling_config": {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 2}}
+
+
+@pytest.fixture(scope="session")
+def clone_url(serve_cluster, base_url, tiny_checkpoint, tiny_clone_checkpoint, tmp_path_factory) -> str:
+    models = {"default": {}, "clone": {"model_path": str(tiny_clone_checkpoint), "default_voice": "clips/low_hum.wav"}}
+    cpu_worker = {**DUO_WORKER, "ray_actor_options": {"num_gpus": 0}}
+    app = serve_cluster.app_config("clone", "/clone", worker=cpu_worker, ingress=CLONE_TWO, args={
+        "models": models, "allow_anonymous_uploads": True,
+        "voice_store_dir": str(tmp_path_factory.mktemp("voice-store"))})
+    worker = next(d for d in app["deployments"] if d["name"] == "TTSWorker")
+    app["deployments"].append({**copy.deepcopy(worker), "name": "TTSWorker_clone"})
+    _deep_update(app["deployments"][-1], CLONE_TWO)
     url = serve_cluster.deploy_app(app)
     wait_for_replicas(url, 3)
     return url

@@ -5,11 +5,14 @@ budgets, rows, catch-up steps, emission); what differs is the voice and the cfg:
 - a voice is a `.wav` clip (a name in the voice folders or repo, as for the 1.6B, without a
   suffix). `prepare` resolves it, then encodes it on a private codec (prompts.py), off the
   generation thread; the result is cached per clip content (`PromptCache`, `prompt_cache_mb`).
-- at admission the voice's prompt state is copied into the row (clone_slots.py), computed first
-  on a one-row side stream when the voice is new: P text-only steps on the generation thread,
-  once per voice, during which the shared rows wait (P = 123 for a 10 s clip, run without CUDA
-  graphs; what that costs on a GPU is not measured yet). The row then starts at step P like a 1.6B row
-  at step 0: its first audio comes as many steps after admission as a preset 1.6B voice's.
+- at admission a known voice's prompt state is copied into the row (clone_slots.py): the row
+  starts at step P like a 1.6B row at step 0, and its first audio comes as many steps after
+  admission as a preset 1.6B voice's. A new voice's row runs the P prompt steps itself first
+  (P = 123 for a 10 s clip), `prompt_steps_per_tick` of them per tick as text-only steps beside
+  the rows that speak (each of which still gets its one step per tick), and its state is then
+  kept for the next request; the row speaks ceil(P / prompt_steps_per_tick) ticks later than a
+  known voice's would. Two rows filling the same new voice: the first to finish hands its
+  state to the other.
 - cfg is real classifier-free guidance with one coefficient per row (default 2.0, as Kyutai runs
   the model); every row has its null twin whatever its cfg (one batch, one set of CUDA graphs).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import numbers
 import threading
+from dataclasses import dataclass
 
 from ..protocol import REAL_CFG, CfgRule, SynthesisRequest, clip_prompt_key
 from ..settings import EngineSettings
@@ -46,7 +50,9 @@ class CloneEngine(TTSEngine):
         self.codec = PromptCodec(tts.mimi, tts.lm, tts.delay_steps, tts.machine.token_ids.ungenerated)
         self.prompts = PromptCache(int(settings.prompt_cache_mb * 1024 * 1024))
         self._codec_lock = threading.Lock()
-        self.prompt_steps_run = 0  # side-stream steps spent on new voices (counted apart from ticks)
+        self.prompt_steps_run = 0  # row-steps spent on new voices' prompts (not the rows' own steps)
+        self._filling: dict[int, _Filling] = {}  # row -> the new voice's prompt it runs
+        self._filling_at_tick: set[int] = set()
 
     # ---- placement -----------------------------------------------------------------------
     def _move_weights(self, device: str) -> None:
@@ -131,15 +137,99 @@ class CloneEngine(TTSEngine):
             return False
 
     # ---- the generation thread -----------------------------------------------------------
+    def close_slots(self) -> None:
+        self._filling.clear()
+        super().close_slots()
+
     def _start_row(self, row: int, job: SynthesisJob) -> None:
         import torch
 
         prompt: PromptState = job.voice
-        with torch.no_grad(), self._compile_setting():
-            if prompt.lm_rows is None:  # a new voice: its prompt runs once, on a side stream
-                self.slots.prompt_state(prompt)
-                self.prompt_steps_run += prompt.frames
-                self.prompts.put(prompt)
+        self._filling.pop(row, None)  # a row freed by fail_all may still be listed
+        job.prompt_steps = prompt.frames
+        with torch.no_grad():
+            if prompt.lm_rows is None:  # a new voice: the row hears its prompt first
+                self.slots.start_filling_row(row, prompt, job.cfg_coef)
+                self._filling[row] = _Filling(prompt, job)
+                return
             self.slots.start_prompted_row(row, prompt, job.cfg_coef)
         job.state = self.tts.machine.new_state(job.entries)
-        job.prompt_steps = prompt.frames
+
+    def runnable(self, job: SynthesisJob) -> bool:
+        return job.state is None or super().runnable(job)  # a prompt needs no words
+
+    def _accept_input(self, job: SynthesisJob, incoming: list) -> None:
+        if job.state is None:  # still hearing its prompt: the words wait for its state machine
+            job.entries.extend(incoming)
+        else:
+            super()._accept_input(job, incoming)
+
+    def _release(self, job) -> None:
+        self._filling.pop(job.row, None)
+        super()._release(job)
+
+    def _advance(self, rows: list[int]) -> None:
+        """As the 1.6B's, with rows hearing a new voice's prompt taking up to
+        `prompt_steps_per_tick` of the tick's steps (the main one, then text-only extra ones)."""
+        self._filling_at_tick = {row for row in rows if row in self._filling}
+        super()._advance(rows)
+
+    def _extra_steps(self) -> int:
+        if not self._filling_at_tick:
+            return super()._extra_steps()
+        return max(super()._extra_steps(), self.settings.prompt_steps_per_tick - 1)
+
+    def _needs_extra(self, row: int, extra: int) -> bool:
+        if row in self._filling_at_tick:  # its prompt's steps; once done, it speaks from the next tick
+            return row in self._filling and extra < self.settings.prompt_steps_per_tick - 1
+        return super()._needs_extra(row, extra)
+
+    def _on_text(self, rows: list[int], tokens: list[int]) -> list[int]:
+        """Rows hearing a prompt are fed "zero" (moshi's text during a prompt); the others'
+        tokens go through their state machines."""
+        if self._filling:
+            zero = self.tts.machine.token_ids.zero
+            for row in rows:
+                if row in self._filling:
+                    tokens[row] = zero
+            rows = [row for row in rows if row not in self._filling]
+        return super()._on_text(rows, tokens)
+
+    def _count_step(self, rows: list[int]) -> None:
+        """A prompt step is a model step, not one of the row's own (its times start after it)."""
+        self.steps += 1
+        heard = []
+        for row in rows:
+            filling = self._filling.get(row)
+            if filling is None:
+                self._jobs[row].steps += 1
+                continue
+            filling.done += 1
+            self.prompt_steps_run += 1
+            if filling.done == filling.prompt.frames:
+                heard.append((row, filling))
+        for row, filling in heard:
+            if row in self._filling:  # not handed another row's state just now
+                self._prompt_heard(row, filling)
+
+    def _prompt_heard(self, row: int, filling: _Filling) -> None:
+        """A new voice's prompt is done in `row`: its state is kept and cached, the row's state
+        machine starts, and rows filling the same voice get the state at once."""
+        prompt = filling.prompt
+        self.slots.snapshot_prompt(row, prompt)
+        if prompt.key in self.prompts:  # re-put with its state (its bytes counted), unless the voice
+            self.prompts.put(prompt)    # was forgotten (deleted) or evicted while it filled
+        for other, pending in list(self._filling.items()):
+            if pending.prompt is prompt:
+                del self._filling[other]
+                if other != row:
+                    self.slots.start_prompted_row(other, prompt, pending.job.cfg_coef)
+                pending.job.state = self.tts.machine.new_state(pending.job.entries)
+
+
+@dataclass(eq=False)
+class _Filling:
+    """A row hearing a new voice's prompt: the prompt, its job, and the prompt steps done."""
+    prompt: PromptState
+    job: SynthesisJob
+    done: int = 0

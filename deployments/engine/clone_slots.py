@@ -4,10 +4,11 @@ and real classifier-free guidance with one coefficient per row.
 What moshi's reference (`TTSModel.generate` with `prefixes`) does to one request, done here per row:
 - the prompt: P steps with the text forced to "zero" and each audio codebook forced to the clip's
   codes, delayed by the 16-step audio delay plus the codebook's delay. Those P steps depend on the
-  voice alone: they run once per voice on a private one-row stream (`prompt_state`, off the shared
-  batch's state, whose rows are saved and put back around it), and their result is copied into a
-  row when a request joins (`start_prompted_row`). The row then starts at step P, where moshi's
-  state machine takes over; the clip's codes still force the audio until they run out.
+  voice alone. A new voice runs them in its own row of the shared batch (`start_filling_row`, then
+  ordinary steps of that row, a few per tick: the engine decides), and the row's state after them
+  is kept (`snapshot_prompt`); a known voice's state is copied into the row when a request joins
+  (`start_prompted_row`). Either way the row goes on from step P, where moshi's state machine
+  takes over; the clip's codes still force the audio until they run out.
 - real CFG: the model is not CFG-distilled, so moshi doubles the batch: internal rows B..2B-1 are
   the null half (text always "zero", audio "zero" until P + 16 + the codebook's delay) and the
   depformer mixes the two logits. moshi takes one float; `_RowCfgLMGen` holds one per row, and a
@@ -69,10 +70,6 @@ class CloneSlotBatch(SlotBatch):
         self._forced: dict[int, torch.Tensor] = {}  # row -> its prompt's delayed codes
         self._offsets_host = [0] * batch_size       # each row's step, as the hooks need it
         super().__init__(tts, batch_size, on_text)
-        self._prompt_gen = _RowCfgLMGen(tts.lm, 1, guided, temp=tts.temp, temp_text=tts.temp,
-                                        on_text_hook=self._prompt_text_hook, on_audio_hook=self._prompt_audio_hook)
-        self._prompt: PromptState | None = None
-        self._prompt_offset = 0
         self._lm_views = row_state.row_views(row_state.module_states(tts.lm), self._twins * batch_size)
         self._codec_views = row_state.row_views(row_state.module_states(tts.mimi), batch_size)
 
@@ -80,35 +77,6 @@ class CloneSlotBatch(SlotBatch):
         tts = self.tts
         return _RowCfgLMGen(tts.lm, batch_size, self.guided, temp=tts.temp, temp_text=tts.temp, on_text_hook=self._text_hook,
                             on_audio_hook=self._audio_hook, support_out_of_sync=True)
-
-    # ---- a voice's prompt, once ------------------------------------------------------------
-    def prompt_state(self, prompt: PromptState) -> None:
-        """Runs the P prompt steps of one voice on a one-row stream (two with its null half)
-        and stores the rows' state in `prompt`. The depformer is skipped: the audio is forced."""
-        lm = self.tts.lm
-        saved = lm.get_streaming_state()
-        lm._stop_streaming()
-        self._prompt = prompt
-        try:
-            with self._prompt_gen.streaming(1):
-                state = self._prompt_gen._streaming_state
-                state.graphed_main.disable = True  # a fresh stream per voice: no graph to replay
-                state.cfg_is_masked_until.fill_(prompt.frames + self.audio_delay_steps)
-                for offset in range(prompt.frames):
-                    self._prompt_offset = offset
-                    self._prompt_gen.step(self._zero_input[:1], depformer_replace_tokens=self._no_depformer[:1])
-                views = row_state.row_views(row_state.module_states(lm), self._twins)
-                prompt.lm_rows = row_state.copy_rows(views, list(range(self._twins)), steps=prompt.frames)
-                prompt.gen_rows = [state.cache[:1].clone(), state.offsets[:1].clone()]
-        finally:
-            self._prompt = None
-            lm.set_streaming_state(saved)
-
-    def _prompt_text_hook(self, text_tokens: torch.Tensor) -> None:
-        text_tokens.fill_(self.tts.machine.token_ids.zero)
-
-    def _prompt_audio_hook(self, audio_tokens: torch.Tensor) -> None:
-        self._force(audio_tokens, 0, self._prompt_offset, self._prompt.delayed)
 
     def _force(self, audio_tokens: torch.Tensor, row: int, offset: int, delayed: torch.Tensor | None) -> None:
         """moshi's rule for row `row` at step `offset`: silence before each codebook's delay,
@@ -120,23 +88,43 @@ class CloneSlotBatch(SlotBatch):
             audio_tokens[row] = torch.where(codes != self.tts.machine.token_ids.ungenerated, codes, audio_tokens[row])
 
     # ---- rows --------------------------------------------------------------------------------
+    def start_filling_row(self, row: int, prompt: PromptState, cfg_coef: float) -> None:
+        """Restarts `row` at step 0 of a new voice's prompt: its next P steps (text-only, in the
+        shared batch like catch-up steps: no other graph shape) are the prompt's, forced by the
+        hooks; `snapshot_prompt` then keeps what they left in the row."""
+        self._restart_row(row, prompt, cfg_coef)
+        self._offsets_host[row] = 0
+
     def start_prompted_row(self, row: int, prompt: PromptState, cfg_coef: float) -> None:
-        """Restarts `row` at step P of `prompt` (its state copied in), with this cfg."""
-        B = self.batch_size
-        mask = torch.zeros(B, dtype=torch.bool)
-        mask[row] = True
-        self.lm_gen.reset_streaming(mask)
-        self.tts.mimi.reset_streaming(mask)
-        row_state.write_rows(self._lm_views, [row, row + B][:self._twins], prompt.lm_rows)
-        row_state.write_rows(self._codec_views, [row], prompt.codec_rows)
+        """Restarts `row` at step P of a known voice's prompt (its state copied in), with this cfg."""
+        self._restart_row(row, prompt, cfg_coef)
+        row_state.write_rows(self._lm_views, self._internal_rows(row), prompt.lm_rows)
         state = self.lm_gen._streaming_state
         cache, offsets = prompt.gen_rows
         state.cache[row].copy_(cache[0])
         state.offsets[row].copy_(offsets[0])
-        state.cfg_is_masked_until[row] = prompt.frames + self.audio_delay_steps
+        self._offsets_host[row] = prompt.frames
+
+    def snapshot_prompt(self, row: int, prompt: PromptState) -> None:
+        """Stores in `prompt` what `row` holds after its P prompt steps (voice and null rows)."""
+        state = self.lm_gen._streaming_state
+        prompt.lm_rows = row_state.copy_rows(self._lm_views, self._internal_rows(row), steps=prompt.frames)
+        prompt.gen_rows = [state.cache[row:row + 1].clone(), state.offsets[row:row + 1].clone()]
+
+    def _internal_rows(self, row: int) -> list[int]:
+        return [row, row + self.batch_size][:self._twins]
+
+    def _restart_row(self, row: int, prompt: PromptState, cfg_coef: float) -> None:
+        """Resets `row` and writes what every start writes: the codec's prompt state, the null
+        twin's masking, the row's cfg and the codes that force its audio."""
+        mask = torch.zeros(self.batch_size, dtype=torch.bool)
+        mask[row] = True
+        self.lm_gen.reset_streaming(mask)
+        self.tts.mimi.reset_streaming(mask)
+        row_state.write_rows(self._codec_views, [row], prompt.codec_rows)
+        self.lm_gen._streaming_state.cfg_is_masked_until[row] = prompt.frames + self.audio_delay_steps
         self.lm_gen.row_cfg[row] = cfg_coef
         self._forced[row] = prompt.delayed
-        self._offsets_host[row] = prompt.frames
 
     def _audio_hook(self, audio_tokens: torch.Tensor) -> None:
         super()._audio_hook(audio_tokens)  # silence before each codebook's delay, every row

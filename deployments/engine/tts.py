@@ -285,12 +285,20 @@ class TTSEngine(SlotEngine):
         with torch.no_grad(), self._compile_setting():
             catching_up = [row for row in rows if self._jobs[row].steps < delay]
             self._step(rows, text_only=len(catching_up) == len(rows))
-            for _ in range(CATCH_UP_STEPS):
-                catching_up = [row for row in catching_up
-                               if row in self._jobs and self._jobs[row].steps < delay and self.runnable(self._jobs[row])]
+            for extra in range(self._extra_steps()):
+                catching_up = [row for row in catching_up if row in self._jobs and self._needs_extra(row, extra)]
                 if not catching_up:
                     break
                 self._step(catching_up, text_only=True)
+
+    def _extra_steps(self) -> int:
+        """Text-only steps a tick may add after its main step (`_needs_extra` says for whom)."""
+        return CATCH_UP_STEPS
+
+    def _needs_extra(self, row: int, extra: int) -> bool:
+        """Whether `row`, inside its audio delay at the tick's start, takes extra step `extra`."""
+        job = self._jobs[row]
+        return extra < CATCH_UP_STEPS and job.steps < self.slots.audio_delay_steps and self.runnable(job)
 
     def _on_text(self, rows: list[int], tokens: list[int]) -> list[int]:
         """The sampled text tokens of `rows` go through each row's state machine."""

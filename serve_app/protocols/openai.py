@@ -122,8 +122,9 @@ class Model(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
-    kind: str = Field(description="tts-embedding-voices, tts-audio-prompt or stt (speech to text: "
-                                  "Kyutai's /api/asr-streaming socket serves it).")
+    # Not OpenAI's (optional, so that a client made from this document reads OpenAI's lists too).
+    kind: str = Field("tts-embedding-voices", description="tts-embedding-voices, tts-audio-prompt or stt "
+                      "(speech to text: Kyutai's /api/asr-streaming socket serves it).")
 
 
 class ModelList(BaseModel):

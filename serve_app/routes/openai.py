@@ -34,8 +34,7 @@ from ..protocols.openai import (MODEL_ALIASES, SPEECH_EXAMPLES, Model, ModelList
                                 OpenAIVoiceObject, SpeechRequest, model_entry, usage)
 from ..security import upload
 from ..service import openai_voices, voice_uploads
-from ..service.voice_store import NOT_FOUND
-from .voices import CREATE_REFUSALS
+from .voices import CREATE_REFUSALS, DELETE_REFUSALS
 from ..service.speech import speech_refusals, synthesis_request, voice_header
 from ..context import IngressContext, get_ctx
 from ..protocols.sse import SSE_MEDIA_TYPE, event_stream
@@ -49,6 +48,7 @@ router = APIRouter(tags=["openai"])
                         **error_responses(speech_refusals("input", cfg=False))})
 async def create_speech(body: SpeechRequest = Body(openapi_examples=SPEECH_EXAMPLES),
                         ctx: IngressContext = Depends(get_ctx)):
+    await ctx.fetch_voice(body.voice_name)
     request = synthesis_request(ctx, body.input, body.voice_name, model=body.model, text_param="input",
                                 openai_names=True)
     stream = await open_speech(ctx, request, text_param="input", speed=body.speed)
@@ -88,7 +88,7 @@ async def create_voice(audio_sample: UploadFile = File(description="The clip"),
 
 
 @router.delete("/v1/audio/voices/{voice_id}", summary="OpenAI-compatible: delete one of your voices",
-               responses=error_responses({404: [NOT_FOUND]}))
+               responses=error_responses(DELETE_REFUSALS))
 async def delete_voice(voice_id: str = Path(max_length=100), ctx: IngressContext = Depends(get_ctx)) -> dict:
     record = await voice_uploads.delete_voice(ctx, voice_id)
     return {"id": record.id, "deleted": True, "object": "audio.voice.deleted"}

@@ -87,6 +87,7 @@ def _stretched(result: speech.Speech, speed: float) -> speech.Speech:
 
 
 async def _streamed(body: TTSRequest, ctx: IngressContext):
+    await ctx.fetch_voice(body.voice)
     request = speech.synthesis_request(ctx, body.text, body.voice, body.cfg_coef, model=body.model)
     stream = await streaming.open_speech(ctx, request, speed=body.speed)
     headers = {**streaming.STREAM_HEADERS, "X-TTS-Voice": speech.voice_header(request.voice)}

@@ -10,6 +10,7 @@ from ..protocols.rest import UploadedVoice, VoiceListing
 from ..protocols.text import MODEL_NAMES
 from ..security import upload
 from ..service import voice_uploads
+from ..service.shared_voices import STORE_UNAVAILABLE
 from ..service.voice_store import NOT_FOUND, STORE_FULL, VOICE_QUOTA
 from ..service.voices import voice_listing
 
@@ -17,11 +18,13 @@ router = APIRouter(tags=["voices"])
 
 # What creating a voice may answer besides the guards (the OpenAI route shares it).
 CREATE_REFUSALS = {**CLIP_REFUSALS, 403: [voice_uploads.UPLOADS_OFF, VOICE_QUOTA, STORE_FULL],
-                   400: [voice_uploads.NO_CLONING_MODEL]}
+                   400: [voice_uploads.NO_CLONING_MODEL], 503: [STORE_UNAVAILABLE]}
+# Deleting: the caller has no such voice, or the application's voice store is not answering.
+DELETE_REFUSALS = {404: [NOT_FOUND], 503: [STORE_UNAVAILABLE]}
 
 
 @router.get("/api/voices", summary="List voices (id, group, language) and your uploaded ones",
-            responses={200: {"model": VoiceListing}})
+            responses={200: {"model": VoiceListing}, **error_responses({503: [STORE_UNAVAILABLE]})})
 async def list_voices(filter: str | None = Query(None, max_length=100, description="Substring of the id, or a language code"),
                       model: str | None = Query(None, max_length=200, json_schema_extra={MODEL_NAMES: True}, description="A model's name or id (default: "
                                                 "the default model); an unknown one is a 400"),
@@ -49,7 +52,7 @@ async def create_voice(file: UploadFile = File(description="The clip"),
 
 
 @router.delete("/api/voices/{voice_id}", summary="Delete one of your uploaded voices",
-               responses=error_responses({404: [NOT_FOUND]}))
+               responses=error_responses(DELETE_REFUSALS))
 async def delete_voice(voice_id: str = Path(max_length=100), ctx: IngressContext = Depends(get_ctx)) -> dict:
     record = await voice_uploads.delete_voice(ctx, voice_id)
     return {"id": record.id, "deleted": True}

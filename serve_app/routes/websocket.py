@@ -71,6 +71,7 @@ async def tts_streaming(websocket: WebSocket) -> None:
         return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
     try:
         options = kyutai.parse_query(websocket.query_params)
+        await ctx.fetch_voice(options.voice)
         uploaded = options.model is None and options.voice is not None and is_clip_id(options.voice.strip())
         # An uploaded voice speaks with its own model when the query names none.
         model = ctx.model_for(ctx.uploaded_voice(options.voice.strip()).model if uploaded else options.model)

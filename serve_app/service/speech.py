@@ -101,7 +101,7 @@ def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, 
     rule (422 naming `cfg_param`, with the values it takes; None: the model's default), and the
     worker checks its model's set again. `model` names the model (ctx.model_for: None is the
     default one; with `openai_names` any unknown name is the default one too, as OpenAI's clients
-    send `tts-1`)."""
+    send `tts-1`). An uploaded voice must have been fetched first (`ctx.fetch_voice`)."""
     if voice is not None and is_clip_id(voice.strip()) and (model is None or (openai_names and model not in ctx.models)):
         model = ctx.uploaded_voice(voice.strip()).model  # an uploaded voice speaks with its own model
     served = ctx.model_for(model, any_name=openai_names)
@@ -121,6 +121,7 @@ def synthesis_request(ctx: IngressContext, text: str, voice: str | None = None, 
 async def synthesize(ctx: IngressContext, text: str, voice: str | None = None,
                      cfg_coef: float | None = None, model: str | None = None) -> Speech:
     """Whole-clip synthesis; raises APIError with the right status for every failure."""
+    await ctx.fetch_voice(voice)
     request = synthesis_request(ctx, text, voice, cfg_coef, model=model)
     try:
         pcm, done = await ctx.workers_for(request).synthesize(request)

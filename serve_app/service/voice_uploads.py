@@ -68,7 +68,7 @@ async def create_voice(ctx: IngressContext, data: bytes, name: str | None, conse
     consent = _text_field(consent, "consent", MAX_CONSENT_CHARS)
     served = cloning_model(ctx, model)
     clip = await asyncio.to_thread(decode_clip, data, ClipLimits.from_settings(ctx.settings))
-    record, created = await asyncio.to_thread(ctx.voice_store.add, ctx.owner, name, served.name, consent, clip.pcm)
+    record, created = await ctx.voice_store.add(ctx.owner, name, served.name, consent, clip.pcm)
     if created:
         log.info("voice %s uploaded for model %s (%.1f s, %s)", record.id, served.name, record.duration_s, clip.source)
     return record, created
@@ -78,11 +78,11 @@ async def delete_voice(ctx: IngressContext, voice_id: str) -> StoredVoice:
     """Deletes the caller's voice (404 when the caller has none of that id, another key's included)
     and drops its cached prompt on every running replica of its model."""
     owner = ctx.owner
-    record = ctx.voice_store.get(owner, voice_id)
+    record = await ctx.voice_store.fetch(owner, voice_id)
     if record is None:
         raise APIError(404, f"you have no voice '{voice_id[:100]}'", param=NOT_FOUND.param, code=NOT_FOUND.code)
     key = clip_prompt_key(ctx.voice_store.pcm(record))
-    await asyncio.to_thread(ctx.voice_store.delete, owner, voice_id)
+    await ctx.voice_store.delete(owner, voice_id)
     served = ctx.models.get(record.model)
     if served is not None:
         try:
@@ -93,8 +93,8 @@ async def delete_voice(ctx: IngressContext, voice_id: str) -> StoredVoice:
     return record
 
 
-def listed(ctx: IngressContext, model: str | None = None) -> list[dict]:
+async def listed(ctx: IngressContext, model: str | None = None) -> list[dict]:
     """The caller's uploaded voices (of `model` only, when named), as listings show them."""
     if ctx.voice_store is None:
         return []
-    return [r.public() for r in ctx.voice_store.list(ctx.owner) if model is None or r.model == model]
+    return [r.public() for r in await ctx.voice_store.list(ctx.owner) if model is None or r.model == model]

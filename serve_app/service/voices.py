@@ -72,7 +72,7 @@ async def voice_listing(ctx: IngressContext, query: str | None = None, model: st
     listed = [v.to_dict() for v in await voices.listing.get()]
     names = sorted(ctx.models, key=lambda name: name != ctx.settings.default_model_name)
     body = {"default": voices.default_voice, "voices": filter_voices(listed, query), "model": served.name,
-            "models": names, "uploaded": voice_uploads.listed(ctx, served.name),
+            "models": names, "uploaded": await voice_uploads.listed(ctx, served.name),
             "attribution": served.spec.attribution}  # None where the licence asks for none
     if voices.catalog.repo_error:
         body["warning"] = voices.catalog.repo_error

@@ -35,6 +35,15 @@ export async function postJSON(path, body) {
   }));
 }
 
+/** A multipart POST (a file upload): the browser sets the Content-Type with its boundary. */
+export async function postForm(path, form) {
+  return parse(await send(path, { method: "POST", body: form }));
+}
+
+export async function deleteJSON(path) {
+  return parse(await send(path, { method: "DELETE" }));
+}
+
 /** A POST whose successful answer is read by the caller (a stream of audio, for instance). */
 export async function postForResponse(path, body) {
   const response = await send(path, {

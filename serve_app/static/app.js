@@ -1,15 +1,17 @@
-// The page: wires the form, the player, the voice picker and the GPU panel together.
+// The page: wires the form, the player, the voice picker, your own voices and the GPU panel together.
 
 import { ApiError, getJSON, onKeyNeeded, postJSON, withKey } from "./api.js";
 import { showError } from "./dom.js";
 import { GpuPanel } from "./gpu.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { KeyPrompt } from "./key.js";
+import { OwnVoices } from "./own-voices.js";
 import { Player } from "./player.js";
 import { canStream, streamSpeech } from "./stream.js";
 import { VoicePicker } from "./voices.js";
 
-const CFG_VALUES = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]; // the model is CFG-distilled on these
+const CFG_VALUES = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]; // Kyutai's 1.6B is CFG-distilled on these
+const CLONING_KIND = "tts-audio-prompt"; // a model whose voices are clips (GET /api/info, `kind`)
 // Raw PCM is left out: browsers cannot play it.
 const FORMATS = { wav: "audio/wav", mp3: "audio/mpeg", opus: 'audio/ogg; codecs="opus"', flac: "audio/flac", aac: "audio/aac" };
 
@@ -17,7 +19,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   text: $("text"), chars: $("char-count"), generate: $("generate"), progress: $("progress"),
   cfg: $("cfg"), format: $("format"), formatHint: $("format-hint"), lang: $("lang"), note: $("test-model-note"),
-  model: $("model-name"), version: $("version"),
+  model: $("model-name"), version: $("version"), modelField: $("model-field"), modelPick: $("model"),
 };
 // Error boxes, each next to its control; a shown error is redrawn when the language changes.
 const errorBoxes = { text: $("text-error"), voice: $("voice-error"), cfg_coef: $("cfg-error"),
@@ -29,6 +31,12 @@ const picker = new VoicePicker({ search: $("voice-search"), select: $("voice"), 
 const player = new Player({ container: $("result"), audio: $("audio"), download: $("download"), info: $("result-info"), words: $("words") });
 const gpus = new GpuPanel({ list: $("gpu-list"), summary: $("gpu-summary"), updated: $("gpu-updated"),
   error: $("gpu-error"), offloadAll: $("offload-all"), message: $("gpu-message") });
+const ownVoices = new OwnVoices({
+  panel: $("my-voices"), record: $("record"), recordLabel: $("record-label"), recordTime: $("record-time"),
+  file: $("clip-file"), preview: $("clip-preview"), clipName: $("clip-name"), name: $("clip-voice-name"),
+  consent: $("consent"), upload: $("upload"), status: $("upload-status"), error: $("upload-error"),
+  list: $("my-voice-list"), empty: $("my-voice-empty"), attribution: $("attribution"),
+}, { onChange: (voice) => voiceChanged(voice) });
 const keyPrompt = new KeyPrompt({ form: $("key-form"), input: $("key-input"), error: $("key-error") });
 let lastResult = null;
 let lastTiming = null;
@@ -98,6 +106,7 @@ async function generate() {
   if (!validate(text)) return;
   const request = { text, cfg_coef: Number(ui.cfg.value), format: ui.format.value };
   if (picker.value) request.voice = picker.value;
+  if (!ui.modelField.hidden) request.model = ui.modelPick.value;
 
   const started = performance.now();
   const seconds = () => ((performance.now() - started) / 1000).toFixed(1);
@@ -143,9 +152,31 @@ function updateCharCount() {
   ui.chars.textContent = info.max_text_chars ? t("chars", { n: ui.text.value.length, max: info.max_text_chars }) : "";
 }
 
+/** The cfg values a model takes (GET /api/info: JSON Schema keywords), as choices in steps of 0.5 at most. */
+function cfgValues(model) {
+  const rule = model?.cfg_coef;
+  if (!rule) return CFG_VALUES;
+  if (rule.enum) return rule.enum;
+  const step = rule.multipleOf ?? 0.5;
+  const values = [];
+  for (let v = rule.minimum; v <= rule.maximum + 1e-9 && values.length < 50; v += step) values.push(Number(v.toFixed(3)));
+  return values;
+}
+
+function currentModel() {
+  return (info.models ?? []).find((m) => (ui.modelField.hidden ? m.default : m.name === ui.modelPick.value));
+}
+
+function fillCfg() {
+  const model = currentModel();
+  const values = cfgValues(model);
+  const wanted = model?.default_cfg_coef ?? info.default_cfg_coef;
+  ui.cfg.replaceChildren(...values.map((v) => new Option(v.toFixed(1), String(v))));
+  ui.cfg.value = String(values.includes(wanted) ? wanted : values.includes(2.0) ? 2.0 : values[0]);
+}
+
 function fillOptions() {
-  ui.cfg.replaceChildren(...CFG_VALUES.map((v) => new Option(v.toFixed(1), String(v))));
-  ui.cfg.value = String(CFG_VALUES.includes(info.default_cfg_coef) ? info.default_cfg_coef : 2.0);
+  fillCfg();
   const probe = document.createElement("audio");
   const playable = Object.entries(FORMATS).filter(([name, type]) => name === "wav" || probe.canPlayType(type));
   ui.format.replaceChildren(...playable.map(([name]) => new Option(name.toUpperCase(), name)));
@@ -165,17 +196,34 @@ async function loadInfo() {
   ui.note.hidden = !info.test_model;
   ui.model.textContent = info.model;
   ui.version.textContent = info.version;
-  ui.cfg.value = String(info.default_cfg_coef);
+  const speaking = (info.models ?? []).filter((m) => m.kind !== "stt");
+  ui.modelPick.replaceChildren(...speaking.map((m) => new Option(m.name === m.id ? m.name : `${m.name} · ${m.id}`, m.name)));
+  ui.modelPick.value = speaking.find((m) => m.default)?.name ?? "";
+  ui.modelField.hidden = speaking.length < 2;
+  fillCfg();
   updateCharCount();
+  ownVoices.setModel(speaking.find((m) => m.kind === CLONING_KIND)?.name ?? null);
 }
 
-async function loadVoices() {
+/** Loads the chosen model's voices into the picker, selecting `wanted` if it is among them. */
+async function loadVoices(wanted = null) {
+  const model = ui.modelField.hidden ? "" : `?model=${encodeURIComponent(ui.modelPick.value)}`;
   try {
-    picker.load(await getJSON("api/voices"));
+    picker.load(await getJSON(`api/voices${model}`), wanted);
+    if (errors.voice) setError("voice", null);
   } catch (exc) {
     picker.failed();
     setError("voice", "err_voices", { detail: exc.message });
   }
+}
+
+/** A voice of your own was made (speak with it: its model and it are selected) or deleted. */
+function voiceChanged(voice) {
+  if (voice && !ui.modelField.hidden && ui.modelPick.value !== voice.model) {
+    ui.modelPick.value = voice.model;
+    fillCfg();
+  }
+  loadVoices(voice?.id ?? picker.value);
 }
 
 function start() {
@@ -187,11 +235,16 @@ function start() {
     picker.render();
     gpus.render();
     keyPrompt.render();
+    ownVoices.render();
     updateCharCount();
     updateFormatHint();
     describeResult();
   });
   ui.format.addEventListener("change", updateFormatHint);
+  ui.modelPick.addEventListener("change", () => {
+    fillCfg();
+    loadVoices();
+  });
   setLanguage(initialLanguage());
   ui.lang.addEventListener("change", () => setLanguage(ui.lang.value));
   ui.generate.addEventListener("click", generate);

@@ -1,4 +1,5 @@
-// The voice picker: a search box over a list grouped by voice folder, each voice with its language.
+// The voice picker: a search box over a list grouped by voice folder, each voice with its language;
+// the user's own voices (uploaded clips of a cloning model) first, under their names.
 
 import { language, t } from "./i18n.js";
 
@@ -11,11 +12,15 @@ export class VoicePicker {
     this.search.addEventListener("input", () => this.render());
   }
 
-  /** Fills the picker with the answer of GET /api/voices ({default, voices: [{id, group, language}]}). */
-  load({ default: defaultVoice, voices }) {
-    this.voices = [...voices].sort((a, b) => (a.group ?? "").localeCompare(b.group ?? "") || a.id.localeCompare(b.id));
+  /** Fills the picker with the answer of GET /api/voices ({default, voices: [{id, group, language}],
+   * uploaded: [{id, name}]}) and selects `wanted` (else the default voice). */
+  load({ default: defaultVoice, voices, uploaded }, wanted = null) {
+    const own = (uploaded ?? []).map((v) => ({ id: v.id, name: v.name, own: true }));
+    const presets = [...voices].sort((a, b) => (a.group ?? "").localeCompare(b.group ?? "") || a.id.localeCompare(b.id));
+    this.voices = [...own, ...presets];
     this.select.dataset.state = "loaded";
-    this.render(this.voices.some((v) => v.id === defaultVoice) ? defaultVoice : this.voices[0]?.id);
+    const pick = [wanted, defaultVoice].find((id) => this.voices.some((v) => v.id === id));
+    this.render(pick ?? this.voices[0]?.id);
   }
 
   failed() {
@@ -33,7 +38,7 @@ export class VoicePicker {
     const shown = this.voices.filter((v) => !needle || searchText(v).includes(needle));
     const groups = new Map();
     for (const voice of shown) {
-      const group = voice.group || "—";
+      const group = voice.own ? t("uploadedGroup") : voice.group || "—";
       if (!groups.has(group)) groups.set(group, []);
       groups.get(group).push(voice);
     }
@@ -64,6 +69,7 @@ export class VoicePicker {
 }
 
 function label(voice) {
+  if (voice.own) return voice.name;
   // "expresso/ex03-ex01_happy_001_channel1_334s.wav" shows as "ex03-ex01_happy_001_channel1_334s" in group "expresso".
   const inGroup = voice.group && voice.id.startsWith(`${voice.group}/`) ? voice.id.slice(voice.group.length + 1) : voice.id;
   const name = inGroup.replace(/\.wav$/i, "");
@@ -71,7 +77,7 @@ function label(voice) {
 }
 
 function searchText(voice) {
-  return [voice.id, voice.group, voice.language, voice.language && languageName(voice.language)]
+  return [voice.id, voice.name, voice.group, voice.language, voice.language && languageName(voice.language)]
     .filter(Boolean).join(" ").toLowerCase();
 }
 

@@ -492,10 +492,10 @@ def test_an_open_service_never_asks_for_a_key(ui):
 
 def test_gpu_panel_names_each_replicas_model_when_the_app_has_several(open_page, duo_url, ui):
     duo = open_page(f"{duo_url}/")
-    duo.page.wait_for_function("() => document.querySelectorAll('#gpu-list .replica .model').length === 2")
+    duo.page.wait_for_function("() => document.querySelectorAll('#gpu-list .replica .model').length === 3")
     shown = duo.page.eval_on_selector_all("#gpu-list .replica", "rows => rows.map(r => [r.dataset.model, "
                                           "r.querySelector('.model').textContent])")
-    assert sorted(shown) == [["first", "first"], ["second", "second"]]
+    assert sorted(shown) == [["ears", "ears"], ["first", "first"], ["second", "second"]]  # the STT model too
     # An app of one model says nothing of models.
     ui.page.wait_for_function("() => document.querySelectorAll('#gpu-list .replica').length === 2")
     assert ui.page.eval_on_selector_all("#gpu-list .replica .model", "labels => labels.length") == 0

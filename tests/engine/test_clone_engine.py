@@ -8,12 +8,15 @@ are not bit-exact because moshi decodes the prompt and the speech in one stream 
 while the engine decodes the prompt on a one-row stream and the speech in a batch of its rows: the
 same operations on differently shaped tensors round differently in the last bit.
 
-Latency is asserted in engine ticks and model steps, never in seconds.
+Latency is asserted in engine ticks and model steps, never in seconds. A new voice's prompt is heard
+in its own row, a few steps per tick (`prompt_steps_per_tick`): the tests that clear the prompt
+cache check that path against moshi too (alone, in a busy batch, handed from row to row).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -111,6 +114,7 @@ def test_in_a_busy_batch_rows_joining_at_other_ticks_speak_as_moshi_does(engine,
 
 
 def test_words_streamed_in_give_the_audio_of_the_whole_text(engine, reference):
+    engine.prompts.clear()  # the first words arrive while the row still hears the new voice's prompt
     job, events = start(engine, SynthesisRequest("", voice=A, cfg_coef=2.0, stream_text=True))
     words = TEXT.split()
     for index, word in enumerate(words):
@@ -155,9 +159,52 @@ def test_a_cached_voice_speaks_as_many_steps_after_admission_as_a_preset_voice(e
         run_free(eng)
     assert first_audio["cached clip"][:3] == first_audio["preset"][:3]
     assert first_audio["cached clip"][3] == 0
-    # A new voice takes the same ticks in the shared batch, plus its P prompt steps on a side stream.
-    assert first_audio["new clip"][:3] == first_audio["preset"][:3]
-    assert first_audio["new clip"][3] == prompt_frames(engine.settings.model_path, clip_file(engine.settings.model_path, VOICES[2]))
+    # A new voice's row first hears its P prompt steps, prompt_steps_per_tick of them per tick.
+    frames = prompt_frames(engine.settings.model_path, clip_file(engine.settings.model_path, VOICES[2]))
+    fill_ticks = math.ceil(frames / engine.settings.prompt_steps_per_tick)
+    assert first_audio["new clip"][0] == first_audio["preset"][0] + fill_ticks
+    assert first_audio["new clip"][1] == first_audio["preset"][1]  # its own steps: the same
+    assert first_audio["new clip"][3] == frames
+
+
+def test_a_new_voice_hears_its_prompt_a_few_steps_per_tick_while_a_busy_row_keeps_its_pace(engine, reference):
+    """While a new voice's rows hear its prompt (k steps per tick), a speaking row gets exactly its
+    one step per tick; the newcomer speaks ceil(P / k) ticks later than a cached voice would, a
+    second row of the same voice is handed the first's state when it is done, and both speak as
+    moshi does."""
+    k, settings = 3, engine.settings
+    engine.settings = settings.model_copy(update={"prompt_steps_per_tick": k})
+    try:
+        engine.prompts.clear()
+        busy, _ = start(engine, SynthesisRequest(" ".join([OTHER] * 3), voice=B, cfg_coef=2.0))
+        tick_until(engine, lambda: busy.steps > engine.slots.audio_delay_steps)  # past its catch-up
+        frames = prompt_frames(engine.settings.model_path, clip_file(engine.settings.model_path, A))
+        fill_ticks = math.ceil(frames / k)
+        assert fill_ticks > 2
+        run = engine.prompt_steps_run
+        first, first_events = start(engine, SynthesisRequest(TEXT, voice=A, cfg_coef=2.0))
+        second = None
+        for tick in range(fill_ticks):
+            if tick == 2:  # the same new voice joins while the first row still hears it
+                second, second_events = start(engine, SynthesisRequest(TEXT, voice=A, cfg_coef=1.0))
+            steps, busy_steps = engine.steps, busy.steps
+            assert engine.tick()
+            assert busy.steps == busy_steps + 1  # its one step, every tick
+            assert engine.steps - steps == min(k, frames - k * tick)  # the prompt's steps, and no more
+            assert first.steps == 0 and (first.state is None) == (tick < fill_ticks - 1)
+        assert engine.prompt_steps_run - run == frames + frames - 2 * k  # the second row's from tick 2, until handed
+        assert first.state is not None and second.state is not None and second.steps == 0
+        cached, _ = start(engine, SynthesisRequest(TEXT, voice=A, cfg_coef=2.0))  # its state is now cached
+        tick_until(engine, lambda: cached.first_audio_tick is not None and first.first_audio_tick is not None)
+        cached_ticks = cached.first_audio_tick - cached.admitted_tick
+        assert first.first_audio_tick - first.admitted_tick == fill_ticks + cached_ticks
+        assert second.first_audio_tick - second.admitted_tick == fill_ticks - 2 + cached_ticks
+        assert engine.prompt_steps_run - run == frames + frames - 2 * k
+        run_free(engine)
+    finally:
+        engine.settings = settings
+    assert_same_audio(audio_of(first_events), reference(TEXT, A, 2.0))
+    assert_same_audio(audio_of(second_events), reference(TEXT, A, 1.0))
 
 
 def test_the_prompt_cache_is_bounded_in_bytes_dropped_on_offload_and_forgets_a_voice(clone_settings):
@@ -171,6 +218,19 @@ def test_the_prompt_cache_is_bounded_in_bytes_dropped_on_offload_and_forgets_a_v
     engine.synthesize([SynthesisRequest("Hello.", voice=A)])
     engine.move_to("cpu")
     assert len(engine.prompts) == 0
+
+
+def test_a_voice_forgotten_while_its_prompt_fills_is_not_cached_when_it_is_done(engine):
+    """A voice deleted while a row still hears its prompt: the row speaks on, but the finished
+    prompt state is not put back in the cache (the next request would have to hear it again)."""
+    engine.prompts.clear()
+    job, _ = start(engine, SynthesisRequest("Hello.", voice=A))
+    engine.tick()
+    assert job.state is None and len(engine.prompts) == 1  # filling: its codes are cached
+    assert engine.forget_voice(A) and len(engine.prompts) == 0
+    tick_until(engine, lambda: job.state is not None)
+    assert len(engine.prompts) == 0
+    run_free(engine)
 
 
 def test_n_q_comes_from_the_model_with_a_log_line(clone_settings, caplog):

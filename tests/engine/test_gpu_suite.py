@@ -181,3 +181,62 @@ def test_the_cloning_engine_has_its_rows_beside_the_1_6b(suite, tiny_checkpoint,
     for field in SLOT_FIELDS:
         assert positive(clone_slots[field]), field
     assert "## tts-0.75b-clone: tiny-clone model" in md and "## tts-1.6b: tiny model" in md
+
+
+STT_FIELDS = ("warmup_s", "tick_1_p50_ms", "tick_1_p95_ms", "tick_all_p50_ms", "tick_all_p95_ms",
+              "first_step_s_p50", "first_step_s_p95", "first_word_steps_p50", "first_word_steps_p95")
+STT_PARTS = ("mimi_encode_ms", "lm_main_ms", "lm_rest_ms", "host_sync_ms", "row_host_ms", "other_ms", "tick_ms")
+
+
+def test_the_stt_rows_report_steps_newcomers_and_streams(suite, tiny_checkpoint, tiny_stt_checkpoint, tmp_path):
+    """The speech-to-text kind on the tiny STT checkpoint, two row counts: each row's figures agree
+    with each other, newcomers step at the next tick and hear a word past the model's delay, the
+    verdict counts the rows that stayed under real time."""
+    rows, md = run(suite, tiny_checkpoint, tmp_path, "--stt-rows", "2,3", "--stt-checkpoint", str(tiny_stt_checkpoint),
+                   engines="stt-1b")
+    assert [(row.get("engine"), row["kind"]) for row in rows] == [(None, "environment")] + [
+        ("stt-1b", kind) for kind in ("load", "slots", "residency", "slots", "verdict")]
+    load = rows[1]
+    config = json.loads((tiny_stt_checkpoint / "config.json").read_text())
+    assert load["size"] == "tiny-stt" and load["checkpoint"] == str(tiny_stt_checkpoint)
+    assert load["n_q"] == config["n_q"] and load["vad_heads"] == 4 and load["delay_s"] == 0.5
+    assert positive(load["load_s"]) and positive(load["weights_gib"])
+
+    slots = [row for row in rows if row["kind"] == "slots"]
+    assert [row["slots"] for row in slots] == [2, 3]
+    for row in slots:
+        for field in STT_FIELDS:
+            assert positive(row[field]), (row["slots"], field, row[field])
+        assert row["tick_1_p95_ms"] >= row["tick_1_p50_ms"] and row["tick_all_p95_ms"] >= row["tick_all_p50_ms"]
+        assert row["realtime"] == (row["tick_all_p95_ms"] < 80)
+        assert row["within_auto_margin"] == (row["tick_all_p95_ms"] <= 48)
+        assert row["ticks_timed"] == 3 and row["newcomers"] == row["newcomers_with_a_word"] == 1
+        assert row["first_step_ticks_max"] == 1  # a newcomer steps at the next tick, whatever the load
+        # No word before the model's delay (6 steps): the first one is closed after it.
+        assert row["first_word_steps_p50"] > 6 and row["first_word_steps_p95"] >= row["first_word_steps_p50"]
+        assert row["words_heard"] > 0 and row["rows_ended_early"] == 0
+        assert all(row[field] is None for field in MEMORY_FIELDS)  # no GPU here
+        for key in ("breakdown_1", "breakdown_all"):
+            parts = row[key]
+            assert all(isinstance(parts[part], float) for part in STT_PARTS)
+            assert all(parts[part] > 0 for part in ("mimi_encode_ms", "lm_main_ms", "row_host_ms", "tick_ms"))
+            assert parts["host_syncs_per_tick"] == 1  # the step's one sync
+    residency = rows[3]
+    assert residency["slots"] == 2 and all(positive(residency[field]) for field in ("offload_s", "reload_s", "rebuild_s"))
+
+    verdict = rows[-1]
+    assert verdict["realtime_streams"] == max((row["slots"] for row in slots if row["realtime"]), default=0)
+    assert verdict["auto_margin_streams"] == max((row["slots"] for row in slots if row["within_auto_margin"]), default=0)
+    assert "not a GPU figure" in verdict["text"]
+
+    figures = table(md, "Steps, newcomers and memory")
+    assert [cells[0] for cells in figures] == ["2", "3"] and all(len(cells) == 14 for cells in figures)
+    assert [cells[5] for cells in figures] == ["yes" if row["realtime"] else "no" for row in slots]
+    assert [cells[:2] for cells in table(md, "Where a step goes")] == [["2", "1"], ["2", "2"], ["3", "1"], ["3", "3"]]
+    assert "## stt-1b: tiny-stt model" in md and len(table(md, "Offload")) == 1
+
+
+def test_each_kind_has_its_share_of_the_time_budget(suite):
+    kinds = [suite.ENGINE_KINDS[name](None) for name in ("tts-1.6b", "tts-0.75b-clone", "stt-1b")]
+    assert suite.budgets(kinds, 270) == pytest.approx([108, 189, 270])
+    assert suite.budgets(kinds[2:], 270) == pytest.approx([270])  # one kind: the whole budget

@@ -11,31 +11,26 @@ import time
 import httpx
 import msgpack
 import websockets
-from conftest import wait_for_replicas
+from conftest import FAKE_CHOSEN_SLOTS as CHOSEN
 from helpers.speech_checks import reports_after
 from test_websocket import receive_all, ws_url
 
-# One replica with the demo's auto sizing (candidates 2, 4, 8; max_ongoing_requests 8). No tick of
-# any engine fits a real-time margin of a millionth (80 ns): auto takes the smallest candidate, 2.
-ADMIT_WORKER = {"ray_actor_options": {"num_gpus": 0},
-                "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
-ADMIT_ARGS = {"test_engine": "fake-tts", "realtime_margin": 1e-6, "slot_sizing_cache_dir": None}
-CHOSEN = 2
+# The shared cluster's `fake_url` app: one replica whose auto sizing takes the smaller of its two
+# candidates (a real-time margin no tick fits), below its max_ongoing_requests (8).
 
 
 def replica_report(moment: float) -> dict:
-    return reports_after(moment, "admit")[0]
+    return reports_after(moment, "fake")[0]
 
 
-def test_a_replica_full_at_its_chosen_slots_holds_no_further_request(temporary_apps):
-    url = temporary_apps("admit", "/admit", worker=ADMIT_WORKER, args=ADMIT_ARGS)
-    wait_for_replicas(url, 1)
+def test_a_replica_full_at_its_chosen_slots_holds_no_further_request(fake_url):
+    url = fake_url
     httpx.post(f"{url}/api/tts", json={"text": "warm up"}, timeout=120).raise_for_status()  # loads, sizes
     sizing = replica_report(time.monotonic())
     assert sizing["max_batch_size"] == CHOSEN and sizing["slot_sizing"]["slots"] == CHOSEN
 
     async def scenario() -> tuple[list[dict], int, list]:
-        # Two streamed sessions hold both rows: their text is not complete until they send Eos.
+        # CHOSEN streamed sessions hold every row: their text is not complete until they send Eos.
         sessions = [await websockets.connect(ws_url(url, format="PcmMessagePack")) for _ in range(CHOSEN)]
         for ws in sessions:
             assert msgpack.unpackb(await ws.recv()) == {"type": "Ready"}

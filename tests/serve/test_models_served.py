@@ -50,7 +50,8 @@ def test_both_models_replicas_share_one_gpu_and_each_serves_its_own_model(duo_ur
     assert first["cuda_visible_devices"] == second["cuda_visible_devices"] == str(first["gpu"])
     assert first["node_id"] == second["node_id"] and first["replica"] != second["replica"]
     actors = {info["Name"].rsplit("#", 1)[-1]: info for info in ray._private.state.actors().values()
-              if info["State"] == "ALIVE" and info["Name"].startswith("SERVE_REPLICA::duo#TTSWorker")}
+              if info["State"] == "ALIVE" and info["Name"].rsplit("#", 1)[0] in (
+                  "SERVE_REPLICA::duo#TTSWorker", "SERVE_REPLICA::duo#TTSWorker_second")}
     assert set(actors) == {first["replica"], second["replica"]}
     for report in (first, second):
         actor = actors[report["replica"]]

@@ -1,6 +1,6 @@
 """Clients that stop reading, through Serve's real HTTP proxy on real TCP sockets (an in-process
-client cannot show this: it never blocks a socket). The app runs the scripted fake engine, which
-makes audio far faster than real time, with a 1 s lead: its streamed rows are paced to the clock
+client cannot show this: it never blocks a socket). The app (the shared cluster's `fake_url`) runs the scripted
+fake engine, which makes audio far faster than real time, with a 1 s lead: its streamed rows are paced to the clock
 (deployments/engine/pacing.py), so the steps the worker takes are bounded by the wall time, and
 the stalled clients' rows end and free their slots while the clients still hold their sockets."""
 
@@ -10,25 +10,19 @@ import time
 
 import httpx
 import pytest
-from conftest import wait_for_replicas
+from conftest import FAKE_LEAD_S as LEAD_S
 from helpers.stalled_clients import close_all, stalled_post, stalled_websocket
 
-LEAD_S = 1.0
 FRAME_S = 0.08
 WORDS = 60  # the fake says a word in 2 frames: 9.6 s of audio, made at once if it were not paced
 TEXT = " ".join(["word"] * WORDS)
 SHORT = " ".join(["quick"] * 5)  # 0.8 s of audio: shorter than the lead
-PACED_WORKER = {"ray_actor_options": {"num_gpus": 0},
-                "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}}
+APP = "fake"
 
 
-@pytest.fixture(scope="module")
-def paced_url(serve_cluster):
-    url = serve_cluster.deploy("paced", "/paced", worker=PACED_WORKER, args={
-        "test_engine": "fake-tts", "stream_lead_s": LEAD_S, "stream_grace_s": 1.0})
-    wait_for_replicas(url, 1)
-    yield url
-    serve_cluster.remove("paced")
+@pytest.fixture
+def paced_url(fake_url):
+    return fake_url
 
 
 def replica(url: str) -> dict:
@@ -42,7 +36,7 @@ def worker_report() -> dict:
 
     from deployments.serve.registry import NAMESPACE, registry_name
 
-    registry = ray.get_actor(registry_name("paced"), namespace=NAMESPACE)
+    registry = ray.get_actor(registry_name(APP), namespace=NAMESPACE)
     return ray.get(registry.snapshot.remote(), timeout=30)[0]
 
 
@@ -51,7 +45,7 @@ def rss_mb(deployment: str) -> float:
     import ray
 
     pid = next(info["Pid"] for info in ray._private.state.actors().values()
-               if info.get("State") == "ALIVE" and info.get("ActorClassName") == f"ServeReplica:paced:{deployment}")
+               if info.get("State") == "ALIVE" and info.get("ActorClassName") == f"ServeReplica:{APP}:{deployment}")
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
 

@@ -121,7 +121,7 @@ def test_a_replica_never_admits_more_rows_than_auto_chose(auto_scheduler):
         assert ended.acquire(timeout=BOUND_S), "a request was never answered"
     assert scheduler.sizing.slots == scheduler.slots == 4 and engines[0].batch_size == 4
     assert max(busy_seen) == 4 and max(scheduler.busy_samples) == 4
-    # What the replica reports to the router is the count it chose, and at it the router ranks it full.
+    # What the replica reports to the router is the count it chose, and at it the router leaves it out.
     routing = {"max_batch_size": scheduler.slots, "active": 4, "queued": 3, "model": "ready"}
     roomy = {"max_batch_size": 8, "active": 4, "queued": 0, "model": "ready"}
 
@@ -130,11 +130,11 @@ def test_a_replica_never_admits_more_rows_than_auto_chose(auto_scheduler):
             self.replica_id, self.routing_stats = name, stats
 
     full, free = Replica("auto", routing), Replica("other", roomy)
-    assert rank_by_slots([full, free], lambda _: None) == [[free], [full]]
-    # One slot short of its count it takes requests again, before a replica that is full.
+    assert rank_by_slots([full, free], lambda _: 0) == [[free]]
+    # One slot short of its count it takes requests again; a replica that is full takes none.
     full.routing_stats = {**routing, "active": 3, "queued": 0}
     free.routing_stats = {**roomy, "active": 8}
-    assert rank_by_slots([full, free], lambda _: None) == [[full], [free]]
+    assert rank_by_slots([full, free], lambda _: 0) == [[full]]
 
 
 def test_a_configured_count_is_kept_and_auto_is_spelled_loosely():

@@ -90,7 +90,7 @@ def test_another_key_neither_sees_speaks_nor_deletes_it(client):
     assert theirs["id"] != voice["id"]
     assert [v["id"] for v in client.get("/api/voices?model=clone", headers=A).json()["uploaded"]] == [voice["id"]]
     # The owner is the key's hash, never the key.
-    stored = (client.app.state.ctx.voice_store.voices / f"{voice['id'][5:]}.json").read_text()
+    stored = (client.app.state.ctx.voice_store.store.voices / f"{voice['id'][5:]}.json").read_text()
     assert "key-a" not in stored and json.loads(stored)["owner"] == owner_of("key-a")
 
 
