@@ -3,21 +3,22 @@
 `deploy(config)` does what `serve run CONFIG` does (start Serve with the config's http_options,
 then deploy its applications through the controller), with adjustments for one machine: relative
 paths in `args` become absolute, `PORT` overrides the port, and on a local cluster each deployment's
-GPU and CPU reservations are fitted to what the cluster really has (no GPU: one CPU replica, with a
-loud warning; too few cores: smaller CPU reservations, said in one line; several worker deployments,
-one per model: the replicas they start with fit the GPUs together, see _share_gpus).
+GPU and CPU reservations are fitted to what the cluster really has (serve_app/fitting.py: no GPU:
+one CPU replica per model, with a loud warning; too few cores: smaller CPU reservations, said in one
+line; several worker deployments, one per model: the replicas they start with fit the GPUs together).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import threading
 import time
 from pathlib import Path
 
 import yaml
+
+from .fitting import fit_resources
 
 log = logging.getLogger(__name__)
 PATH_ARGS = ("model_path", "outputs_dir", "voice_store_dir")
@@ -78,133 +79,8 @@ def fit_to_cluster(config: dict, cluster: dict[str, float] | None, base: Path | 
         _absolute_paths(app.setdefault("args", {}), base or Path.cwd())
         deployments += app.get("deployments", [])
     if cluster is not None:
-        cpu_tier = [d for d in deployments if not d.get("ray_actor_options", {}).get("num_gpus")]
-        for deployment in deployments:
-            warnings += _fit_gpus(deployment, cluster.get("GPU", 0.0))
-        warnings += _share_gpus(deployments, cluster.get("GPU", 0.0))
-        _fit_cpu_tier(cpu_tier, deployments, cluster.get("CPU", 0.0))
-        warnings += _fit_cpus(deployments, cluster.get("CPU", 0.0))
+        warnings += fit_resources(deployments, cluster)
     return config, warnings
-
-
-def _fit_gpus(deployment: dict, cluster_gpus: float) -> list[str]:
-    """One replica per GPU (a replica asking for a fraction of one shares it with other models'
-    replicas, not with its own: still one per GPU); on a cluster without GPUs one replica on CPU."""
-    actor = deployment.get("ray_actor_options", {})
-    need = actor.get("num_gpus", 0)
-    if need <= 0:
-        return []
-    if cluster_gpus < need:
-        actor["num_gpus"] = 0
-        _set_max_replicas(deployment, 1)
-        return [f"NO GPU in this Ray cluster: running ONE {deployment['name']} replica on CPU instead of "
-                f"waiting for a GPU forever. The real model is far slower than real time on CPU."]
-    _set_max_replicas(deployment, int(cluster_gpus // max(need, 1.0)))
-    return []
-
-
-def _share_gpus(deployments: list[dict], cluster_gpus: float) -> list[str]:
-    """Several GPU deployments (a worker deployment per model) on one cluster's GPUs. The replicas
-    each starts with (min/initial_replicas, or num_replicas) must fit together, or the app would
-    never be RUNNING: they are given in config order (the default model's deployment first) and a
-    deployment left without room starts with fewer, at zero it is woken by its first request.
-    Each keeps max_replicas = the GPUs (models scale to zero on their own, so one may use them all
-    while the others sleep), and if together they may ask for more, the warning says so."""
-    gpu_deployments = [d for d in deployments if d.get("ray_actor_options", {}).get("num_gpus", 0) > 0]
-    if len(gpu_deployments) < 2:
-        return []
-    warnings, left = [], cluster_gpus
-    for deployment in gpu_deployments:
-        need = deployment["ray_actor_options"]["num_gpus"]
-        wanted = _start_replicas(deployment)
-        fits = min(wanted, int(left / need + 1e-9))
-        if fits < wanted:
-            _set_start_replicas(deployment, fits)
-            warnings.append(f"{deployment['name']} starts with {fits} replica(s) instead of {wanted}: the "
-                            f"deployments before it in the config hold the GPUs of this Ray cluster "
-                            f"({cluster_gpus:g}); a request for its model wakes one when a GPU is free.")
-        left -= fits * need
-    most = sum(d["ray_actor_options"]["num_gpus"] * _max_replicas(d) for d in gpu_deployments)
-    if most > cluster_gpus + 1e-9:
-        names = ", ".join(d["name"] for d in gpu_deployments)
-        warnings.append(f"{names} may ask for {most:g} GPUs together and this Ray cluster has {cluster_gpus:g}: "
-                        f"a replica that finds no GPU waits until another model's replicas scale down. Give "
-                        f"each a fraction (ray_actor_options.num_gpus: 0.5) to keep them on the GPUs at once.")
-    return warnings
-
-
-def _start_replicas(deployment: dict) -> int:
-    autoscaling = deployment.get("autoscaling_config")
-    if autoscaling:
-        start = autoscaling.get("initial_replicas")
-        return max(autoscaling.get("min_replicas") or 0, start if start is not None else 0)
-    replicas = deployment.get("num_replicas", 1)
-    return replicas if isinstance(replicas, int) else 1
-
-
-def _set_start_replicas(deployment: dict, count: int) -> None:
-    autoscaling = deployment.get("autoscaling_config")
-    if autoscaling:
-        for key in ("min_replicas", "initial_replicas"):
-            if autoscaling.get(key) is not None:
-                autoscaling[key] = min(autoscaling[key], count)
-    else:
-        deployment["num_replicas"] = count
-
-
-def _set_max_replicas(deployment: dict, count: int) -> None:
-    autoscaling = deployment.get("autoscaling_config")
-    if autoscaling:
-        autoscaling["max_replicas"] = count
-        for key in ("min_replicas", "initial_replicas"):
-            if autoscaling.get(key) is not None:
-                autoscaling[key] = min(autoscaling[key], count)
-    elif isinstance(deployment.get("num_replicas", 1), int):
-        deployment["num_replicas"] = min(deployment.get("num_replicas", 1), count)
-
-
-def _max_replicas(deployment: dict) -> int:
-    autoscaling = deployment.get("autoscaling_config")
-    if autoscaling:
-        return autoscaling.get("max_replicas", 1)
-    replicas = deployment.get("num_replicas", 1)
-    return replicas if isinstance(replicas, int) else 1
-
-
-def _fit_cpu_tier(cpu_tier: list[dict], deployments: list[dict], cluster_cpus: float) -> None:
-    """Caps the max_replicas of autoscaling deployments that need no GPU (the Ingress) to the CPUs
-    left on this cluster by every other deployment at its most replicas; at least one replica
-    (what does not fit then is shrunk by _fit_cpus). Said nowhere: on one machine, more ingress
-    replicas than cores only add processes."""
-    for deployment in cpu_tier:
-        cpus = deployment.get("ray_actor_options", {}).get("num_cpus", 1)
-        if not deployment.get("autoscaling_config") or not cpus:
-            continue
-        others = sum(d.get("ray_actor_options", {}).get("num_cpus", 1) * _max_replicas(d)
-                     for d in deployments if d is not deployment)
-        fits = max(1, int((cluster_cpus - others) // cpus))
-        if fits < _max_replicas(deployment):
-            _set_max_replicas(deployment, fits)
-
-
-def _fit_cpus(deployments: list[dict], cluster_cpus: float) -> list[str]:
-    """Scales every CPU reservation by one factor when all the replicas that may run at once
-    (max_replicas of each) would reserve more CPUs than the cluster has, e.g. production's 2 + 1
-    on a 2-core machine. Serve's controller and proxies reserve no CPU, so no room is kept for them.
-    A deployment without num_cpus counts Serve's default, 1."""
-    wanted = [d.get("ray_actor_options", {}).get("num_cpus", 1) for d in deployments]
-    total = sum(cpus * _max_replicas(d) for cpus, d in zip(wanted, deployments))
-    if total <= cluster_cpus:
-        return []
-    scale = cluster_cpus / total
-    changes = []
-    for old, deployment in zip(wanted, deployments):
-        # Rounded down (Ray counts CPUs in 1/10000ths): the sum stays within the cluster.
-        new = max(math.floor(old * scale * 100) / 100, 0.01) if old else 0
-        deployment.setdefault("ray_actor_options", {})["num_cpus"] = new
-        changes.append(f"{deployment['name']} {old:g} -> {new:g}")
-    return [f"This Ray cluster has {cluster_cpus:g} CPUs and the config reserves {total:g}: "
-            f"CPU reservations scaled to fit ({', '.join(changes)})."]
 
 
 def deploy(config: dict, wait_s: float = 300.0, stop: threading.Event | None = None) -> dict | None:

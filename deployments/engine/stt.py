@@ -116,11 +116,10 @@ class STTEngine(SlotEngine):
 
     def _build_slots(self, rows: int) -> None:
         import torch
-        from moshi.utils.compile import no_compile
 
         from .stt_slots import ListeningBatch
 
-        with torch.no_grad(), no_compile():
+        with torch.no_grad(), self._compile_setting():
             self.slots = ListeningBatch(self.mimi, self.lm, rows)
 
     def close_slots(self) -> None:
@@ -168,7 +167,10 @@ class STTEngine(SlotEngine):
         import torch
 
         frames = np.stack([self._next_frame(self._jobs[row]) for row in rows])
-        with torch.no_grad():
+        # Under the compile setting as the TTS step is: without it moshi's lazy torch.compile ran
+        # at a served replica's first step (minutes of inductor work on CPU; the test suite, which
+        # sets NO_TORCH_COMPILE before importing moshi, never saw it).
+        with torch.no_grad(), self._compile_setting():
             tokens, prs = self.slots.step(rows, torch.from_numpy(frames))
         self._count_step(rows)
         for index, (row, token) in enumerate(zip(rows, tokens)):

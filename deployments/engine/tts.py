@@ -15,7 +15,6 @@ moshi does in them is here.
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import logging
 import numbers
@@ -150,18 +149,6 @@ class TTSEngine(SlotEngine):
 
         with torch.no_grad(), self._compile_setting():
             self.slots = SlotBatch(self.tts, rows, self._on_text)
-
-    def _compile_setting(self):
-        """moshi compiles a few small functions with torch.compile unless told not to. On an H100
-        (full model, 64 slots) that saves ~6 ms a tick (31 -> 25 ms, real time is 80 ms) and costs
-        ~17 s at a new process's first warm-up (1.6 s without; 7.6 s with a warm inductor cache).
-        Off by default: a replica woken from zero answers sooner. `torch_compile: true` trades
-        that for throughput."""
-        if self.settings.torch_compile:
-            return contextlib.nullcontext()
-        from moshi.utils.compile import no_compile
-
-        return no_compile()
 
     def close_slots(self) -> None:
         if self.slots is not None:

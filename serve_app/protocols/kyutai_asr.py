@@ -11,7 +11,13 @@ Protocol (MessagePack maps tagged by `type`, as moshi-server speaks it):
   audio (the last words are flushed, then the server closes).
 - Server -> client: `Ready` once the stream holds a row; `Word {text, start_time}` once a word's
   text is complete, `EndWord {stop_time}` once its end is known; `Step {step_idx, prs,
-  buffered_pcm}` per model step of a model with voice-activity heads (`prs`: pause probabilities);
+  buffered_pcm}` per model step of a model with voice-activity heads (`prs`: pause probabilities;
+  `buffered_pcm`: samples received and not yet heard). `step_idx` counts THIS stream's steps (1, 2,
+  ...: x 80 ms = its audio heard so far, a silence prefix included), where moshi-server sends its
+  batch loop's global counter. Kyutai's clients use it as no more than an increasing number
+  (Unmute counts Steps as its clock, DSM's client skips them), which both are; a per-stream count
+  also tells a client how much of its own audio was heard, which a global one cannot (it jumps
+  by the steps other streams took while this one had no frame);
   `Marker {id}` once the audio sent before it has been heard, the model's delay included;
   `Error {message}` on any failure, then the server closes.
 """

@@ -7,8 +7,10 @@ waits in Serve's queue: after `free_row_wait_s` the session ends with `Error "no
 as moshi-server answers (it has no queue); a replica still starting or loading its model is waited
 for (the worker client's timeout). Audio and markers go to the row in order (an AudioStream, through
 the replica's inbox); the loop there is not clocked, so audio sent faster than real time is heard
-faster. A session ends after `idle_timeout_s` without a message, and at `max_session_s` of audio or
-of wall time; a client that goes away closes the stream, which frees its row at the next step.
+faster. A session ends after `idle_timeout_s` without a message while its row has nothing left to
+hear (a client may send a burst and wait: DSM's file client sends 35 s of silence at once, then
+waits for its Marker), and at `max_session_s` of audio or of wall time; a client that goes away
+closes the stream, which frees its row at the next step.
 """
 
 from __future__ import annotations
@@ -47,19 +49,28 @@ class AsrSession:
         self.free_row_wait_s, self.idle_timeout_s, self.max_session_s = free_row_wait_s, idle_timeout_s, max_session_s
         self.listening = asyncio.Event()
         self.samples = 0
+        self.last_event = 0.0  # loop time of the worker's last event: its row was still hearing then
 
     # ---- client -> worker ----------------------------------------------------------------------
     async def read_messages(self) -> None:
         """Sends the client's audio and markers on, in order; keeps reading after the end of the
-        audio (ignoring it) so that a client leaving is noticed at once."""
-        ended = False
+        audio (ignoring it) so that a client leaving is noticed at once. Idle: no message and no event
+        for `idle_timeout_s` (a row steps only while it holds the client's audio, and a model with
+        voice-activity heads sends a Step at each step)."""
+        loop = asyncio.get_running_loop()
+        ended, last_message = False, loop.time()
         while True:
+            quiet_until = max(last_message, self.last_event) + self.idle_timeout_s
             try:
-                message = await asyncio.wait_for(self.connection.receive(), self.idle_timeout_s)
+                message = await asyncio.wait_for(self.connection.receive(), max(0.0, quiet_until - loop.time()))
             except asyncio.TimeoutError:
                 if not self.listening.is_set() or ended:
+                    last_message = loop.time()
                     continue  # waiting for its row, or for the last words: not the client's silence
+                if loop.time() - self.last_event < self.idle_timeout_s:
+                    continue  # still hearing audio the client sent before
                 raise ProtocolError(f"no message for {self.idle_timeout_s:g} s") from None
+            last_message = loop.time()
             if ended:
                 continue
             if isinstance(message, Audio):
@@ -78,6 +89,7 @@ class AsrSession:
         """The worker's events as Kyutai's messages, until the stream is done."""
         async with contextlib.aclosing(self.stream.events()) as events:
             async for event in events:
+                self.last_event = asyncio.get_running_loop().time()
                 if isinstance(event, Listening):
                     self.listening.set()
                     await self.connection.send(kyutai_asr.ready())

@@ -85,9 +85,9 @@ def test_make_serve_comes_up_says_why_it_cannot_speak_and_stops_cleanly(tmp_path
         page = httpx.get(f"{url}/", timeout=30)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
 
-        # The worker replica reports "unloaded": the state in which /ready used to say ready
-        # after a failed load, until the replica's next report.
-        wait_for_replicas(url, 1)
+        # The worker replicas (one per model: TTS and STT, on CPU here) report "unloaded": the
+        # state in which /ready used to say ready after a failed load, until the replica's next report.
+        wait_for_replicas(url, 2)
         tts = httpx.post(f"{url}/api/tts", json={"text": "Hello."}, timeout=120)
         assert tts.status_code == 503, tts.text
         assert REPO_ID in tts.json()["error"]["message"] and tts.headers.get("retry-after")

@@ -16,6 +16,7 @@ from deployments.engine.tts import TTSEngine
 from deployments.protocol import SynthesisRequest
 from deployments.settings import DEFAULT_MODEL_REPO, DEFAULT_VOICE, DEFAULT_VOICE_REPO, EngineSettings
 from helpers.hub_fixtures import hf_home, hub  # noqa: F401 (fixtures)
+from helpers.hub_server import HubRepo, model_repo_files
 from serve_app import download_display
 from serve_app.launch import read_config
 from serve_app.prefetch import prefetch
@@ -23,6 +24,7 @@ from conftest import REPO
 
 PRODUCTION = read_config(REPO / "serve_config.yaml")
 TWO_MODELS = read_config(REPO / "configs" / "two_models_one_gpu.yaml")
+STT_REPO = "kyutai/stt-1b-en_fr-candle"  # serve_config.yaml's speech-to-text model
 
 
 def run(config: dict, **environ: str) -> tuple[list[str], str]:
@@ -31,18 +33,27 @@ def run(config: dict, **environ: str) -> tuple[list[str], str]:
     return warnings, out.getvalue()
 
 
-def test_prefetch_fills_the_cache_with_progress_once_and_an_offline_start_needs_nothing_more(hub, hf_home, monkeypatch):
+def test_prefetch_fills_the_cache_with_progress_once_and_an_offline_start_needs_nothing_more(
+        hub, hf_home, monkeypatch, tiny_stt_checkpoint):
+    from collections import Counter
+
     from huggingface_hub import constants
 
-    hub.rate_bps = 800_000  # ~2 s for the tiny model's 1.6 MB: several progress lines
+    # Production's speech-to-text model, its tiny copy under the real name (its test clips left out).
+    hub.repos[STT_REPO] = HubRepo({name: data for name, data in model_repo_files(tiny_stt_checkpoint).items()
+                                   if not name.startswith("clips/")})
+    hub.rate_bps = 1_600_000  # ~2 s for the tiny models' 3.2 MB: several progress lines
     monkeypatch.setattr(download_display, "LINE_EVERY_S", 0.3)
     warnings, out = run(PRODUCTION)
     assert warnings == []
     model_files = hub.repos[DEFAULT_MODEL_REPO].files
     voice = DEFAULT_VOICE + VOICE_SUFFIX
-    # Every file the replica reads, each byte served once; the default voice and no other.
-    assert hub.bytes_served == {**{name: len(data) for name, data in model_files.items()},
-                                voice: len(hub.repos[DEFAULT_VOICE_REPO].files[voice])}
+    # Every file the replicas read, each byte served once; the default voice and no other. (The
+    # hub counts by file name, and the two tiny checkpoints name their files alike.)
+    expected = Counter({name: len(data) for name, data in model_files.items()})
+    expected.update({name: len(data) for name, data in hub.repos[STT_REPO].files.items()})
+    assert hub.bytes_served == {**expected, voice: len(hub.repos[DEFAULT_VOICE_REPO].files[voice])}
+    assert f"Model 'stt' ({STT_REPO}) is in the Hugging Face cache.\n" in out
     lines = out.splitlines()
     weights = f"Downloading {DEFAULT_MODEL_REPO} ({len(model_files) - 1} files)"
     assert any(line.startswith(weights) for line in lines), out

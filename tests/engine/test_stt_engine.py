@@ -125,6 +125,25 @@ def test_alone_each_clip_gives_the_reference_tokens_and_words_by_kyutai_rule(eng
         engine.rule.heard = type(engine.rule).heard.__get__(engine.rule)
 
 
+def test_each_step_runs_with_moshis_lazy_compile_off(engine, clips, monkeypatch):
+    """A served replica imports moshi without NO_TORCH_COMPILE (this suite sets it), so only
+    moshi's no_compile(), active during the step, keeps torch.compile from starting at the first
+    step (seen by hand: a demo replica stuck in inductor for minutes on CPU, the socket silent)."""
+    from moshi.utils import compile as moshi_compile
+
+    compile_off, step = [], engine.slots.step
+
+    def watched(*args):
+        compile_off.append(moshi_compile._compile_disabled)
+        return step(*args)
+
+    monkeypatch.setattr(engine.slots, "step", watched)
+    client = Stream(engine, next(iter(clips.values()))[:FRAME_SAMPLES * 2])
+    assert engine.admit(client.job)
+    run(engine)
+    assert client.done and compile_off and all(compile_off)
+
+
 def test_in_a_busy_batch_rows_join_at_other_steps_and_wait_for_their_clients(engine, clips, reference):
     """Three streams: one whole from the start, one streamed in uneven pieces with pauses (its row
     frozen while it waits), one joining at step 5. Each gives the reference's tokens."""

@@ -17,17 +17,31 @@ CONFIGS = [REPO / "serve_config.yaml", REPO / "configs" / "demo.yaml"]
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_configs_are_valid_serve_configs_with_named_deployments(path):
+    from deployments.engine.models import ModelKind, model_kind
+    from deployments.protocol import worker_deployment
+
     schema = ServeDeploySchema(**read_config(path))
     (app,) = schema.applications
     assert app.import_path == "serve_app.app:build_app"
-    # The demo serves the cloning model beside the 1.6B-style one, each with its worker deployment.
-    clone = {"TTSWorker_clone"} if path.name == "demo.yaml" else set()
-    assert {d.name for d in app.deployments} == {"TTSWorker", "Ingress"} | clone
-    worker = next(d for d in app.deployments if d.name == "TTSWorker")
-    assert worker.ray_actor_options.num_gpus == (0.5 if clone else 1)  # the demo's two tiny models share a GPU
-    assert worker.autoscaling_config["min_replicas"] == 0
-    assert set(worker.user_config) == {"offload_after_s", "max_batch_size"}
-    load_settings(app.args, environ={})  # the args are valid application settings
+    settings = load_settings(app.args, environ={}, dotenv_path=None)  # valid application settings
+    # A worker deployment per model: the demo's 1.6B-style, cloning and speech-to-text tiny models;
+    # production's 1.6B and the STT release with voice-activity heads.
+    workers = {worker_deployment(name, settings.default_model_name): name for name in settings.model_names()}
+    assert {d.name for d in app.deployments} == {*workers, "Ingress"}
+    kinds = [model_kind(settings.engine_settings(name)) for name in settings.model_names()]
+    assert kinds.count(ModelKind.STT) == 1
+    if path.name == "serve_config.yaml":
+        assert settings.engine_settings("stt").model_repo == "kyutai/stt-1b-en_fr-candle"
+        assert settings.engine_settings("stt").model_path is None
+    else:
+        assert settings.engine_settings("stt").build_test_checkpoint == "tiny-stt"  # built on first use
+    for deployment in app.deployments:
+        if deployment.name in workers:
+            assert deployment.autoscaling_config["min_replicas"] == 0
+            assert set(deployment.user_config) == {"offload_after_s", "max_batch_size"}
+    gpus = [d.ray_actor_options.num_gpus for d in app.deployments if d.name in workers]
+    # Production: a GPU each; the demo's three tiny models share each GPU (fractions that fill one).
+    assert gpus == ([1, 1] if path.name == "serve_config.yaml" else [0.4, 0.4, 0.2])
 
 
 @pytest.mark.parametrize("path", CONFIGS + [REPO / "deploy" / "kuberay-rayservice.yaml"], ids=lambda p: p.name)
@@ -77,19 +91,29 @@ def _deployments(config: dict) -> dict[str, dict]:
     return {d["name"]: d for d in config["applications"][0]["deployments"]}
 
 
-def _reserved_cpus(config: dict) -> float:
-    """CPUs reserved when every deployment runs its most replicas."""
-    return sum(d["ray_actor_options"].get("num_cpus", 1)
-               * d.get("autoscaling_config", {}).get("max_replicas", d.get("num_replicas", 1))
-               for d in _deployments(config).values())
+def _reserved_cpus(config: dict, gpus: int = 0) -> float:
+    """CPUs reserved when every deployment runs its most replicas, the workers that ask for whole
+    GPUs only as many as `gpus` GPUs hold (those with the most CPUs first)."""
+    cpus, on_gpus = 0.0, []
+    for d in _deployments(config).values():
+        most = d.get("autoscaling_config", {}).get("max_replicas", d.get("num_replicas", 1))
+        each = d["ray_actor_options"].get("num_cpus", 1)
+        if d["ray_actor_options"].get("num_gpus"):
+            assert d["ray_actor_options"]["num_gpus"] == 1, "whole GPUs only in this count"
+            on_gpus += [each] * most
+        else:
+            cpus += each * most
+    return cpus + sum(sorted(on_gpus, reverse=True)[:gpus])
 
 
 def test_no_gpu_cluster_runs_one_cpu_replica_with_a_warning():
     config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 16.0})
-    worker = _deployments(config)["TTSWorker"]
-    assert worker["ray_actor_options"] == {"num_gpus": 0, "num_cpus": 2}  # 16 CPUs hold 2 + 1
-    assert worker["autoscaling_config"]["max_replicas"] == 1
-    assert len(warnings) == 1 and "NO GPU" in warnings[0]
+    for name in ("TTSWorker", "TTSWorker_stt"):
+        worker = _deployments(config)[name]
+        assert worker["ray_actor_options"] == {"num_gpus": 0, "num_cpus": 2}  # 16 CPUs hold 2 + 2 + 1
+        assert worker["autoscaling_config"]["max_replicas"] == 1
+    # One line for every model moved to CPU.
+    assert len(warnings) == 1 and "NO GPU" in warnings[0] and "TTSWorker, TTSWorker_stt" in warnings[0]
     ServeDeploySchema(**config)
 
 
@@ -97,7 +121,7 @@ def test_gpu_cluster_gets_one_replica_per_gpu_and_the_port_asked_for():
     config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 8.0, "GPU": 4.0},
                                       port="8999")
     worker = _deployments(config)["TTSWorker"]
-    assert worker["ray_actor_options"]["num_gpus"] == 0.5  # with TTSWorker_clone, half of each GPU
+    assert worker["ray_actor_options"]["num_gpus"] == 0.4  # with TTSWorker_clone and _stt, a share of each GPU
     assert worker["autoscaling_config"]["max_replicas"] == 4
     assert config["http_options"]["port"] == 8999 and not warnings
     assert Path(config["applications"][0]["args"]["model_path"]).is_absolute()
@@ -108,32 +132,46 @@ def test_gpu_cluster_gets_one_replica_per_gpu_and_the_port_asked_for():
 
 
 def test_production_config_fits_a_two_core_machine_without_gpu():
-    """`make serve` on 2 cores: 2 CPUs for the worker and 1 for the ingress never fit, and Serve
-    would wait forever. Every reservation shrinks by one factor, and one line says so."""
+    """`make serve` on 2 cores: 2 CPUs for each model's worker and 1 for the ingress never fit, and
+    Serve would wait forever. Every reservation shrinks by one factor, and one line says so."""
     original = read_config(REPO / "serve_config.yaml")
     config, warnings = fit_to_cluster(original, {"CPU": 2.0})
     deployments = _deployments(config)
     assert 0 < _reserved_cpus(config) <= 2
     cpus = {name: d["ray_actor_options"]["num_cpus"] for name, d in deployments.items()}
-    assert cpus["TTSWorker"] == pytest.approx(2 * cpus["Ingress"], abs=0.02)  # proportions kept
+    assert cpus["TTSWorker"] == cpus["TTSWorker_stt"] == pytest.approx(2 * cpus["Ingress"], abs=0.02)  # proportions kept
     assert deployments["Ingress"]["ray_actor_options"]["runtime_env"]  # the rest of the options stay
     (cpu_line,) = [w for w in warnings if "CPU" in w and "NO GPU" not in w]
-    assert "2 CPUs" in cpu_line and "TTSWorker 2 -> 1.33" in cpu_line and "Ingress 1 -> 0.66" in cpu_line
+    assert "2 CPUs" in cpu_line and "reserves 5" in cpu_line
+    assert "TTSWorker 2 -> 0.8" in cpu_line and "TTSWorker_stt 2 -> 0.8" in cpu_line and "Ingress 1 -> 0.4" in cpu_line
     assert _deployments(original)["TTSWorker"]["ray_actor_options"]["num_cpus"] == 2  # a copy was fitted
     ServeDeploySchema(**config)
 
 
 def test_every_replica_of_a_multi_gpu_node_fits_its_cpus():
-    # 8 GPUs but 16 cores: 8 workers x 2 CPUs + the ingress's 1 = 17 would leave one GPU idle.
+    # 8 GPUs but 16 cores: 8 worker replicas (TTS and STT together: a GPU each) x 2 CPUs + the
+    # ingress's 1 = 17 would leave one GPU idle. Not 8 x 2 x 2 + 1 = 33: the two models' replicas
+    # never hold more than the 8 GPUs at once, and shrinking for 33 would halve every reservation.
     config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 16.0, "GPU": 8.0})
-    worker = _deployments(config)["TTSWorker"]
-    assert worker["autoscaling_config"]["max_replicas"] == 8 and worker["ray_actor_options"]["num_gpus"] == 1
-    assert _reserved_cpus(config) <= 16 and len(warnings) == 1 and "16 CPUs" in warnings[0]
-    # The demo fits a 2-core machine as written: nothing to say.
+    for name in ("TTSWorker", "TTSWorker_stt"):
+        worker = _deployments(config)[name]
+        assert worker["autoscaling_config"]["max_replicas"] == 8 and worker["ray_actor_options"]["num_gpus"] == 1
+    assert _reserved_cpus(config, gpus=8) <= 16
+    shared, cpu_line = warnings
+    assert "may ask for 16 GPUs together" in shared
+    assert "16 CPUs" in cpu_line and "reserves 17" in cpu_line and "TTSWorker 2 -> 1.88" in cpu_line
+    # 4 GPUs and 16 cores: 4 worker replicas x 2 + 8 ingress replicas x 1 fit as written.
+    config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 16.0, "GPU": 4.0})
+    assert _deployments(config)["Ingress"]["autoscaling_config"]["max_replicas"] == 8
+    assert _deployments(config)["TTSWorker_stt"]["ray_actor_options"]["num_cpus"] == 2
+    assert _reserved_cpus(config, gpus=4) == 16 and not any("CPUs" in w for w in warnings)
+    # The demo fits a 2-core machine as written: only the one line that says the models run on CPU.
     config, warnings = fit_to_cluster(read_config(REPO / "configs" / "demo.yaml"), {"CPU": 2.0})
     assert _deployments(config)["TTSWorker"]["ray_actor_options"]["num_cpus"] == 0.5
+    assert _deployments(config)["TTSWorker_stt"]["ray_actor_options"]["num_cpus"] == 0.5
     assert _deployments(config)["Ingress"]["ray_actor_options"]["num_cpus"] == 0.25
-    assert len(warnings) == 2 and all("NO GPU" in warning for warning in warnings)  # one per model
+    (line,) = warnings
+    assert "NO GPU" in line and "TTSWorker, TTSWorker_clone, TTSWorker_stt" in line
 
 def test_ingress_replicas_are_capped_to_the_cores_left_on_a_local_cluster():
     original = _deployments(read_config(REPO / "serve_config.yaml"))["Ingress"]["autoscaling_config"]
@@ -141,11 +179,12 @@ def test_ingress_replicas_are_capped_to_the_cores_left_on_a_local_cluster():
     # 16 cores, no GPU: one CPU worker (2 CPUs) leaves 14 for 1-CPU ingress replicas: the config's 8 fit.
     config, _ = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 16.0})
     assert _deployments(config)["Ingress"]["autoscaling_config"]["max_replicas"] == original["max_replicas"]
-    # 6 cores, 2 GPUs: 2 workers x 2 CPUs leave 2.
+    # 6 cores, 2 GPUs: 2 worker replicas (of either model) x 2 CPUs leave 2.
     config, warnings = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 6.0, "GPU": 2.0})
     autoscaling = _deployments(config)["Ingress"]["autoscaling_config"]
-    assert autoscaling["max_replicas"] == 2 and autoscaling["min_replicas"] == 1 and not warnings
-    assert _reserved_cpus(config) <= 6
+    assert autoscaling["max_replicas"] == 2 and autoscaling["min_replicas"] == 1
+    assert [w for w in warnings if "CPU" in w] == []  # only the GPU-sharing line
+    assert _reserved_cpus(config, gpus=2) <= 6
     # 2 cores: one ingress replica at least, its reservation shrunk with the worker's.
     config, _ = fit_to_cluster(read_config(REPO / "serve_config.yaml"), {"CPU": 2.0})
     assert _deployments(config)["Ingress"]["autoscaling_config"]["max_replicas"] == 1
@@ -247,7 +286,8 @@ def test_two_worker_deployments_without_gpu_run_one_cpu_replica_each_within_the_
     workers = {name: d for name, d in _deployments(config).items() if name != "Ingress"}
     assert all(d["ray_actor_options"]["num_gpus"] == 0 and d["autoscaling_config"]["max_replicas"] == 1
                for d in workers.values())
-    assert sum("NO GPU" in w for w in warnings) == 2 and 0 < _reserved_cpus(config) <= 2
+    (line,) = [w for w in warnings if "NO GPU" in w]
+    assert "TTSWorker, TTSWorker_hd" in line and 0 < _reserved_cpus(config) <= 2
     ServeDeploySchema(**config)
 
 
@@ -261,3 +301,40 @@ def test_a_worker_admits_at_most_what_its_slots_can_be(path):
     if slots == "auto":
         slots = max(load_settings(app.args, environ={}).slot_candidates)
     assert worker.max_ongoing_requests == slots
+
+
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_the_demos_three_models_start_as_written_on_a_share_of_each_gpu(gpus):
+    config, warnings = fit_to_cluster(read_config(DEMO), {"CPU": 8.0, "GPU": float(gpus)})
+    replicas = {name: (d["autoscaling_config"]["initial_replicas"], d["autoscaling_config"]["max_replicas"])
+                for name, d in _deployments(config).items() if name != "Ingress"}
+    # 0.4 + 0.4 + 0.2 of each GPU: a replica of every model per GPU, the STT one warm from the start.
+    assert replicas == {"TTSWorker": (gpus, gpus), "TTSWorker_clone": (0, gpus), "TTSWorker_stt": (1, gpus)}
+    assert not warnings
+    ServeDeploySchema(**config)
+
+
+def test_starting_replicas_must_each_find_one_gpu_with_room_not_room_summed_over_gpus():
+    """2 GPUs, the TTS worker at 0.6 starting 2 replicas (one on each GPU, 0.4 left on each): an
+    STT replica at 0.5 finds 0.8 free in all but no GPU with 0.5, so Serve would wait for it
+    forever and the app would never be RUNNING. It starts at zero instead, and a line says so."""
+    config = read_config(DEMO)
+    deployments = _deployments(config)
+    deployments["TTSWorker"]["ray_actor_options"]["num_gpus"] = 0.6
+    deployments["TTSWorker_stt"]["ray_actor_options"]["num_gpus"] = 0.5
+    fitted, warnings = fit_to_cluster(config, {"CPU": 8.0, "GPU": 2.0})
+    starts = {name: d["autoscaling_config"].get("initial_replicas") for name, d in _deployments(fitted).items()}
+    assert (starts["TTSWorker"], starts["TTSWorker_stt"]) == (2, 0)
+    assert _deployments(fitted)["TTSWorker_stt"]["autoscaling_config"]["max_replicas"] == 2
+    start, together = warnings
+    assert start.startswith("TTSWorker_stt starts with 0 replica(s) instead of 1")
+    assert together.startswith("TTSWorker, TTSWorker_clone, TTSWorker_stt may ask for")
+    # At 0.4 it fits beside either TTS replica: it starts.
+    deployments["TTSWorker_stt"]["ray_actor_options"]["num_gpus"] = 0.4
+    fitted, warnings = fit_to_cluster(config, {"CPU": 8.0, "GPU": 2.0})
+    assert _deployments(fitted)["TTSWorker_stt"]["autoscaling_config"]["initial_replicas"] == 1
+    assert not any("starts with" in w for w in warnings)
+    ServeDeploySchema(**fitted)

@@ -156,7 +156,8 @@ def test_the_checks_of_the_rayservice_hold_for_any_number_of_worker_deployments(
     capacity = gpu_capacity(manifest)
     two = copy.deepcopy(manifest)
     two["spec"]["serveConfigV2"] = yaml.safe_dump(with_second_model(embedded_config(manifest), capacity))
-    assert [name for _, name, _ in worker_deployments(embedded_config(two))] == ["TTSWorker", "TTSWorker_hd"]
+    assert [name for _, name, _ in worker_deployments(embedded_config(two))] == ["TTSWorker", "TTSWorker_stt",
+                                                                                 "TTSWorker_hd"]
     assert drift(with_second_model(read_config(SERVE_CONFIG)), two) == []
     # The second deployment's bound is checked as the first's: one more than the GPUs is drift.
     two["spec"]["serveConfigV2"] = yaml.safe_dump(with_second_model(embedded_config(manifest), capacity + 1))

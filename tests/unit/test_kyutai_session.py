@@ -13,24 +13,9 @@ from deployments.protocol import FRAME_SAMPLES, AudioChunk, FailureKind, Synthes
 from serve_app.protocols.kyutai import Eos, OutputEncoder, SessionError, Text, Voice
 from serve_app.service.kyutai_session import KyutaiSession, failure
 from serve_app.service.worker_client import WorkerError
+from helpers.fake_connection import FakeConnection
 
 GUARD_S = 10  # against a hang only
-
-
-class FakeConnection:
-    """The client: `messages` arrive in order, then nothing (it stays connected)."""
-
-    def __init__(self, *messages):
-        self.incoming: asyncio.Queue = asyncio.Queue()
-        for message in messages:
-            self.incoming.put_nowait(message)
-        self.sent: list[dict] = []
-
-    async def receive(self):
-        return await self.incoming.get()
-
-    async def send(self, data: bytes) -> None:
-        self.sent.append(msgpack.unpackb(data))
 
 
 class FakeTextStream:

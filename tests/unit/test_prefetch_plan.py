@@ -15,23 +15,26 @@ from serve_app.launch import read_config
 from serve_app.prefetch import enabled, hub_models, prefetch
 
 REPO = Path(__file__).resolve().parents[2]
+STT_REPO = "kyutai/stt-1b-en_fr-candle"
 
 
 def test_the_hub_models_of_each_config_and_nothing_local():
-    [model] = hub_models(read_config(REPO / "serve_config.yaml"), {})
+    model, stt = hub_models(read_config(REPO / "serve_config.yaml"), {})
     assert (model.name, model.repo, model.voice_repo, model.default_voice) == (
         "default", DEFAULT_MODEL_REPO, DEFAULT_VOICE_REPO, DEFAULT_VOICE)
+    assert (stt.name, stt.repo) == ("stt", STT_REPO)  # production's speech-to-text model
     two = hub_models(read_config(REPO / "configs" / "two_models_one_gpu.yaml"), {})
     assert [(m.name, m.repo) for m in two] == [("main", DEFAULT_MODEL_REPO), ("hd", DEFAULT_MODEL_REPO)]
     # The demo's built test checkpoint, a local model (MODEL_PATH) and a fake engine: nothing.
     assert hub_models(read_config(REPO / "configs" / "demo.yaml"), {}) == []
-    assert hub_models(read_config(REPO / "serve_config.yaml"), {"MODEL_PATH": "/models/tts"}) == []
+    # MODEL_PATH replaces the TTS model only: the STT entry says model_path: null.
+    assert [m.name for m in hub_models(read_config(REPO / "serve_config.yaml"), {"MODEL_PATH": "/models/tts"})] == ["stt"]
     config = read_config(REPO / "serve_config.yaml")
     config["applications"][0]["args"]["models"] = {"real": {}, "fake": {"test_engine": "fake-tts"}}
     assert [m.name for m in hub_models(config, {})] == ["real"]
     # HF_REPO names another hub model, as the app reads it.
-    [model] = hub_models(read_config(REPO / "serve_config.yaml"), {"HF_REPO": "org/other"})
-    assert model.repo == "org/other"
+    model, stt = hub_models(read_config(REPO / "serve_config.yaml"), {"HF_REPO": "org/other"})
+    assert (model.repo, stt.repo) == ("org/other", STT_REPO)
 
 
 def test_args_the_app_would_refuse_are_one_line_and_no_prefetch():
