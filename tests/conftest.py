@@ -43,11 +43,20 @@ settings.load_profile("repo")
 COST_FOLDERS = ("unit", "engine", "serve", "browser", "cluster")
 
 
+# The order they run in: what needs no Ray cluster first, then the tests that start their own
+# clusters, then the ones on the shared test cluster (started by the first of them, kept to the
+# end). Every Serve replica of the shared cluster costs CPU while it idles (reports, metrics,
+# health checks), which in-process tests run beside it on a 2-core machine pay for.
+RUN_ORDER = ("unit", "engine", "cluster", "browser", "serve")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         folder = Path(str(item.fspath)).parent.name
         if folder in COST_FOLDERS:
             item.add_marker(folder)
+    items.sort(key=lambda item: RUN_ORDER.index(folder) if (folder := Path(str(item.fspath)).parent.name)
+               in RUN_ORDER else len(RUN_ORDER))  # stable: each folder keeps its own order
 
 
 @pytest.fixture(scope="session")

@@ -142,7 +142,7 @@ def test_mcp_clients_need_the_key(keyed_url):
         statuses = [e.response.status_code for e in error_chain(refused.value) if isinstance(e, httpx.HTTPStatusError)]
         assert statuses and set(statuses) == {401}, refused.value
     tools, voices = asyncio.run(asyncio.wait_for(tools_and_voices(BEARER), 120))
-    assert tools == {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu", "clone_voice"}
+    assert tools == {"text_to_speech", "list_voices", "get_gpu_status", "offload_gpu", "clone_voice", "speech_to_text"}
     assert not voices.isError and voices.structuredContent["voices"]
     # What the client was refused with: a plain HTTP 401 with the service's error body.
     assert_refused(call(keyed_url, "POST", "/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
