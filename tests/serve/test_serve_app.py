@@ -20,8 +20,8 @@ from ray import serve
 from test_mcp import mcp_session
 
 LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 6)
-# Two of its sentences: ~10 s of audio, well over a hundred ticks on any device.
-BUSY_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 2)
+# One of its sentences: ~9 s of audio on the tiny model, over a hundred ticks on any device.
+BUSY_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 
 # A one-replica app on the third logical GPU for the per-replica behaviours: batching, event loop,
 # idle offload, reconfigure, scale to zero.
@@ -463,7 +463,7 @@ def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(temporary_apps, b
         "ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 1, "max_queued_requests": 1,
         "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
     wait_for_replicas(url, 1)
-    text = " ".join(["Every request here asks for a few seconds of speech."] * 3)
+    text = "Every request here asks for a few seconds of speech."  # ~80 ticks: the six arrive meanwhile
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         responses = list(pool.map(lambda _: httpx.post(f"{url}/api/tts", json={"text": text}, timeout=300), range(6)))
     codes = sorted(r.status_code for r in responses)
