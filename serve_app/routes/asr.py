@@ -20,10 +20,9 @@ from deployments.protocol import FailureKind, TranscriptionRequest
 from ..context import IngressContext
 from ..errors import APIError, refuse_websocket
 from ..protocols import kyutai, kyutai_asr
-from ..security import cross_site
 from ..service.asr_session import AsrSession, failure
 from ..service.transcription import listening_model
-from .websocket import Connection
+from .websocket import Connection, cross_site_refusal, full_house
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -39,19 +38,17 @@ async def _end_with_error(websocket: WebSocket, kind: FailureKind, message: str)
 @router.websocket("/api/asr-streaming")
 async def asr_streaming(websocket: WebSocket) -> None:
     ctx: IngressContext = websocket.app.state.ctx
-    reason = cross_site.refusal(websocket.headers, ctx.settings.allowed_origins)
-    if reason is not None:
-        return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
+    if (refused := cross_site_refusal(websocket, ctx)) is not None:
+        return await refuse_websocket(websocket, refused)
     try:
         model = listening_model(ctx, websocket.query_params.get("model") or None)
     except APIError as exc:
         return await refuse_websocket(websocket, exc)
     await websocket.accept()
     settings = ctx.settings
+    if (full := full_house(websocket, ctx)) is not None:
+        return await _end_with_error(websocket, FailureKind.OVERLOADED, full)
     open_sessions = websocket.app.state.websocket_sessions
-    if len(open_sessions) >= settings.max_websocket_sessions:
-        return await _end_with_error(websocket, FailureKind.OVERLOADED,
-                                     f"this server holds {settings.max_websocket_sessions} sessions already; retry shortly")
     max_samples = settings.asr_max_samples_per_message
     connection = Connection(websocket, lambda frame: kyutai_asr.parse_frame(frame, max_samples))
     open_sessions.add(connection)

@@ -62,13 +62,27 @@ async def _end_with_error(connection: Connection, output: kyutai.OutputEncoder, 
         await connection.websocket.close(code=kyutai.close_code(kind), reason=kyutai.close_reason(message))
 
 
+def cross_site_refusal(websocket: WebSocket, ctx: IngressContext) -> APIError | None:
+    """The 403 for a handshake from another site's page (both Kyutai sockets), else None."""
+    reason = cross_site.refusal(websocket.headers, ctx.settings.allowed_origins)
+    return APIError(403, reason, code="cross_origin") if reason is not None else None
+
+
+def full_house(websocket: WebSocket, ctx: IngressContext) -> str | None:
+    """Why a new session is refused when this ingress replica holds `max_websocket_sessions` of
+    either socket already, else None."""
+    cap = ctx.settings.max_websocket_sessions
+    if len(websocket.app.state.websocket_sessions) >= cap:
+        return f"this server holds {cap} sessions already; retry shortly"
+    return None
+
+
 @router.websocket("/api/tts_streaming")
 async def tts_streaming(websocket: WebSocket) -> None:
     ctx: IngressContext = websocket.app.state.ctx
     # With api_keys set, a handshake without a valid key never gets here (serve_app/security/api_keys.py).
-    reason = cross_site.refusal(websocket.headers, ctx.settings.allowed_origins)
-    if reason is not None:
-        return await refuse_websocket(websocket, APIError(403, reason, code="cross_origin"))
+    if (refused := cross_site_refusal(websocket, ctx)) is not None:
+        return await refuse_websocket(websocket, refused)
     try:
         options = kyutai.parse_query(websocket.query_params)
         await ctx.fetch_voice(options.voice)
@@ -82,11 +96,9 @@ async def tts_streaming(websocket: WebSocket) -> None:
     max_text_chars = model.settings.max_text_chars
     connection = Connection(websocket, lambda frame: kyutai.parse_frame(frame, max_text_chars))
     output = kyutai.OutputEncoder(options.format)
+    if (full := full_house(websocket, ctx)) is not None:
+        return await _end_with_error(connection, output, FailureKind.OVERLOADED, full)
     open_sessions = websocket.app.state.websocket_sessions
-    if len(open_sessions) >= ctx.settings.max_websocket_sessions:
-        return await _end_with_error(connection, output, FailureKind.OVERLOADED,
-                                     f"this server holds {ctx.settings.max_websocket_sessions} sessions already; "
-                                     "retry shortly")
     open_sessions.add(connection)
     try:
         voice = None  # the default voice
