@@ -257,7 +257,8 @@ def _default_engine_factory(settings: EngineSettings, device: str) -> SlotEngine
         from .fakes import FAKE_ENGINES
 
         engine_class = FAKE_ENGINES[settings.test_engine]
-    elif settings.test_faults:
+    elif settings.test_faults and model_kind(settings) is ModelKind.TTS_EMBEDDING_VOICES:
+        # The staged hang is the 1.6B engine's only: another model of the same app keeps its own.
         from .faults import FaultyEngine as engine_class
     elif model_kind(settings) is ModelKind.TTS_AUDIO_PROMPT:
         from .clone import CloneEngine as engine_class

@@ -6,7 +6,9 @@ Shown: one TTSWorker replica per node, each reporting its Ray node id; /api/gpu/
 nodes; a saved output downloads through the service; the worker registry and the Ingress run on the
 head node, which no scale-down removes; losing the worker node under a busy request gives that
 client a clean 503 `worker_failed` while new requests are served by the head's replica; when a
-node comes back, Serve starts the second replica on it.
+node comes back, Serve starts the second replica on it. A voice uploaded through the ingress (head)
+is spoken by the cloning model's replica on the worker node, whose process cannot see the voice
+store's folder (tests/cluster/two_nodes_voice.py), and deleting it drops its prompt there.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def facts(tiny_checkpoint, tmp_path_factory) -> dict:
+def facts(tiny_checkpoint, tiny_clone_checkpoint, tmp_path_factory) -> dict:
     # Both nodes are on this host, so a temporary folder is "shared"; on a real cluster outputs_dir
     # must be a path every ingress node mounts (README, "Run on a cluster").
     outputs = tmp_path_factory.mktemp("two-node-outputs")
-    process = subprocess.Popen([sys.executable, str(SCRIPT), str(tiny_checkpoint), str(outputs)], cwd=REPO,
+    process = subprocess.Popen([sys.executable, str(SCRIPT), str(tiny_checkpoint), str(outputs),
+                                str(tiny_clone_checkpoint)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=TIMEOUT_S)
@@ -75,3 +78,31 @@ def test_losing_a_busy_node_fails_its_client_cleanly_and_the_head_serves_on(fact
 
 def test_serve_brings_the_replica_back_when_a_node_returns(facts):
     assert facts["replica_nodes_after"] == sorted([facts["head_node"], facts["returned_node"]])
+
+
+def test_a_voice_uploaded_on_the_head_speaks_on_the_worker_node(facts):
+    voice = facts["voice"]
+    assert voice["upload"]["status"] == 201, voice["upload"]
+    assert voice["upload"]["body"]["model"] == "clone"
+    # The store (its actor and its files) is the head's; the only cloning replica is the worker node's.
+    assert voice["store_actor_nodes"] == [facts["head_node"]]
+    assert voice["store_files"] == ["clips", "voices"]
+    assert voice["clone_node"] == facts["worker_node"] != facts["head_node"]
+    spoken = voice["spoken"]
+    assert spoken["status"] == 200 and spoken["node_id"] == facts["worker_node"] and spoken["bytes"] > 0
+
+
+def test_the_clip_reaches_the_worker_node_through_ray_not_the_disk(facts):
+    if not facts["hidden_store"]:
+        pytest.skip(f"this host cannot give the replica a mount namespace: {facts['hidden_store_why_not']}")
+    # This process sees the store's folder; the replica that spoke the voice never could.
+    assert facts["voice"]["store_seen_here"] is True
+    assert facts["voice"]["store_seen_by_clone"] is False
+
+
+def test_deleting_the_voice_drops_its_prompt_on_the_worker_node(facts):
+    voice = facts["voice"]
+    assert voice["deleted"] == {"id": voice["upload"]["body"]["id"], "deleted": True}
+    # The DELETE's broadcast, as the worker node's replica answered it: it held the prompt.
+    assert voice["clone_answers"] == ["dropped"]
+    assert voice["after_delete"] == {"status": 400, "code": "unknown_voice"}

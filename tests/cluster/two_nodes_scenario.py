@@ -1,13 +1,14 @@
 """The two-node scenario of tests/cluster/test_two_nodes.py, run in a process of its own (a pytest process
 holds the session's single-node Ray cluster, and one process joins one cluster).
 
-    python tests/cluster/two_nodes_scenario.py CHECKPOINT_DIR OUTPUTS_DIR
+    python tests/cluster/two_nodes_scenario.py CHECKPOINT_DIR OUTPUTS_DIR CLONE_CHECKPOINT_DIR
 
 Starts a local Ray cluster of two nodes on this host (Ray's own `ray.cluster_utils.Cluster`: a head
-and a worker node with one logical GPU each), deploys configs/demo.yaml with the tiny checkpoint,
+and a worker node with one logical GPU each), deploys configs/demo.yaml with the tiny checkpoints,
 does what a cluster operator would see (replicas per node, a saved file, where the registry and the
-ingress run, the loss of a GPU node under load and its return), and prints one JSON line of facts on
-stdout for the test to judge. Nothing is asserted here; every wait is bounded. The cluster is shut
+ingress run, a voice uploaded on the head spoken and deleted on the worker node (two_nodes_voice.py),
+the loss of a GPU node under load and its return), and prints one JSON line of facts on stdout for
+the test to judge. Nothing is asserted here; every wait is bounded. The cluster is shut
 down on every way out (SIGTERM included).
 """
 
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -32,6 +35,7 @@ from deployments.serve.registry import NAMESPACE, registry_name  # noqa: E402
 from serve_app.launch import deploy, read_config  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from helpers.demo_apps import one_model_app  # noqa: E402
+from two_nodes_voice import CLONE_NODE, add_cloning_model, hiding_python, uploaded_voice  # noqa: E402
 
 NODE = {"num_cpus": 2, "num_gpus": 1}
 WAIT_S = 90
@@ -49,8 +53,10 @@ def poll(what: str, check, timeout_s: float = WAIT_S, every_s: float = 0.25):
     raise TimeoutError(f"{what}: not within {timeout_s:g} s (last: {last!r})")
 
 
-def app_config(checkpoint: str, outputs: str, port: int) -> dict:
+def app_config(checkpoint: str, outputs: str, port: int, clone_checkpoint: str, head_disk: Path,
+               python: str | None) -> dict:
     config = read_config(REPO / "configs" / "demo.yaml")
+    demo_app = config["applications"][0]
     # One proxy: on one host, proxies of both nodes would want the same port.
     config.update(proxy_location="HeadOnly", http_options={**config["http_options"], "host": "127.0.0.1",
                                                            "port": port})
@@ -67,20 +73,26 @@ def app_config(checkpoint: str, outputs: str, port: int) -> dict:
             deployment.update(max_ongoing_requests=1, user_config={"offload_after_s": 300, "max_batch_size": 1},
                               autoscaling_config={**deployment["autoscaling_config"], "min_replicas": 2,
                                                   "initial_replicas": 2, "max_replicas": 2})
+    # The cloning model: one replica, on the first worker node only (its Python wrapped by
+    # `python`, which hides `head_disk`, the voice store's folder, from it).
+    add_cloning_model(app, demo_app, clone_checkpoint, head_disk, python)
     return config
 
 
 class Scenario:
-    def __init__(self, checkpoint: str, outputs: str):
-        self.checkpoint, self.outputs = checkpoint, outputs
+    def __init__(self, checkpoint: str, outputs: str, clone_checkpoint: str):
+        self.checkpoint, self.outputs, self.clone_checkpoint = checkpoint, outputs, clone_checkpoint
+        self.head_disk = Path(tempfile.mkdtemp(prefix="head-disk-"))  # the voice store's folder
         self.facts: dict = {}
         self.holds: list = []
         self.sockets = contextlib.ExitStack()
 
     # ---- helpers --------------------------------------------------------------------------
     def replicas(self) -> list[dict]:
+        """The 1.6B-style model's replicas (TTSWorker), as /api/gpu/status lists them."""
         response = httpx.get(f"{self.url}/api/gpu/status", timeout=30)
-        return response.json()["replicas"] if response.status_code == 200 else []
+        listed = response.json()["replicas"] if response.status_code == 200 else []
+        return [r for r in listed if r["deployment"] == "TTSWorker"]
 
     def replica_on(self, node_id: str) -> dict | None:
         return next((r for r in self.replicas() if r.get("node_id") == node_id), None)
@@ -142,13 +154,16 @@ class Scenario:
         # Connected while the head is the only node, so this driver attaches to the head's raylet
         # (Ray refuses to remove the node a driver is attached to).
         ray.init(address=cluster.address, namespace="serve", log_to_driver=False)
-        worker = cluster.add_node(**NODE)
+        worker = cluster.add_node(**NODE, resources={CLONE_NODE: 1})
         cluster.wait_for_nodes()
         facts.update(head_node=head_id, worker_node=worker.node_id,
                      driver_node=ray.get_runtime_context().get_node_id())
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        deploy(app_config(self.checkpoint, self.outputs, self.port), wait_s=180)
+        python, why_not = hiding_python(self.head_disk)
+        facts.update(hidden_store=python is not None, hidden_store_why_not=why_not)
+        deploy(app_config(self.checkpoint, self.outputs, self.port, self.clone_checkpoint, self.head_disk, python),
+               wait_s=180)
         replicas = poll("2 replicas reporting", lambda: (r := self.replicas()) and len(r) == 2 and r)
         status = httpx.get(f"{self.url}/api/gpu/status", timeout=30).json()
         facts.update(replica_nodes=sorted(r["node_id"] for r in replicas),
@@ -169,6 +184,11 @@ class Scenario:
         facts.update(registry_nodes=actors.get(registry_name("tts"), []),
                      ingress_nodes=actors.get("ServeReplica:tts:Ingress", []),
                      registry_namespace=NAMESPACE)
+
+        # 3b. A voice uploaded through the head's ingress, spoken and deleted on the worker node.
+        voice_started = time.monotonic()
+        facts["voice"] = uploaded_voice(self.url, self.head_disk, python is not None, poll)
+        facts["voice_s"] = round(time.monotonic() - voice_started, 1)
 
         # 4. A long request on the worker node's replica. Each replica has one slot: hold the
         # head's slot with a WebSocket session, so the hanging request can only go to the worker's.
@@ -226,7 +246,7 @@ def main() -> int:
     from ray.cluster_utils import Cluster
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below
-    scenario = Scenario(sys.argv[1], sys.argv[2])
+    scenario = Scenario(sys.argv[1], sys.argv[2], sys.argv[3])
     cluster = None
     try:
         # A lost node is declared dead after 3 missed 1 s health checks (Ray's default: 5 x 3 s).
@@ -247,6 +267,7 @@ def main() -> int:
         finally:
             if cluster is not None:
                 cluster.shutdown()
+            shutil.rmtree(scenario.head_disk, ignore_errors=True)
         print(json.dumps(scenario.facts), flush=True)
     return 0
 
