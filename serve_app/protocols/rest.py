@@ -255,6 +255,9 @@ class VoiceList(BaseModel):
                                           "`model`.")
     uploaded: list[UploadedVoice] = Field(default_factory=list, description="Your uploaded voices of this model "
                                           "(POST /api/voices); other keys' voices are never listed.")
+    uploads_allowed: bool = Field(True, description="Whether this service takes voice uploads (POST /api/voices): "
+                                                    "false when it has no API keys and does not allow anonymous "
+                                                    "uploads (an upload is then a 403 uploads_disabled).")
     attribution: str | None = Field(None, description="The model's licence attribution, where it asks for one.")
 
 

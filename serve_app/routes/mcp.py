@@ -185,7 +185,7 @@ def build_server(ctx: IngressContext) -> FastMCP:
         listing = await voice_listing(ctx, filter, model=model)
         return VoiceList(default=listing["default"], voices=listing["voices"], model=listing["model"],
                          models=listing["models"], uploaded=listing["uploaded"],
-                         attribution=listing.get("attribution"))
+                         uploads_allowed=listing["uploads_allowed"], attribution=listing.get("attribution"))
 
     @tool(server, title="Clone a voice", readOnlyHint=False, destructiveHint=False, idempotentHint=True)
     async def clone_voice(

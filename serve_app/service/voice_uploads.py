@@ -19,6 +19,7 @@ from .voice_store import NOT_FOUND, StoredVoice
 
 if TYPE_CHECKING:
     from ..context import IngressContext
+    from ..settings import AppSettings
     from .served_models import ServedModel
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,13 @@ MAX_NAME_CHARS = 100
 MAX_CONSENT_CHARS = 200
 
 
+def uploads_allowed(settings: AppSettings) -> bool:
+    """Whether this service takes voice uploads at all (the listing tells the page up front)."""
+    return bool(settings.api_keys) or settings.allow_anonymous_uploads
+
+
 def check_uploads_allowed(ctx: IngressContext) -> None:
-    if not ctx.settings.api_keys and not ctx.settings.allow_anonymous_uploads:
+    if not uploads_allowed(ctx.settings):
         raise APIError(403, "voice uploads are off: this service has no API keys (set api_keys, or "
                             "allow_anonymous_uploads to let anyone upload)", code=UPLOADS_OFF.code)
 

@@ -65,7 +65,8 @@ class ModelVoices:
 async def voice_listing(ctx: IngressContext, query: str | None = None, model: str | None = None) -> dict:
     """{default, voices: [{id, group, language, source}], model, models, uploaded, attribution,
     warning?} of a model (None: the default one), filtered by `query`; `models`: the name of
-    every model that speaks (has voices), the default one first; `uploaded`: the caller's own voices of that model; `attribution`:
+    every model that speaks (has voices), the default one first; `uploaded`: the caller's own voices of that model;
+    `uploads_allowed`: whether POST /api/voices can succeed here at all (the page says so up front); `attribution`:
     what the model's licence asks to be said where its voices are listed."""
     served = ctx.model_for(model)
     voices = served.voices
@@ -74,6 +75,7 @@ async def voice_listing(ctx: IngressContext, query: str | None = None, model: st
                    key=lambda name: name != ctx.settings.default_model_name)
     body = {"default": voices.default_voice, "voices": filter_voices(listed, query), "model": served.name,
             "models": names, "uploaded": await voice_uploads.listed(ctx, served.name),
+            "uploads_allowed": voice_uploads.uploads_allowed(ctx.settings),
             "attribution": served.spec.attribution}  # None where the licence asks for none
     if voices.catalog.repo_error:
         body["warning"] = voices.catalog.repo_error

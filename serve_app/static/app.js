@@ -35,7 +35,7 @@ const ownVoices = new OwnVoices({
   panel: $("my-voices"), record: $("record"), recordLabel: $("record-label"), recordTime: $("record-time"),
   file: $("clip-file"), preview: $("clip-preview"), clipName: $("clip-name"), name: $("clip-voice-name"),
   consent: $("consent"), upload: $("upload"), status: $("upload-status"), error: $("upload-error"),
-  list: $("my-voice-list"), empty: $("my-voice-empty"), attribution: $("attribution"),
+  list: $("my-voice-list"), empty: $("my-voice-empty"), attribution: $("attribution"), uploadsOff: $("uploads-off"),
 }, { onChange: (voice) => voiceChanged(voice) });
 const keyPrompt = new KeyPrompt({ form: $("key-form"), input: $("key-input"), error: $("key-error") });
 let lastResult = null;

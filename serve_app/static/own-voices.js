@@ -1,7 +1,9 @@
 // "Your own voice": a clip recorded from the microphone or chosen from the disk becomes a voice of
 // the service's cloning model (POST api/voices, multipart: file, name, consent, model); the
 // user's voices of that model are listed here with a delete button. The upload needs the consent
-// box ticked; the service's refusals are shown as it words them.
+// box ticked; the service's refusals are shown as it words them. A service that takes no uploads
+// (no API keys and no anonymous uploads: the listing's `uploads_allowed`) is said so up front, and
+// the recording and upload controls are off.
 
 import { ApiError, deleteJSON, getJSON, postForm } from "./api.js";
 import { element, showError } from "./dom.js";
@@ -22,6 +24,8 @@ export class OwnVoices {
     this.clip = null; // {blob, filename}: the recording or the chosen file
     this.voices = [];
     this.attribution = null;
+    this.uploadsAllowed = true;
+    this.uploadControls = [els.record, els.file, els.name, els.consent, els.upload];
     this.error = null; // {key, vars}: redrawn on a language change
     this.status = null;
     this.recordedS = null; // seconds recorded so far (null: the clip is not a recording)
@@ -51,10 +55,17 @@ export class OwnVoices {
       const listing = await getJSON(`api/voices?model=${encodeURIComponent(this.model)}`);
       this.voices = listing.uploaded ?? [];
       this.attribution = listing.attribution ?? null;
+      this.setUploadsAllowed(listing.uploads_allowed !== false);
     } catch (exc) {
       this.fail(exc);
     }
     this.render();
+  }
+
+  setUploadsAllowed(allowed) {
+    this.uploadsAllowed = allowed;
+    this.els.uploadsOff.hidden = allowed;
+    for (const control of this.uploadControls) control.disabled = !allowed;
   }
 
   async toggleRecording() {
@@ -104,7 +115,7 @@ export class OwnVoices {
     } catch (exc) {
       this.fail(exc);
     } finally {
-      this.els.upload.disabled = false;
+      this.els.upload.disabled = !this.uploadsAllowed;
       this.render();
     }
   }

@@ -82,3 +82,24 @@ def test_a_recorded_clip_becomes_a_voice_that_speaks_and_is_deleted(page, clone_
     listing = httpx.get(f"{clone_url}/api/voices", params={"model": "clone"}, timeout=30).json()
     assert listing["uploaded"] == []
     p.select_option("#lang", "en")
+
+
+def test_with_uploads_off_the_panel_says_so_before_any_upload(mic_browser, tmp_path):
+    """A service without API keys or anonymous uploads (the in-process app: its settings are this
+    test's, no Serve app deployed): the panel's notice is shown and nothing can be recorded or sent."""
+    from helpers.inprocess_app import build_app, cloning_models, served_over_http
+
+    app = build_app(tmp_path, models=cloning_models(tmp_path), default_model="first")
+    with served_over_http(app) as url:
+        page = Page(mic_browser, f"{url}/")
+        try:
+            p = page.page
+            p.wait_for_selector("#uploads-off:not([hidden])")
+            assert p.inner_text("#uploads-off").startswith("This service takes no uploads")
+            assert all(p.is_disabled(control) for control in ("#record", "#clip-file", "#consent", "#upload"))
+            p.select_option("#lang", "zh")
+            assert p.inner_text("#uploads-off").startswith("此服务不接受上传")
+            assert not [r for r in page.requests if r.method == "POST"]
+        finally:
+            page.close()
+        assert page.js_errors == [], "the page raised JavaScript errors"

@@ -17,6 +17,9 @@ tests/serve's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -148,6 +151,34 @@ def clip_folder(root: Path, clips: tuple[str, ...]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"RIFF")
     return root
+
+
+def cloning_models(root: Path) -> dict:
+    """A model table of two: `first` (1.6B-style, the fake engine) and `clone` (the 0.75B cloning
+    model's kind, one preset clip); with `default_model="first"`."""
+    return {"first": {}, "clone": {"model_repo": "kyutai/tts-0.75b-en-public", "n_q": 16,
+                                   "voice_dirs": [str(clip_folder(root / "clips", ("clips/reader.wav",)))]}}
+
+
+@contextlib.contextmanager
+def served_over_http(app, timeout_s: float = 30.0):
+    """`app` served by uvicorn on a free local port in a thread, for a real browser: its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))  # any free port
+    thread = threading.Thread(target=server.run, name="inprocess-http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
 
 
 def build_app(tmp_path: Path, **settings):

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from deployments.protocol import SAMPLE_RATE
 from helpers.clips import audio_file, tone
-from helpers.inprocess_app import build_app, clip_folder
+from helpers.inprocess_app import build_app, cloning_models
 from serve_app.service.voice_store import VoiceStore, owner_of
 
 KEYS = ["key-a", "key-b"]
@@ -27,13 +27,8 @@ B = {"Authorization": "Bearer key-b"}
 CLIP = audio_file(tone(4.0, rate=16000), rate=16000)  # 4 s of sound, any rate: resampled to 24 kHz
 
 
-def models(root):
-    return {"first": {}, "clone": {"model_repo": "kyutai/tts-0.75b-en-public", "n_q": 16,
-                                   "voice_dirs": [str(clip_folder(root / "clips", ("clips/reader.wav",)))]}}
-
-
 def make_client(root, **settings):
-    app = build_app(root, models=models(root), default_model="first", **settings)
+    app = build_app(root, models=cloning_models(root), default_model="first", **settings)
     return TestClient(app, base_url="http://localhost:8000")
 
 
@@ -46,6 +41,14 @@ def client(tmp_path):
 def upload(client, headers=A, data=CLIP, name="Reader", **fields):
     return client.post("/api/voices", headers=headers, files={"file": ("reader.wav", data, "audio/wav")},
                        data={"name": name, "consent": "the reader agreed in writing", **fields})
+
+
+def mcp_call(client, name, arguments, headers=A) -> dict:
+    """An MCP tool's result (`structuredContent`, `isError`, `content`)."""
+    answer = client.post("/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": name, "arguments": arguments}}, headers={"Accept": "application/json, text/event-stream", **headers})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["result"]
 
 
 def clone_requests(client):
@@ -124,12 +127,18 @@ def test_bad_clips_and_fields_are_refused_in_the_error_shape(client):
     assert client.get("/api/voices?model=clone", headers=A).json()["uploaded"] == []
 
 
-def test_uploads_are_off_without_keys_unless_allowed(tmp_path):
+def test_uploads_are_off_without_keys_unless_allowed(tmp_path, client):
+    # The listing says so up front (the page's panel reads it), as MCP's list_voices does.
     with make_client(tmp_path / "closed") as closed:
+        assert closed.get("/api/voices?model=clone").json()["uploads_allowed"] is False
+        listed = mcp_call(closed, "list_voices", {"model": "clone"}, headers={})["structuredContent"]
+        assert listed["uploads_allowed"] is False
         refused = upload(closed, headers={})
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "uploads_disabled"
     with make_client(tmp_path / "open", allow_anonymous_uploads=True) as open_:
+        assert open_.get("/api/voices?model=clone").json()["uploads_allowed"] is True
         assert upload(open_, headers={}).status_code == 201
+    assert client.get("/api/voices?model=clone", headers=A).json()["uploads_allowed"] is True  # API keys
 
 
 def test_voices_survive_a_restart_of_the_ingress(tmp_path):
@@ -181,10 +190,7 @@ def test_websocket_and_mcp_speak_with_it_and_mcp_clones(client):
     assert clone_requests(client)[-1].voice == voice["id"]
 
     def mcp(name, arguments, headers=A):
-        answer = client.post("/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": name, "arguments": arguments}}, headers={"Accept": "application/json, text/event-stream", **headers})
-        assert answer.status_code == 200, answer.text
-        return answer.json()["result"]
+        return mcp_call(client, name, arguments, headers)
 
     made = mcp("clone_voice", {"audio_base64": base64.b64encode(audio_file(tone(4.0, hz=550.0))).decode(),
                                "name": "Agent's", "consent": "recorded consent"})
