@@ -82,14 +82,16 @@ def test_serve_brings_the_replica_back_when_a_node_returns(facts):
 
 def test_a_voice_uploaded_on_the_head_speaks_on_the_worker_node(facts):
     voice = facts["voice"]
-    assert voice["upload"]["status"] == 201, voice["upload"]
-    assert voice["upload"]["body"]["model"] == "clone"
+    # Sent with the OpenAI SDK (client.audio.voices.create), a voice of the cloning model.
+    assert voice["listed"] == [[voice["voice_id"], "clone"]]
     # The store (its actor and its files) is the head's; the only cloning replica is the worker node's.
     assert voice["store_actor_nodes"] == [facts["head_node"]]
     assert voice["store_files"] == ["clips", "voices"]
     assert voice["clone_node"] == facts["worker_node"] != facts["head_node"]
-    spoken = voice["spoken"]
-    assert spoken["status"] == 200 and spoken["node_id"] == facts["worker_node"] and spoken["bytes"] > 0
+    for api, spoken in voice["spoken"].items():  # /api/tts and the OpenAI SDK's audio.speech
+        assert spoken["status"] == 200 and spoken["bytes"] > 0, (api, spoken)
+    assert voice["spoken"]["rest"]["node_id"] == facts["worker_node"]
+    assert voice["clone_admitted"] == 2  # both, by the worker node's replica
 
 
 def test_the_clip_reaches_the_worker_node_through_ray_not_the_disk(facts):
@@ -102,7 +104,7 @@ def test_the_clip_reaches_the_worker_node_through_ray_not_the_disk(facts):
 
 def test_deleting_the_voice_drops_its_prompt_on_the_worker_node(facts):
     voice = facts["voice"]
-    assert voice["deleted"] == {"id": voice["upload"]["body"]["id"], "deleted": True}
+    assert voice["deleted"] == {"id": voice["voice_id"], "deleted": True}  # the SDK's audio.voices.delete
     # The DELETE's broadcast, as the worker node's replica answered it: it held the prompt.
     assert voice["clone_answers"] == ["dropped"]
     assert voice["after_delete"] == {"status": 400, "code": "unknown_voice"}

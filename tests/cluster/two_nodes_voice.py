@@ -70,11 +70,11 @@ def add_cloning_model(app: dict, demo_app: dict, clone_checkpoint: str, head_dis
     app["deployments"].append(clone)
 
 
-def _clip_upload() -> dict:
-    from helpers.clips import audio_file, tone
+def _openai_sdk(url: str):
+    """The OpenAI Python SDK against the service (it has no API keys here: any key is let in)."""
+    import openai
 
-    return {"files": {"file": ("me.wav", audio_file(tone(4.0, rate=16000), rate=16000), "audio/wav")},
-            "data": {"name": "Me", "consent": "I am the speaker"}}
+    return openai.OpenAI(api_key="no-keys-here", base_url=f"{url}/v1", max_retries=0, timeout=120)
 
 
 def _broadcasts(registry, replica: str) -> list[str]:
@@ -91,10 +91,12 @@ def _broadcasts(registry, replica: str) -> list[str]:
 
 
 def uploaded_voice(url: str, head_disk: Path, hidden: bool, poll) -> dict:
-    """Upload -> the replica's view of the store -> speak -> delete -> the broadcast -> refused."""
+    """Upload (OpenAI SDK) -> the replica's view of the store -> speak (REST, OpenAI) -> delete
+    (OpenAI SDK) -> the broadcast -> refused."""
     import ray
 
     from deployments.serve.registry import get_registry
+    from helpers.clips import audio_file, tone
     from serve_app.service.shared_voices import store_actor_name
 
     facts: dict = {}
@@ -102,11 +104,13 @@ def uploaded_voice(url: str, head_disk: Path, hidden: bool, poll) -> dict:
     clone = poll("the cloning replica's report", lambda: next(
         (r for r in ray.get(registry.snapshot.remote()) if r.get("deployment") == CLONE_DEPLOYMENT), None))
     facts["clone_node"] = clone["node_id"]
-    created = httpx.post(f"{url}/api/voices", **_clip_upload(), timeout=60)
-    facts["upload"] = {"status": created.status_code, "body": created.json()}
-    if created.status_code != 201:
-        return facts
-    voice = created.json()["id"]
+    sdk = _openai_sdk(url)
+    clip = audio_file(tone(4.0, rate=16000), rate=16000)
+    voice = sdk.audio.voices.create(audio_sample=("me.wav", clip, "audio/wav"), consent="I am the speaker",
+                                    name="Me").id
+    listing = httpx.get(f"{url}/api/voices", params={"model": "clone"}, timeout=30).json()
+    facts["listed"] = [(v["id"], v["model"]) for v in listing["uploaded"]]
+    facts["voice_id"] = voice
     store = head_disk / STORE
     facts["store_files"] = sorted(str(p.relative_to(store).parent) for p in store.rglob("*") if p.is_file())
     facts["store_actor_nodes"] = [info["Address"]["NodeID"] for info in ray._private.state.actors().values()
@@ -115,12 +119,25 @@ def uploaded_voice(url: str, head_disk: Path, hidden: bool, poll) -> dict:
         facts["store_seen_by_clone"] = os.path.exists(f"/proc/{clone['pid']}/root{store}")
         facts["store_seen_here"] = store.is_dir()
 
-    spoken = httpx.post(f"{url}/api/tts", json={"text": "Hello there.", "voice": voice, "format": "pcm"},
-                        timeout=120)
-    facts["spoken"] = {"status": spoken.status_code, "node_id": spoken.headers.get("X-TTS-Node"),
-                       "bytes": len(spoken.content), "error": None if spoken.is_success else spoken.text[:500]}
-    deleted = httpx.delete(f"{url}/api/voices/{voice}", timeout=60)
-    facts["deleted"] = deleted.json()
+    def admissions() -> int:  # requests the cloning replica has taken into a row, as it last reported
+        return next(r for r in ray.get(registry.snapshot.remote()) if r["replica"] == clone["replica"])["admissions"]
+
+    before = admissions()
+    rest = httpx.post(f"{url}/api/tts", json={"text": "Hello there.", "voice": voice, "format": "pcm"}, timeout=120)
+    openai_speech = sdk.audio.speech.with_raw_response.create(model="tts-1", voice=voice, input="Good morning.",
+                                                              response_format="pcm")
+    facts["spoken"] = {
+        "rest": {"status": rest.status_code, "node_id": rest.headers.get("X-TTS-Node"), "bytes": len(rest.content),
+                 "error": None if rest.is_success else rest.text[:500]},
+        # A streamed answer (no X-TTS-Node): the replica's admissions below count it.
+        "openai": {"status": openai_speech.status_code, "bytes": len(openai_speech.content)}}
+    try:  # reports come every second: the last one may not count both yet
+        poll("the cloning replica counting both requests", lambda: admissions() - before >= 2, timeout_s=10)
+    except TimeoutError:
+        pass
+    facts["clone_admitted"] = admissions() - before
+    deleted = sdk.audio.voices.delete(voice)
+    facts["deleted"] = {"id": deleted.id, "deleted": deleted.deleted}
     # The DELETE waits for the replicas' answers to its broadcast (serve_app/service/voice_uploads.py).
     facts["clone_answers"] = _broadcasts(registry, clone["replica"])
     again = httpx.post(f"{url}/api/tts", json={"text": "Hi.", "voice": voice}, timeout=60)
