@@ -96,6 +96,24 @@ def test_audio_sent_in_pieces_is_heard_as_the_same_audio_sent_whole():
     assert streamed[-1].words == whole[-1].words and len(whole[-1].words) == 4  # frames 0, 3, 6, 9
 
 
+def test_staged_faults_are_the_1_6b_engines_only(monkeypatch):
+    """`test_faults` (an app-wide setting) makes the 1.6B model's engine the faulty one; an app's
+    cloning model keeps its own engine (it once got the 1.6B one, which refused uploaded voices)."""
+    import sys
+
+    class Built:
+        def __init__(self, settings, device):
+            self.settings = settings
+
+    # The engine modules the factory imports, stood in for (the real ones load torch and moshi).
+    for module, name in (("clone", "CloneEngine"), ("faults", "FaultyEngine")):
+        monkeypatch.setitem(sys.modules, f"deployments.engine.{module}",
+                            SimpleNamespace(**{name: type(name, (Built,), {})}))
+    clone = EngineSettings(model_repo="kyutai/tts-0.75b-en-public", test_faults=True)
+    assert type(_default_engine_factory(clone, "cpu")).__name__ == "CloneEngine"
+    assert type(_default_engine_factory(EngineSettings(test_faults=True), "cpu")).__name__ == "FaultyEngine"
+
+
 def test_test_engine_selects_a_fake_and_the_fakes_refuse_the_other_kind():
     literal, none = typing.get_args(EngineSettings.model_fields["test_engine"].annotation)
     assert set(typing.get_args(literal)) == set(FAKE_ENGINES) and none is type(None)
