@@ -77,6 +77,25 @@ def _openai_sdk(url: str):
     return openai.OpenAI(api_key="no-keys-here", base_url=f"{url}/v1", max_retries=0, timeout=120)
 
 
+def _websocket_speech(url: str, voice: str) -> dict:
+    """The voice spoken through Kyutai's WebSocket (its words go through the replica's inbox actor,
+    on the worker node too): the kinds of message received, and how many were Audio."""
+    import msgpack
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    kinds: list[str] = []
+    with connect(f"ws{url[len('http'):]}/api/tts_streaming?voice={voice}", open_timeout=30) as ws:
+        ws.send(msgpack.packb({"type": "Text", "text": "Hello there, my friend."}))
+        ws.send(msgpack.packb({"type": "Eos"}))
+        try:
+            while True:  # the server closes the session after its last audio
+                kinds.append(msgpack.unpackb(ws.recv(timeout=120))["type"])
+        except (ConnectionClosed, TimeoutError):
+            pass
+    return {"kinds": sorted(set(kinds)), "audio": kinds.count("Audio")}
+
+
 def _broadcasts(registry, replica: str) -> list[str]:
     """What `replica` answered to the registry's commands still kept (the scenario sends none of its
     own: these are the ingress's)."""
@@ -91,8 +110,8 @@ def _broadcasts(registry, replica: str) -> list[str]:
 
 
 def uploaded_voice(url: str, head_disk: Path, hidden: bool, poll) -> dict:
-    """Upload (OpenAI SDK) -> the replica's view of the store -> speak (REST, OpenAI) -> delete
-    (OpenAI SDK) -> the broadcast -> refused."""
+    """Upload (OpenAI SDK) -> the replica's view of the store -> speak (REST, OpenAI, WebSocket) ->
+    delete (OpenAI SDK) -> the broadcast -> refused."""
     import ray
 
     from deployments.serve.registry import get_registry
@@ -129,10 +148,11 @@ def uploaded_voice(url: str, head_disk: Path, hidden: bool, poll) -> dict:
     facts["spoken"] = {
         "rest": {"status": rest.status_code, "node_id": rest.headers.get("X-TTS-Node"), "bytes": len(rest.content),
                  "error": None if rest.is_success else rest.text[:500]},
-        # A streamed answer (no X-TTS-Node): the replica's admissions below count it.
-        "openai": {"status": openai_speech.status_code, "bytes": len(openai_speech.content)}}
-    try:  # reports come every second: the last one may not count both yet
-        poll("the cloning replica counting both requests", lambda: admissions() - before >= 2, timeout_s=10)
+        # Streamed answers (no X-TTS-Node): the replica's admissions below count them.
+        "openai": {"status": openai_speech.status_code, "bytes": len(openai_speech.content)},
+        "websocket": _websocket_speech(url, voice)}
+    try:  # reports come every second: the last one may not count the three yet
+        poll("the cloning replica counting the three requests", lambda: admissions() - before >= 3, timeout_s=10)
     except TimeoutError:
         pass
     facts["clone_admitted"] = admissions() - before
