@@ -80,8 +80,14 @@ def test_serve_brings_the_replica_back_when_a_node_returns(facts):
     assert facts["replica_nodes_after"] == sorted([facts["head_node"], facts["returned_node"]])
 
 
+def voice_facts(facts) -> dict:
+    voice = facts.get("voice", {"error": "the voice step did not end"})
+    assert "error" not in voice, voice["error"]
+    return voice
+
+
 def test_a_voice_uploaded_on_the_head_speaks_on_the_worker_node(facts):
-    voice = facts["voice"]
+    voice = voice_facts(facts)
     # Sent with the OpenAI SDK (client.audio.voices.create), a voice of the cloning model.
     assert voice["listed"] == [[voice["voice_id"], "clone"]]
     # The store (its actor and its files) is the head's; the only cloning replica is the worker node's.
@@ -100,12 +106,13 @@ def test_the_clip_reaches_the_worker_node_through_ray_not_the_disk(facts):
     if not facts["hidden_store"]:
         pytest.skip(f"this host cannot give the replica a mount namespace: {facts['hidden_store_why_not']}")
     # This process sees the store's folder; the replica that spoke the voice never could.
-    assert facts["voice"]["store_seen_here"] is True
-    assert facts["voice"]["store_seen_by_clone"] is False
+    voice = voice_facts(facts)
+    assert voice["store_seen_here"] is True
+    assert voice["store_seen_by_clone"] is False
 
 
 def test_deleting_the_voice_drops_its_prompt_on_the_worker_node(facts):
-    voice = facts["voice"]
+    voice = voice_facts(facts)
     assert voice["deleted"] == {"id": voice["voice_id"], "deleted": True}  # the SDK's audio.voices.delete
     # The DELETE's broadcast, as the worker node's replica answered it: it held the prompt.
     assert voice["clone_answers"] == ["dropped"]

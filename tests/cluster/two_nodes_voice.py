@@ -9,7 +9,7 @@ replica runs in a mount namespace of its own (Ray's `py_executable` runtime env 
 the store, and the voice still speaks there only if its prompt came through Ray. The scenario reads
 the replica's view of the path through /proc/<pid>/root (the path as that process resolves it).
 Where mount namespaces cannot be made (no privilege, no user namespaces), the replica runs
-unwrapped and the scenario says so (`hidden_store: null`); the other facts hold either way.
+unwrapped and the scenario says so (`hidden_store: false`, and why); the other facts hold either way.
 """
 
 from __future__ import annotations
