@@ -43,18 +43,30 @@ settings.load_profile("repo")
 COST_FOLDERS = ("unit", "engine", "serve", "browser", "cluster")
 
 
-# The order they run in: what needs no Ray cluster first, then the tests that start their own
-# clusters, then the ones on the shared test cluster (started by the first of them, kept to the
-# end). Every Serve replica of the shared cluster costs CPU while it idles (reports, metrics,
-# health checks), which in-process tests run beside it on a 2-core machine pay for.
+# The order they run in (in one process; under xdist, within each worker): what needs no Ray
+# cluster first, then the tests that start their own clusters, then the ones on the shared test
+# cluster (started by the first of them, kept to the end). Every Serve replica of the shared cluster
+# costs CPU while it idles (reports, metrics, health checks): ~0.6 of a core with all the session's
+# apps deployed, measured on this 2-core machine.
 RUN_ORDER = ("unit", "engine", "cluster", "browser", "serve")
 
 
+# `make test` runs two pytest-xdist workers (`--dist loadgroup`, pytest-xdist's own grouping): the
+# tests on the shared cluster (browser, serve) go to one worker, in RUN_ORDER (one cluster, started
+# once); every other module goes whole (its fixtures built once) to whichever worker is free: the
+# in-process tests (one torch thread each) and the tests that start clusters of their own (apart
+# from the shared one by design) run beside the shared cluster's tests instead of before them.
+SHARED_CLUSTER_FOLDERS = ("browser", "serve")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         folder = Path(str(item.fspath)).parent.name
         if folder in COST_FOLDERS:
             item.add_marker(folder)
+        group = "shared-cluster" if folder in SHARED_CLUSTER_FOLDERS else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: RUN_ORDER.index(folder) if (folder := Path(str(item.fspath)).parent.name)
                in RUN_ORDER else len(RUN_ORDER))  # stable: each folder keeps its own order
 
@@ -151,8 +163,10 @@ class ServeCluster:
         ~1 GB each for a worker, CPU reservations), and the shared cluster has room for a few."""
         from ray import serve
 
+        # Not waited for: its replicas' graceful shutdown (seconds each) overlaps the next test; a
+        # deploy sends the apps still wanted, so the deleted one is never brought back.
         if self.apps.pop(name, None) is not None:
-            serve.delete(name)
+            serve.delete(name, _blocking=False)
 
     def url(self, route_prefix: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{route_prefix.rstrip('/')}"
