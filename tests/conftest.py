@@ -51,24 +51,36 @@ COST_FOLDERS = ("unit", "engine", "serve", "browser", "cluster")
 RUN_ORDER = ("unit", "engine", "cluster", "browser", "serve")
 
 
-# `make test` runs two pytest-xdist workers (`--dist loadgroup`, pytest-xdist's own grouping): the
-# tests on the shared cluster (browser, serve) go to one worker, in RUN_ORDER (one cluster, started
-# once); every other module goes whole (its fixtures built once) to whichever worker is free: the
-# in-process tests (one torch thread each) and the tests that start clusters of their own (apart
-# from the shared one by design) run beside the shared cluster's tests instead of before them.
-SHARED_CLUSTER_FOLDERS = ("browser", "serve")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         folder = Path(str(item.fspath)).parent.name
         if folder in COST_FOLDERS:
             item.add_marker(folder)
-        group = "shared-cluster" if folder in SHARED_CLUSTER_FOLDERS else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: RUN_ORDER.index(folder) if (folder := Path(str(item.fspath)).parent.name)
                in RUN_ORDER else len(RUN_ORDER))  # stable: each folder keeps its own order
+
+
+# `make test` runs two pytest-xdist workers. The tests on the shared cluster (browser, serve) are one
+# unit of work, sent whole to one worker in RUN_ORDER (one cluster, started once); every other
+# module is a unit of its own (its fixtures built once) for whichever worker is free: the in-process
+# tests (one torch thread each) and the tests that start clusters of their own (apart from the
+# shared one by design) run beside the shared cluster's tests instead of before them.
+# (xdist's own `--dist loadgroup` cannot do it under pytest 9.2: it renames node ids through an
+# attribute that pytest no longer reads, so its groups are silently ignored.)
+SHARED_CLUSTER_FOLDERS = ("browser", "serve")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is not installed
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedClusterTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            folder = Path(module).parent.name
+            return "shared-cluster" if folder in SHARED_CLUSTER_FOLDERS else module
+
+    return SharedClusterTogether(config, log)
 
 
 @pytest.fixture(scope="session")
