@@ -41,7 +41,6 @@ browser:
 TEST_WORKERS ?= 2
 
 # pytest exits 5 when it collected no test: that counts as a failure.
-
 test: $(STAMP) checkpoint browser
 	@$(PY) -m pytest tests -n $(TEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no test was collected" >&2; exit 1; fi; exit $$rc
