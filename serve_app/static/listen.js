@@ -61,6 +61,7 @@ export class ListenPanel {
     this.els.words.replaceChildren();
     this.setError(null);
     this.setStatus(statusKey, vars);
+    this.render();
   }
 
   finish() {

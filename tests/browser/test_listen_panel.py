@@ -100,9 +100,13 @@ def test_the_microphone_streams_over_the_socket_and_its_words_appear(page, tiny_
     assert {len(f) for f in frames[:-1]} == {FRAME_SAMPLES} and 0 < len(frames[-1]) <= FRAME_SAMPLES
     sent = np.concatenate(frames)
     assert len(sent) >= HEARD_S * SAMPLE_RATE
-    # ... and it is the clip (looped by the fake device, resampled by the browser from 48 kHz).
-    middle = sent[len(sent) // 2 - SAMPLE_RATE // 4:len(sent) // 2 + SAMPLE_RATE // 4]
-    assert best_correlation(middle, clip(tiny_stt_checkpoint)) > 0.9
+    # ... and it is the clip, looped by the fake device, resampled by the browser from 48 kHz.
+    # Each 0.1 s of it is somewhere in the clip (the median: a loaded CPU may drop a few ms of the
+    # fake device's sound, and the browser's resampler is not sphn's).
+    tenth = SAMPLE_RATE // 10
+    original = clip(tiny_stt_checkpoint)
+    found = [best_correlation(sent[i:i + tenth], original) for i in range(0, len(sent) - tenth, tenth)]
+    assert np.median(found) > 0.95, found
 
     # What the page shows is what the service said on the socket.
     kinds = [m["type"] for m in log.received]
