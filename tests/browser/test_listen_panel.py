@@ -78,7 +78,8 @@ def best_correlation(heard: np.ndarray, original: np.ndarray) -> float:
     looped = np.tile(original, 2 + len(heard) // len(original))
     n = len(looped) + len(heard)
     dots = np.fft.irfft(np.fft.rfft(looped, n) * np.conj(np.fft.rfft(heard, n)), n)[:len(looped) - len(heard)]
-    energy = np.sqrt(np.convolve(looped ** 2, np.ones(len(heard)), "valid")[:len(dots)] * np.sum(heard ** 2))
+    running = np.concatenate([[0.0], np.cumsum(looped.astype(np.float64) ** 2)])
+    energy = np.sqrt((running[len(heard):] - running[:-len(heard)])[:len(dots)] * np.sum(heard ** 2))
     return float(np.max(dots / np.maximum(energy, 1e-9)))
 
 
