@@ -36,9 +36,13 @@ BROWSER_PACKAGES := chromium fonts-wqy-zenhei
 browser:
 	@dpkg -s $(BROWSER_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES) >/dev/null; }
 
+# Two pytest-xdist workers: the shared test cluster's tests in one, everything else beside them
+# (tests/conftest.py says how they are grouped).
+TEST_WORKERS ?= 2
+
 # pytest exits 5 when it collected no test: that counts as a failure.
 test: $(STAMP) checkpoint browser
-	@$(PY) -m pytest tests; rc=$$?; \
+	@$(PY) -m pytest tests -n $(TEST_WORKERS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no test was collected" >&2; exit 1; fi; exit $$rc
 
 clean:

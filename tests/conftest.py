@@ -43,10 +43,11 @@ settings.load_profile("repo")
 COST_FOLDERS = ("unit", "engine", "serve", "browser", "cluster")
 
 
-# The order they run in: what needs no Ray cluster first, then the tests that start their own
-# clusters, then the ones on the shared test cluster (started by the first of them, kept to the
-# end). Every Serve replica of the shared cluster costs CPU while it idles (reports, metrics,
-# health checks), which in-process tests run beside it on a 2-core machine pay for.
+# The order they run in (in one process; under xdist, within each worker): what needs no Ray
+# cluster first, then the tests that start their own clusters, then the ones on the shared test
+# cluster (started by the first of them, kept to the end). Every Serve replica of the shared cluster
+# costs CPU while it idles (reports, metrics, health checks): ~0.6 of a core with all the session's
+# apps deployed, measured on this 2-core machine.
 RUN_ORDER = ("unit", "engine", "cluster", "browser", "serve")
 
 
@@ -57,6 +58,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(folder)
     items.sort(key=lambda item: RUN_ORDER.index(folder) if (folder := Path(str(item.fspath)).parent.name)
                in RUN_ORDER else len(RUN_ORDER))  # stable: each folder keeps its own order
+
+
+# `make test` runs two pytest-xdist workers. The tests on the shared cluster (browser, serve) are one
+# unit of work, sent whole to one worker in RUN_ORDER (one cluster, started once); every other
+# module is a unit of its own (its fixtures built once) for whichever worker is free: the in-process
+# tests (one torch thread each) and the tests that start clusters of their own (apart from the
+# shared one by design) run beside the shared cluster's tests instead of before them.
+# (xdist's own `--dist loadgroup` cannot do it under pytest 9.2: it renames node ids through an
+# attribute that pytest no longer reads, so its groups are silently ignored.)
+SHARED_CLUSTER_FOLDERS = ("browser", "serve")
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is not installed
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedClusterTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            folder = Path(module).parent.name
+            return "shared-cluster" if folder in SHARED_CLUSTER_FOLDERS else module
+
+    return SharedClusterTogether(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -151,8 +175,10 @@ class ServeCluster:
         ~1 GB each for a worker, CPU reservations), and the shared cluster has room for a few."""
         from ray import serve
 
+        # Not waited for: its replicas' graceful shutdown (seconds each) overlaps the next test; a
+        # deploy sends the apps still wanted, so the deleted one is never brought back.
         if self.apps.pop(name, None) is not None:
-            serve.delete(name)
+            serve.delete(name, _blocking=False)
 
     def url(self, route_prefix: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{route_prefix.rstrip('/')}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from . import sizing
+from .heap import release_free_heap
 from .base import InvalidRequest, Job, SlotEngine
 from .hub import ModelUnavailableError
 from .model_manager import ModelManager
@@ -32,6 +33,9 @@ IDLE_WAIT_S = 0.05
 # After a generation failed (a bug, a device error): a pause, so that an error that repeats never
 # spins the thread.
 ERROR_PAUSE_S = 1.0
+# How long every row must have been idle before the heap that the rows' audio used is given back
+# to the kernel (heap.py): once per idle spell, never between the bursts of a busy replica.
+HEAP_TRIM_IDLE_S = 2.0
 
 
 @dataclass
@@ -71,6 +75,7 @@ class SlotScheduler:
         self.max_batch_size = max_batch_size
         self.sizing: sizing.SlotSizing | None = None
         self.underruns = 0  # streams whose playback ran dry, all engines so far
+        self.heap_trims = 0  # idle spells after which the freed heap was handed back (heap.py)
         self._cond = threading.Condition()
         self._submitted: collections.deque[Submission] = collections.deque()  # not yet prepared
         self._preparing = 0
@@ -222,12 +227,20 @@ class SlotScheduler:
         return bool(self._submitted or self._preparing or self._ready)
 
     def _run(self) -> None:
+        spoke = False  # the rows ran since the heap was last handed back
         while True:
+            if spoke and self._idle_for(HEAP_TRIM_IDLE_S):
+                release_free_heap()  # outside the lock: a request that comes meanwhile is not held up
+                self.heap_trims += 1
+                spoke = False
             with self._cond:
-                while not self._has_work() and not self._closed:
+                while not self._has_work() and not self._closed and not spoke:
                     self._cond.wait()
                 if self._closed:
                     return
+                if not self._has_work():
+                    continue  # back to the idle wait above
+            spoke = True
             try:
                 with self.manager.acquire() as engine:
                     self._serve_until_idle(engine)
@@ -237,6 +250,12 @@ class SlotScheduler:
             except Exception:  # a bug or a CUDA error: the rows were failed, the queue goes on
                 log.exception("generation failed")
                 time.sleep(ERROR_PAUSE_S)
+
+    def _idle_for(self, seconds: float) -> bool:
+        """Waits up to `seconds` for work; True: none came (nor a close)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._has_work() or self._closed, seconds)
+            return not self._has_work() and not self._closed
 
     def _count_underruns(self, count: int) -> None:
         self.underruns += count

@@ -44,9 +44,10 @@ export async function deleteJSON(path) {
   return parse(await send(path, { method: "DELETE" }));
 }
 
-/** A POST whose successful answer is read by the caller (a stream of audio, for instance). */
+/** A POST whose successful answer is read by the caller (a stream of audio, for instance); `body`:
+ * an object sent as JSON, or FormData sent as multipart. */
 export async function postForResponse(path, body) {
-  const response = await send(path, {
+  const response = await send(path, body instanceof FormData ? { method: "POST", body } : {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify(body),

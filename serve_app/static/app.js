@@ -5,6 +5,7 @@ import { showError } from "./dom.js";
 import { GpuPanel } from "./gpu.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { KeyPrompt } from "./key.js";
+import { ListenPanel, STT_KIND } from "./listen.js";
 import { OwnVoices } from "./own-voices.js";
 import { Player } from "./player.js";
 import { canStream, streamSpeech } from "./stream.js";
@@ -37,6 +38,11 @@ const ownVoices = new OwnVoices({
   consent: $("consent"), upload: $("upload"), status: $("upload-status"), error: $("upload-error"),
   list: $("my-voice-list"), empty: $("my-voice-empty"), attribution: $("attribution"), uploadsOff: $("uploads-off"),
 }, { onChange: (voice) => voiceChanged(voice) });
+const listen = new ListenPanel({
+  panel: $("listen"), model: $("listen-model"), mic: $("listen-mic"), micLabel: $("listen-mic-label"),
+  file: $("listen-file"), fileButton: $("listen-file-button"), status: $("listen-status"), pause: $("listen-pause"),
+  error: $("listen-error"), words: $("listen-words"), empty: $("listen-empty"),
+});
 const keyPrompt = new KeyPrompt({ form: $("key-form"), input: $("key-input"), error: $("key-error") });
 let lastResult = null;
 let lastTiming = null;
@@ -196,13 +202,14 @@ async function loadInfo() {
   ui.note.hidden = !info.test_model;
   ui.model.textContent = info.model;
   ui.version.textContent = info.version;
-  const speaking = (info.models ?? []).filter((m) => m.kind !== "stt");
+  const speaking = (info.models ?? []).filter((m) => m.kind !== STT_KIND);
   ui.modelPick.replaceChildren(...speaking.map((m) => new Option(m.name === m.id ? m.name : `${m.name} · ${m.id}`, m.name)));
   ui.modelPick.value = speaking.find((m) => m.default)?.name ?? "";
   ui.modelField.hidden = speaking.length < 2;
   fillCfg();
   updateCharCount();
   ownVoices.setModel(speaking.find((m) => m.kind === CLONING_KIND)?.name ?? null);
+  listen.setModels(info.models ?? []);
 }
 
 /** Loads the chosen model's voices into the picker, selecting `wanted` if it is among them. */
@@ -236,6 +243,7 @@ function start() {
     gpus.render();
     keyPrompt.render();
     ownVoices.render();
+    listen.render();
     updateCharCount();
     updateFormatHint();
     describeResult();

@@ -39,9 +39,7 @@ export async function streamSpeech(request, { onStart, onWord }) {
     } else if (event.type === "done") {
       done = event;
     } else if (event.type === "error") {
-      const error = event.error || {};
-      const status = ["model_unavailable", "overloaded"].includes(error.code) ? 503 : 500;
-      throw new ApiError(status, error.message || "the synthesis failed", { code: error.code, param: error.param });
+      throw eventError(event, "the synthesis failed");
     }
   }
   if (!done) throw new ApiError(500, "the audio stream ended before the synthesis finished");
@@ -49,8 +47,15 @@ export async function streamSpeech(request, { onStart, onWord }) {
   return { blob: new Blob(pieces, { type }), done };
 }
 
+/** The ApiError an `error` event reports (a failure after the answer had begun). */
+export function eventError(event, fallback) {
+  const error = event.error || {};
+  const status = ["model_unavailable", "overloaded"].includes(error.code) ? 503 : 500;
+  return new ApiError(status, error.message || fallback, { code: error.code, param: error.param });
+}
+
 /** The JSON `data:` payloads of a text/event-stream body, one object per event. */
-async function* serverSentEvents(body) {
+export async function* serverSentEvents(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let pending = "";
   for (;;) {

@@ -5,6 +5,7 @@ Kyutai's rule; pause probabilities from the voice-activity heads. Asserted in st
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from deployments.checkpoint import build_checkpoint
 from deployments.checkpoint_stt import STT_CLIPS
 from deployments.engine.models import ModelKind, model_kind
 from deployments.engine.stt import STTEngine
-from deployments.protocol import FRAME_SAMPLES, PauseHeard, TranscriptionDone, TranscriptionRequest, WordHeard
+from deployments.protocol import FRAME_SAMPLES, SAMPLE_RATE, PauseHeard, TranscriptionDone, TranscriptionRequest, WordHeard
 from deployments.settings import EngineSettings
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "helpers"))
@@ -209,3 +210,56 @@ def test_the_model_manager_builds_the_stt_engine_for_an_stt_checkpoint(stt_setti
     assert engine.batch_size == 0
     engine.ensure_slots(1)
     assert engine.batch_size == 1
+
+
+def test_not_clocked_a_clip_sent_at_once_is_heard_at_every_tick_with_the_clock_stopped(stt_settings, clips,
+                                                                                      monkeypatch):
+    """Kyutai's server steps a stream whenever its client has sent a frame, not on a real-time
+    clock: a client faster than real time is heard faster. Through the worker's own scheduler and
+    generation thread, with the engine's clock (its only one: pacing's) stopped at 0: the row of a
+    clip sent at once steps at every tick from its first step to its last, and the generation
+    thread never waits in between (a clocked loop would wait for its next 80 ms, or never step)."""
+    import threading
+
+    from deployments.engine import model_manager as model_manager_module
+    from deployments.engine.model_manager import ModelManager
+    from deployments.engine.scheduler import SlotScheduler, Submission
+
+    log: list[tuple] = []  # ("step", step, tick, buffered) of the stream; ("wait",) of the thread
+
+    class CountingCondition(threading.Condition):
+        def wait(self, timeout=None):
+            if threading.current_thread().name == "tts-generation":
+                log.append(("wait",))
+            return super().wait(timeout)
+
+    def factory(settings, device):
+        engine = STTEngine(settings, device)
+        engine.clock = lambda: 0.0  # the wall clock, stopped
+        return engine
+
+    monkeypatch.setattr(threading, "Condition", CountingCondition)  # the scheduler's, made next
+    monkeypatch.setattr(model_manager_module, "pick_device", lambda requested: requested)
+    manager = ModelManager(stt_settings, offload_after_s=None, engine_factory=factory)
+    scheduler = SlotScheduler(manager, max_batch_size=2)
+    monkeypatch.undo()
+    done = threading.Event()
+
+    def sink(event):
+        if isinstance(event, PauseHeard):
+            log.append(("step", event.step, scheduler.engine.ticks, event.buffered_samples))
+        done.set() if isinstance(event, TranscriptionDone) else None
+
+    pcm = next(iter(clips.values()))[:SAMPLE_RATE * 2]  # 2 s: 25 frames
+    try:
+        scheduler.submit(Submission(TranscriptionRequest(audio=pcm), sink))
+        assert done.wait(120), "the clip was never heard to its end"
+    finally:
+        scheduler.close()
+        manager.close()
+    steps = [entry for entry in log if entry[0] == "step"]
+    first, last = log.index(steps[0]), log.index(steps[-1])
+    assert [s[1] for s in steps] == list(range(1, len(steps) + 1))
+    assert len(steps) >= math.ceil(len(pcm) / FRAME_SAMPLES)  # every frame heard (and the flush)
+    assert [s[2] for s in steps] == list(range(steps[0][2], steps[0][2] + len(steps)))  # every tick
+    assert ("wait",) not in log[first:last + 1]

@@ -327,21 +327,30 @@ def test_unreachable_model_repo_gives_503_while_other_routes_work(broken_url):
     assert voices.status_code == 200 and "unreachable" in voices.json()["warning"]
 
 
-def test_ready_says_why_until_a_replica_has_loaded_the_model(temporary_apps, base_url, tiny_checkpoint, tmp_path):
+# One small app for two behaviours of a lone replica: its model arrives late (/ready says why until
+# a replica has loaded it), and it runs one request and queues one (the rest are refused at once).
+@pytest.fixture(scope="module")
+def tight(serve_cluster, base_url, tmp_path_factory):
+    checkpoint = tmp_path_factory.mktemp("late") / "arrives-later"
+    url = serve_cluster.deploy("tight", "/tight", args={"model_path": str(checkpoint)}, worker={
+        "ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 1, "max_queued_requests": 1,
+        "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
+    wait_for_replicas(url, 1)
+    yield url, checkpoint
+    serve_cluster.remove("tight")
+
+
+def test_ready_says_why_until_a_replica_has_loaded_the_model(tight, tiny_checkpoint):
     """The model cannot load (its checkpoint is not there yet): /ready is 503 with the reason from the
     first failed request on, retries included, and 200 once a replica has loaded it."""
-    checkpoint = tmp_path / "arrives-later"
-    url = temporary_apps("recovering", "/recovering", args={"model_path": str(checkpoint)},
-                         worker={"ray_actor_options": {"num_gpus": 0},
-                                 "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
-    wait_for_replicas(url, 1)
+    url, checkpoint = tight
     assert httpx.get(f"{url}/ready", timeout=30).status_code == 200  # nothing failed yet
     tts = httpx.post(f"{url}/api/tts", json={"text": "Not yet."}, timeout=120)
     message = tts.json()["error"]["message"]  # names the setting, not the server's path
-    assert tts.status_code == 503 and "model_path" in message and str(tmp_path) not in message
+    assert tts.status_code == 503 and "model_path" in message and str(checkpoint.parent) not in message
     ready = httpx.get(f"{url}/ready", timeout=30)
     assert ready.status_code == 503 and "model_path" in ready.json()["reason"]
-    assert str(tmp_path) not in ready.text
+    assert str(checkpoint.parent) not in ready.text
     shutil.copytree(tiny_checkpoint, checkpoint)
     assert httpx.get(f"{url}/ready", timeout=30).status_code == 503  # no replica has loaded it yet
     assert httpx.post(f"{url}/api/tts", json={"text": "Now it speaks."}, timeout=120).status_code == 200
@@ -349,6 +358,19 @@ def test_ready_says_why_until_a_replica_has_loaded_the_model(temporary_apps, bas
     assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["reason"] is None
 
 
+def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(tight, tiny_checkpoint):
+    url, checkpoint = tight
+    if not checkpoint.exists():  # run on its own
+        shutil.copytree(tiny_checkpoint, checkpoint)
+    text = "Every request here asks for a few seconds of speech."  # ~80 ticks: the six arrive meanwhile
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: httpx.post(f"{url}/api/tts", json={"text": text}, timeout=300), range(6)))
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) == {200, 503}, codes  # some served, the rest refused at once
+    for refused in (r for r in responses if r.status_code == 503):
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert refused.headers["retry-after"]
+    assert httpx.post(f"{url}/api/tts", json={"text": "After the rush."}, timeout=120).status_code == 200
 
 
 def test_ready_is_503_with_the_progress_while_a_first_start_downloads_the_model(temporary_apps, tiny_checkpoint,
@@ -456,22 +478,6 @@ def test_gpu_status_node_facts_are_cached_and_shared_by_concurrent_callers(base_
     # Six callers at once start at most one new read (none while the first one's facts are fresh).
     assert max(s["node_facts"]["reads"] for s in later) - first["node_facts"]["reads"] <= 1
     assert all(s["nodes"] for s in later)
-
-
-def test_full_queue_gets_503_with_retry_after_and_nobody_hangs(temporary_apps, base_url):
-    url = temporary_apps("tight", "/tight", worker={
-        "ray_actor_options": {"num_gpus": 0}, "max_ongoing_requests": 1, "max_queued_requests": 1,
-        "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
-    wait_for_replicas(url, 1)
-    text = "Every request here asks for a few seconds of speech."  # ~80 ticks: the six arrive meanwhile
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        responses = list(pool.map(lambda _: httpx.post(f"{url}/api/tts", json={"text": text}, timeout=300), range(6)))
-    codes = sorted(r.status_code for r in responses)
-    assert set(codes) == {200, 503}, codes  # some served, the rest refused at once
-    for refused in (r for r in responses if r.status_code == 503):
-        assert refused.json()["error"]["code"] == "overloaded"
-        assert refused.headers["retry-after"]
-    assert httpx.post(f"{url}/api/tts", json={"text": "After the rush."}, timeout=120).status_code == 200
 
 
 def test_another_sites_page_cannot_drive_the_service(client, base_url):

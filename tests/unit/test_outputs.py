@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from helpers.inprocess_app import build_app
+from helpers.leaks import INTERNALS
 from serve_app.errors import APIError, install_error_handlers
 from serve_app.service.outputs import OutputStore
 
@@ -171,3 +172,42 @@ def test_saved_outputs_stay_under_the_cap_and_the_newest_survive(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == before  # nothing deleted for it
         # The same text without saving is served as usual.
         assert http.post("/api/tts", json={"text": " ".join(["word"] * 60), "format": "pcm"}).status_code == 200
+
+
+# ---- an unexpected failure ----------------------------------------------------------------------
+# outputs_dir is a regular file: saving fails with an OSError naming the path, which no client sees.
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    blocker = tmp_path / "outputs"
+    blocker.write_text("not a folder")
+    # The server error is re-raised to the caller by default; a client sees only the response.
+    with TestClient(build_app(tmp_path, outputs_dir=str(blocker)), base_url="http://localhost:8000",
+                    raise_server_exceptions=False) as http:
+        yield http
+
+
+def test_an_unexpected_rest_failure_is_a_generic_json_500(unwritable):
+    failed = unwritable.post("/api/tts", json={"text": "Save me.", "save": True})
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "internal_error"
+    assert not INTERNALS.search(failed.text) and "outputs" not in failed.text, failed.text
+    # The same request without saving works: only the failing part failed.
+    assert unwritable.post("/api/tts", json={"text": "Save me."}).status_code == 200
+
+
+def test_an_unexpected_mcp_tool_failure_is_a_generic_tool_error(unwritable):
+    def call(arguments: dict) -> dict:
+        answer = unwritable.post("/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "text_to_speech", "arguments": {"text": "Save me.", **arguments}}},
+            headers={"Accept": "application/json, text/event-stream"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["result"]
+
+    failed = call({})
+    message = failed["content"][0]["text"]
+    assert failed["isError"] and "internal error" in message and not INTERNALS.search(message), message
+    assert "outputs" not in message and "FileExistsError" not in message
+    unsaved = call({"save": False})  # save=false needs no folder
+    assert not unsaved["isError"] and any(c["type"] == "audio" for c in unsaved["content"]), unsaved

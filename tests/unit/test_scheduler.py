@@ -167,3 +167,20 @@ def test_close_stops_the_generation_thread(scheduler):
     scheduler.close()
     scheduler._thread.join(BOUND_S)
     assert not scheduler.alive
+
+
+def test_the_heap_is_handed_back_once_per_idle_spell_never_while_a_row_speaks(scheduler, monkeypatch):
+    trims = []
+    monkeypatch.setattr(scheduler_module, "HEAP_TRIM_IDLE_S", 0.05)
+    monkeypatch.setattr(scheduler_module, "release_free_heap", lambda: trims.append(scheduler.active))
+    held = Request(scheduler, "", streamed=True)  # on a row, waiting for words: busy, not idle
+    on_a_row(held)
+    time.sleep(0.2)  # four idle spells' worth while the row is on
+    assert trims == []
+    held.finish_text("Done now.")
+    assert isinstance(held.end(), SynthesisDone)
+    wait_for(lambda: trims, "never trimmed once idle")
+    assert isinstance(Request(scheduler, "Once more.").end(), SynthesisDone)
+    wait_for(lambda: len(trims) == 2, "not trimmed after the second spell")
+    time.sleep(0.2)
+    assert trims == [0, 0] and scheduler.heap_trims == 2  # once per spell, with no row on
