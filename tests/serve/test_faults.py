@@ -25,8 +25,7 @@ from test_websocket import receive, receive_all, ws_url
 
 APP = "faults"
 BOUND_S = 180  # against a hung test only
-VICTIMS = 4  # requests on the killed replica's rows at once (its slots: FAULT_SLOTS)
-FAULT_SLOTS = 4
+VICTIMS = 4  # requests on the killed replica's rows at once: the app's slots, one row each
 INTERNALS = ("Actor", "actor_id", "Traceback", "ray.", "Error:")
 
 
@@ -36,7 +35,7 @@ def faults_url(serve_cluster, base_url) -> str:
         APP, "/faults",
         args={"test_faults": True, "generation_stall_s": 4, "worker_timeout_s": 60},
         worker={"ray_actor_options": {"num_gpus": 0}, "health_check_period_s": 1, "graceful_shutdown_timeout_s": 2,
-                "user_config": {"max_batch_size": FAULT_SLOTS},  # fixed: every victim on a row
+                "user_config": {"max_batch_size": VICTIMS},  # fixed (not auto): every victim on a row
                 "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
     serve_cluster.remove(APP)
 
