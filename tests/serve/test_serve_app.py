@@ -225,14 +225,7 @@ async def poll_every_status_surface(url: str, app: str, min_rounds: int = 3) -> 
     return samples
 
 
-# The last of the scale app's tests lets it reach zero sooner (a live update, no restart): the load
-# averaged over 1 s instead of the demo's 4, and zero wanted for 1 s instead of 4 before it is taken.
-QUICK_TO_ZERO = {"autoscaling_config": {**SCALE_WORKER["autoscaling_config"], "look_back_period_s": 1,
-                                        "downscale_to_zero_delay_s": 1}}
-
-
-def test_scale_to_zero_while_status_is_polled_then_cold_request(serve_cluster, scale_url):
-    serve_cluster.deploy("scale", "/scale", worker={**SCALE_WORKER, **QUICK_TO_ZERO})
+def test_scale_to_zero_while_status_is_polled_then_cold_request(scale_url):
     deadline = time.monotonic() + 120
     while True:  # polling status must not keep the deployment awake
         status = httpx.get(f"{scale_url}/api/gpu/status", timeout=30).json()
