@@ -10,7 +10,6 @@ bounds against a hung test, and every check is about what the client received.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import signal
 import time
@@ -26,6 +25,7 @@ from test_websocket import receive, receive_all, ws_url
 
 APP = "faults"
 BOUND_S = 180  # against a hung test only
+VICTIMS = 4  # requests on the killed replica's rows at once: the app's slots, one row each
 INTERNALS = ("Actor", "actor_id", "Traceback", "ray.", "Error:")
 
 
@@ -35,6 +35,7 @@ def faults_url(serve_cluster, base_url) -> str:
         APP, "/faults",
         args={"test_faults": True, "generation_stall_s": 4, "worker_timeout_s": 60},
         worker={"ray_actor_options": {"num_gpus": 0}, "health_check_period_s": 1, "graceful_shutdown_timeout_s": 2,
+                "user_config": {"max_batch_size": VICTIMS},  # fixed (not auto): every victim on a row
                 "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1}})
     serve_cluster.remove(APP)
 
@@ -76,74 +77,77 @@ def assert_clean(error: dict, code: str) -> None:
     assert not any(marker in error["message"] for marker in INTERNALS), error
 
 
-def test_a_killed_worker_ends_an_sse_stream_with_an_error_event(faults_url):
-    before = live_replica()
-    sent = time.monotonic()
-    with httpx.stream("POST", f"{faults_url}/api/tts", timeout=BOUND_S,
-                      json={"text": LONG_TEXT, "stream": True, "timestamps": True, "format": "pcm"}) as response:
+async def sse_victim(url: str, audio_started: asyncio.Event) -> list[dict]:
+    """An SSE stream (with timestamps) that has received audio when the worker dies: its events."""
+    async with httpx.AsyncClient(timeout=BOUND_S) as http, http.stream(
+            "POST", f"{url}/api/tts", json={"text": LONG_TEXT, "stream": True, "timestamps": True,
+                                            "format": "pcm"}) as response:
         assert response.status_code == 200
-        lines = response.iter_lines()
         events = []
-        for line in lines:
+        async for line in response.aiter_lines():  # the body ends cleanly: no protocol error
             events.extend(sse_events([line]))
             if events and events[-1]["type"] == "audio":
-                break
-        kill_replica(live_replica(min_active=1, since=sent))
-        events.extend(sse_events(lines))  # the body ends cleanly: no protocol error
-    assert events[-1]["type"] == "error" and "done" not in [e["type"] for e in events]
-    assert_clean(events[-1]["error"], "worker_failed")
-    assert served_again(faults_url) != before["replica"]
+                audio_started.set()
+        return events
 
 
-def test_a_killed_worker_gives_a_non_streamed_request_a_json_503(faults_url):
-    served_again(faults_url)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        sent = time.monotonic()
-        pending = pool.submit(httpx.post, f"{faults_url}/api/tts", json={"text": LONG_TEXT}, timeout=BOUND_S)
-        kill_replica(live_replica(min_active=1, since=sent))
-        response = pending.result()
-    assert response.status_code == 503 and response.headers["content-type"] == "application/json"
-    assert response.headers["retry-after"]
-    assert_clean(response.json()["error"], "worker_failed")
-    served_again(faults_url)
+async def websocket_victim(url: str, audio_started: asyncio.Event) -> tuple[list[dict], int]:
+    """A Kyutai WebSocket session that has received audio when the worker dies: its messages and
+    close code."""
+    async with websockets.connect(ws_url(url)) as ws:
+        assert (await receive(ws))["type"] == "Ready"
+        await ws.send(msgpack.packb({"type": "Text", "text": LONG_TEXT}))
+        while (await receive(ws))["type"] != "Audio":
+            pass
+        audio_started.set()
+        messages = await receive_all(ws, closed_by=websockets.ConnectionClosed)
+        return [msgpack.unpackb(m) for m in messages], ws.close_code
 
 
-def test_a_killed_worker_ends_a_websocket_with_an_error_message(faults_url):
-    served_again(faults_url)
+async def mcp_victim(url: str) -> str:
+    """An MCP tool call running when the worker dies: its error text."""
+    async with mcp_session(f"{url}/mcp") as session:
+        return error_text(await session.call_tool("text_to_speech", {"text": LONG_TEXT}))
+
+
+def test_a_killed_worker_fails_each_protocol_in_its_own_terms(faults_url):
+    """One replica killed under four requests at once, each on a row of it (the replica reports
+    VICTIMS rows speaking; the streams have received audio): an SSE stream ends with an error
+    event, a WebSocket with an Error message and 1013, a plain request gets a JSON 503 with
+    Retry-After, an MCP call a tool error; none says more than "retry". One restart for all four."""
+    before = live_replica()
 
     async def scenario():
-        async with websockets.connect(ws_url(faults_url)) as ws:
-            sent = time.monotonic()
-            assert (await receive(ws))["type"] == "Ready"
-            await ws.send(msgpack.packb({"type": "Text", "text": LONG_TEXT}))
-            while (await receive(ws))["type"] != "Audio":
-                pass
-            await asyncio.to_thread(lambda: kill_replica(live_replica(min_active=1, since=sent)))
-            messages = await receive_all(ws, closed_by=websockets.ConnectionClosed)
-            return [msgpack.unpackb(m) for m in messages], ws.close_code
+        sse_audio, ws_audio = asyncio.Event(), asyncio.Event()
+        sent = time.monotonic()
+        async with httpx.AsyncClient(timeout=BOUND_S) as http:
+            victims = (asyncio.create_task(sse_victim(faults_url, sse_audio)),
+                       asyncio.create_task(websocket_victim(faults_url, ws_audio)),
+                       asyncio.create_task(http.post(f"{faults_url}/api/tts", json={"text": LONG_TEXT})),
+                       asyncio.create_task(mcp_victim(faults_url)))
+            streaming = asyncio.gather(sse_audio.wait(), ws_audio.wait())
+            done, _ = await asyncio.wait({streaming, *victims}, timeout=BOUND_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            assert streaming in done, [task.result() for task in done]  # a victim's own failure, if any
+            await asyncio.to_thread(lambda: kill_replica(live_replica(min_active=VICTIMS, since=sent)))
+            return await asyncio.gather(*victims)
 
-    messages, close_code = asyncio.run(scenario())
+    events, (messages, close_code), response, mcp_error = asyncio.run(scenario())
+    # SSE: the stream ends with one error event, never "done".
+    assert events[-1]["type"] == "error" and "done" not in [e["type"] for e in events]
+    assert_clean(events[-1]["error"], "worker_failed")
+    # WebSocket: exactly one Error, the last message, then "try again later".
     errors = [m for m in messages if m["type"] == "Error"]
     assert len(errors) == 1 and messages[-1] is errors[0]
     assert "retry" in errors[0]["message"] and not any(m in errors[0]["message"] for m in INTERNALS)
-    assert close_code == 1013  # try again later
-    served_again(faults_url)
-
-
-def test_a_killed_worker_is_an_mcp_tool_error_without_internals(faults_url):
-    served_again(faults_url)
-
-    async def scenario():
-        async with mcp_session(f"{faults_url}/mcp") as session:
-            sent = time.monotonic()
-            call = asyncio.create_task(session.call_tool("text_to_speech", {"text": LONG_TEXT}))
-            await asyncio.to_thread(lambda: kill_replica(live_replica(min_active=1, since=sent)))
-            failed = await call
-            return failed
-
-    message = error_text(asyncio.run(scenario()))
-    assert "retry" in message and not any(marker in message for marker in INTERNALS)
-    served_again(faults_url)
+    assert close_code == 1013
+    # Plain request: a JSON 503 that says when to retry.
+    assert response.status_code == 503 and response.headers["content-type"] == "application/json"
+    assert response.headers["retry-after"]
+    assert_clean(response.json()["error"], "worker_failed")
+    # MCP: a tool error without internals.
+    assert "retry" in mcp_error and not any(marker in mcp_error for marker in INTERNALS)
+    assert served_again(faults_url) != before["replica"]
 
 
 def test_a_hung_generation_thread_fails_health_checks_and_is_replaced(faults_url):
