@@ -8,6 +8,8 @@ works; downloads run one after the other, so one is shown at a time.
 
 from __future__ import annotations
 
+import collections
+import sys
 import threading
 import time
 from typing import TextIO
@@ -29,6 +31,10 @@ class DownloadDisplay:
         self._line_every_s = LINE_EVERY_S if line_every_s is None else line_every_s
         self._poll_s = POLL_S if poll_s is None else poll_s
         self._shown: DownloadProgress | None = None
+        # Every download is shown, one after the other: those begun and not shown yet wait here
+        # (one that began and ended between two looks gets its first and last lines).
+        self._seen, _ = downloads.history(after=sys.maxsize)
+        self._unshown: collections.deque[DownloadProgress] = collections.deque(downloads.running())
         self._bar = None
         self._last_line = 0.0
         self._lock = threading.Lock()  # the drawing thread and sync()
@@ -61,11 +67,16 @@ class DownloadDisplay:
             self._draw()
 
     def _draw(self) -> None:
+        # The history before the running list: a download that begins in between is seen next time.
+        self._seen, begun = self._downloads.history(after=self._seen)
+        self._unshown.extend(begun)
         running = self._downloads.running()
         if self._shown is not None and self._shown not in running:
             self._end()
-        if self._shown is None and running:
-            self._begin(running[0])
+        while self._shown is None and self._unshown:
+            self._begin(self._unshown.popleft())
+            if self._shown not in running:  # over already
+                self._end()
         if self._shown is not None:
             self._update()
 

@@ -102,17 +102,25 @@ class DownloadProgress:
                     "eta_s": round(eta, 1) if eta is not None else None}
 
 
+# Downloads kept after they end, for a display that looks now and then (history()).
+HISTORY_KEPT = 32
+
+
 class Downloads:
     """The downloads running in this process: the model's, and voices fetched on demand."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._running: list[DownloadProgress] = []
+        self._begun = 0
+        self._history: deque[tuple[int, DownloadProgress]] = deque(maxlen=HISTORY_KEPT)
 
     @contextlib.contextmanager
     def tracking(self, progress: DownloadProgress) -> Iterator[DownloadProgress]:
         with self._lock:
             self._running.append(progress)
+            self._begun += 1
+            self._history.append((self._begun, progress))
         try:
             yield progress
         finally:
@@ -123,6 +131,13 @@ class Downloads:
         """The downloads running now, oldest first."""
         with self._lock:
             return list(self._running)
+
+    def history(self, after: int) -> tuple[int, list[DownloadProgress]]:
+        """How many downloads have begun so far, and those that began after the `after`-th (running
+        or over, oldest first; the last HISTORY_KEPT at most): a small file can begin and end
+        between two looks of a display."""
+        with self._lock:
+            return self._begun, [progress for number, progress in self._history if number > after]
 
     def current(self) -> dict | None:
         """The running download with the most bytes left (the one worth waiting for), or None."""

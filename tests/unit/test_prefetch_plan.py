@@ -73,3 +73,26 @@ def test_on_a_terminal_a_download_is_a_tqdm_bar_with_bytes_rate_and_time_left(tm
     out = terminal.getvalue()
     assert out.startswith("\rorg/model (2 files):   0%|") and "0.00/1.00M" in out, out
     assert re.search(r"100%\|[#█]+\| 1.00M/1.00M \[\d\d:\d\d<\d\d:\d\d, +[\d.]+[kMG]?B/s\]\n$", out), out  # redrawn in place
+
+
+def test_a_download_that_begins_and_ends_between_two_looks_is_still_shown(tmp_path):
+    """The display looks every POLL_S: a small file (a voice) can be fetched in between. It gets its
+    first and last lines all the same, after the download that was shown, in order."""
+    model, voice = tmp_path / "etag-m", tmp_path / "etag-v"
+    big = DownloadProgress("org/model", [PlannedFile("w.safetensors", 1000, model)])
+    small = DownloadProgress("org/voices", [PlannedFile("v.safetensors", 10, voice)])
+    downloads, out = Downloads(), io.StringIO()
+    with DownloadDisplay(downloads, out, poll_s=3600) as display:  # looks only when synced
+        with downloads.tracking(big):
+            display.sync()
+            with downloads.tracking(small):  # begins and ends while the model's is shown
+                voice.write_bytes(b"x" * 10)
+                small.finish("v.safetensors")
+            model.write_bytes(b"x" * 1000)
+            big.finish("w.safetensors")
+        display.sync()
+    lines = out.getvalue().splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == [
+        "Downloading org/model w.safetensors, 1.0 kB", "org/model",
+        "Downloading org/voices v.safetensors, 10 B", "org/voices"], lines
+    assert lines[1].endswith(": done") and lines[3].endswith(": done")
