@@ -195,3 +195,12 @@ def build_app(tmp_path: Path, **settings):
         model.voices.index.ids = frozenset(v.id for v in model.voices.catalog.list_voices())
     ctx.cluster = EmptyCluster([m.deployment for m in ctx.models.values()])
     return create_app(ctx)
+
+
+def mcp_tool(client, name: str, arguments: dict, headers: dict | None = None) -> dict:
+    """One tools/call over MCP's streamable HTTP (stateless: no session) through `client`, a
+    TestClient of the app: the tool's result (`content`, `structuredContent`, `isError`)."""
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+    answer = client.post("/mcp/", json=call, headers={"Accept": "application/json, text/event-stream", **(headers or {})})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["result"]

@@ -18,7 +18,7 @@ from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from deployments.protocol import CFG_COEFS, DISTILLED_CFG, REAL_CFG, CfgRule
-from helpers.inprocess_app import VOICES, build_app, clip_folder
+from helpers.inprocess_app import VOICES, build_app, clip_folder, mcp_tool
 
 CLIP = "clips/reader.wav"  # a voice of `clone` only
 SHARED = VOICES[1]          # a voice of `first` only
@@ -105,12 +105,8 @@ def test_a_voice_of_one_model_is_a_400_naming_the_model_on_rest_and_openai(clien
 
 
 def mcp_call(client, arguments: dict) -> dict:
-    """One tools/call of text_to_speech over MCP's streamable HTTP (stateless: no session)."""
-    answer = client.post("/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "text_to_speech", "arguments": {"text": "Hi.", "save": False, **arguments}}},
-        headers={"Accept": "application/json, text/event-stream"})
-    assert answer.status_code == 200, answer.text
-    return answer.json()["result"]
+    """One text_to_speech call over MCP."""
+    return mcp_tool(client, "text_to_speech", {"text": "Hi.", "save": False, **arguments})
 
 
 def test_mcp_refuses_another_models_cfg_or_voice_as_a_tool_error(client):

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from helpers.inprocess_app import build_app
+from helpers.inprocess_app import build_app, mcp_tool
 from helpers.leaks import INTERNALS
 from serve_app.errors import APIError, install_error_handlers
 from serve_app.service.outputs import OutputStore
@@ -199,11 +199,7 @@ def test_an_unexpected_rest_failure_is_a_generic_json_500(unwritable):
 
 def test_an_unexpected_mcp_tool_failure_is_a_generic_tool_error(unwritable):
     def call(arguments: dict) -> dict:
-        answer = unwritable.post("/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-            "name": "text_to_speech", "arguments": {"text": "Save me.", **arguments}}},
-            headers={"Accept": "application/json, text/event-stream"})
-        assert answer.status_code == 200, answer.text
-        return answer.json()["result"]
+        return mcp_tool(unwritable, "text_to_speech", {"text": "Save me.", **arguments})
 
     failed = call({})
     message = failed["content"][0]["text"]

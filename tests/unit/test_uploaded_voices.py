@@ -18,7 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from deployments.protocol import SAMPLE_RATE
 from helpers.clips import audio_file, tone
-from helpers.inprocess_app import build_app, cloning_models
+from helpers.inprocess_app import build_app, cloning_models, mcp_tool
 from serve_app.service.voice_store import VoiceStore, owner_of
 
 KEYS = ["key-a", "key-b"]
@@ -44,11 +44,8 @@ def upload(client, headers=A, data=CLIP, name="Reader", **fields):
 
 
 def mcp_call(client, name, arguments, headers=A) -> dict:
-    """An MCP tool's result (`structuredContent`, `isError`, `content`)."""
-    answer = client.post("/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": name, "arguments": arguments}}, headers={"Accept": "application/json, text/event-stream", **headers})
-    assert answer.status_code == 200, answer.text
-    return answer.json()["result"]
+    """An MCP tool's result, called with an API key (A) unless told otherwise."""
+    return mcp_tool(client, name, arguments, headers)
 
 
 def clone_requests(client):
