@@ -23,6 +23,15 @@ export class ApiError extends Error {
   }
 }
 
+/** What a failure that reads the same in every panel says (an i18n key and its values): the
+ * service out of reach, or every GPU busy; null for the others, which each panel words itself. */
+export function sharedFailure(exc) {
+  if (!(exc instanceof ApiError)) return null;
+  if (exc.status === 0) return { key: "err_network", vars: {} };
+  if (exc.status === 503 && exc.code === "overloaded") return { key: "err_overloaded", vars: { s: exc.retryAfter ?? 5 } };
+  return null;
+}
+
 export async function getJSON(path) {
   return parse(await send(path, { method: "GET" }));
 }

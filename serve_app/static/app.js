@@ -1,6 +1,6 @@
 // The page: wires the form, the player, the voice picker, your own voices and the GPU panel together.
 
-import { ApiError, getJSON, onKeyNeeded, postJSON, withKey } from "./api.js";
+import { ApiError, getJSON, onKeyNeeded, postJSON, sharedFailure, withKey } from "./api.js";
 import { showError } from "./dom.js";
 import { GpuPanel } from "./gpu.js";
 import { LANGUAGES, initialLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
@@ -59,9 +59,9 @@ function clearErrors() {
 /** Puts a failed request's message next to the control it concerns, in plain words. */
 function reportFailure(exc) {
   if (!(exc instanceof ApiError)) return setError("generate", "err_server", { detail: String(exc) });
-  if (exc.status === 0) return setError("generate", "err_network");
+  const shared = sharedFailure(exc);
+  if (shared) return setError("generate", shared.key, shared.vars);
   if (exc.code === "empty_text") return setError("text", "err_empty_text");
-  if (exc.status === 503 && exc.code === "overloaded") return setError("generate", "err_overloaded", { s: exc.retryAfter ?? 5 });
   if (exc.status === 503) return setError("generate", "err_unavailable", { detail: exc.message });
   if (exc.status === 408 || exc.status === 504) return setError("generate", "err_timeout");
   const place = exc.param in errorBoxes ? exc.param : "generate";

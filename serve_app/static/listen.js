@@ -5,7 +5,7 @@
 // `stream: true`, its words appearing as they are heard. Shown only when the service serves a
 // speech-to-text model (GET /api/info, kind "stt"); the model chooser lists those only.
 
-import { ApiError, getJSON, postForResponse } from "./api.js";
+import { ApiError, getJSON, postForResponse, sharedFailure } from "./api.js";
 import { AsrSocket, FRAME_SAMPLES, SAMPLE_RATE, asrUrl } from "./asr-socket.js";
 import { element, showError } from "./dom.js";
 import { t } from "./i18n.js";
@@ -185,10 +185,10 @@ export class ListenPanel {
   fail(exc, key = null, vars = {}) {
     this.session?.microphone.release();
     this.status = null;
+    const shared = sharedFailure(exc);
     if (key) this.setError(key, vars);
-    else if (exc instanceof ApiError && exc.status === 0) this.setError("err_network");
+    else if (shared) this.setError(shared.key, shared.vars);
     else if (exc instanceof ApiError && exc.code === "no_stt_model") this.setError("err_no_stt");
-    else if (exc instanceof ApiError && exc.status === 503 && exc.code === "overloaded") this.setError("err_overloaded", { s: exc.retryAfter ?? 5 });
     else this.setError("err_server", { detail: exc?.message || String(exc) });
     this.finish();
   }
