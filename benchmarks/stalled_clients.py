@@ -75,10 +75,11 @@ def _python_heap(_actor, start: bool) -> float:
 
 
 def _trim(_actor) -> bool:
-    """Runs inside the actor's process: glibc gives its free pages back to the kernel."""
-    import ctypes
+    """Runs inside the actor's process: glibc gives its free pages back to the kernel, as the worker
+    does by itself once idle (the project is installed in the venv every Ray process runs)."""
+    from deployments.engine.heap import release_free_heap
 
-    return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    return release_free_heap()
 
 
 def probe(infos: dict[str, dict], fn, *args) -> dict:
