@@ -18,7 +18,7 @@ from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from deployments.protocol import CFG_COEFS, DISTILLED_CFG, REAL_CFG, CfgRule
-from helpers.inprocess_app import VOICES, build_app, clip_folder, mcp_tool
+from helpers.inprocess_app import VOICES, build_app, cloning_models, mcp_tool
 
 CLIP = "clips/reader.wav"  # a voice of `clone` only
 SHARED = VOICES[1]          # a voice of `first` only
@@ -27,11 +27,9 @@ SHARED = VOICES[1]          # a voice of `first` only
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("two-models")
-    models = {"first": {},
-              "clone": {"model_repo": "kyutai/tts-0.75b-en-public", "n_q": 16,
-                        "voice_dirs": [str(clip_folder(root / "clips", (CLIP,)))]}}
     # base_url: MCP's Host check takes localhost:<port> only.
-    with TestClient(build_app(root, models=models, default_model="first"), base_url="http://localhost:8000") as test_client:
+    app = build_app(root, models=cloning_models(root), default_model="first")
+    with TestClient(app, base_url="http://localhost:8000") as test_client:
         yield test_client
 
 
