@@ -13,10 +13,9 @@ import httpx
 import msgpack
 import numpy as np
 import pytest
-import sphn
 from conftest import EARS_ROWS
 from helpers.browser import chromium
-from helpers.clips import audio_file
+from helpers.clips import audio_file, checkpoint_clip
 from test_ui import ARTIFACTS, Page
 from websockets.sync.client import connect
 
@@ -31,15 +30,10 @@ WORDS = "() => [...document.querySelectorAll('#listen-words .heard')].map(w => w
 DONE = "() => document.getElementById('listen-status').textContent.startsWith('%s')"
 
 
-def clip(checkpoint, rate: int = SAMPLE_RATE) -> np.ndarray:
-    pcm, _ = sphn.read(str(checkpoint / CLIP), sample_rate=rate)
-    return pcm[0].astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def mic_browser(tmp_path_factory, tiny_stt_checkpoint):
     microphone = tmp_path_factory.mktemp("microphone") / "speech.wav"
-    microphone.write_bytes(audio_file(clip(tiny_stt_checkpoint, DEVICE_RATE), rate=DEVICE_RATE))
+    microphone.write_bytes(audio_file(checkpoint_clip(tiny_stt_checkpoint, CLIP, DEVICE_RATE), rate=DEVICE_RATE))
     with chromium("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                   f"--use-file-for-fake-audio-capture={microphone}") as launched:
         yield launched
@@ -105,7 +99,7 @@ def test_the_microphone_streams_over_the_socket_and_its_words_appear(page, tiny_
     # Each 0.1 s of it is somewhere in the clip (the median: a loaded CPU may drop a few ms of the
     # fake device's sound, and the browser's resampler is not sphn's).
     tenth = SAMPLE_RATE // 10
-    original = clip(tiny_stt_checkpoint)
+    original = checkpoint_clip(tiny_stt_checkpoint, CLIP)
     found = [best_correlation(sent[i:i + tenth], original) for i in range(0, len(sent) - tenth, tenth)]
     assert np.median(found) > 0.95, found
 

@@ -57,3 +57,12 @@ def count_decoding(monkeypatch) -> list[float]:
 
     monkeypatch.setattr(clips, "_Decoder", Counting)
     return decoded
+
+
+def checkpoint_clip(checkpoint, name: str, rate: int = 24000) -> np.ndarray:
+    """A clip of a test checkpoint (e.g. the tiny STT model's `clips/mid.wav`) as mono float32 at
+    `rate` (resampled by sphn, as the reference reads it)."""
+    import sphn
+
+    pcm, _ = sphn.read(str(checkpoint / name), sample_rate=rate)
+    return pcm[0].astype(np.float32)

@@ -9,23 +9,18 @@ import math
 
 import numpy as np
 import pytest
-import sphn
 import websockets
 
 from deployments.protocol import FRAME_RATE, FRAME_SAMPLES, SAMPLE_RATE
 from conftest import EARS_ROWS
 from helpers.asr_client import AsrClient
+from helpers.clips import checkpoint_clip
 
 DELAY_FRAMES = math.ceil(0.5 * FRAME_RATE)  # the tiny model's delay, as stt-1b-en_fr's
 
 
-def clip(checkpoint, name: str = "clips/mid.wav") -> np.ndarray:
-    pcm, _ = sphn.read(str(checkpoint / name), sample_rate=SAMPLE_RATE)
-    return pcm[0].astype(np.float32)
-
-
 def test_a_clip_sent_faster_than_real_time_is_heard_with_every_message_type(duo_url, tiny_stt_checkpoint):
-    audio = clip(tiny_stt_checkpoint)
+    audio = checkpoint_clip(tiny_stt_checkpoint, "clips/mid.wav")
     frames = math.ceil(len(audio) / FRAME_SAMPLES)
 
     async def run():
